@@ -1,0 +1,227 @@
+"""The op API the model calls (SPEC §3); every op dispatches on ``kernels="torch" | "triton"``.
+
+``torch`` is the reference path: the ``*_ref`` functions of ``fusmae_fast.kernels`` (pure PyTorch,
+differentiable by autograd, runs anywhere). ``triton`` calls the Triton implementation of the same
+kernel module (``*_triton``), which runs on CUDA tensors, and on CPU tensors only under Triton's
+interpreter (``TRITON_INTERPRET=1`` set before the kernels are imported; the tests do this).
+
+This module is the only importer of ``fusmae_fast.kernels``. Inputs are validated here, once, so that
+both paths see the same checked arguments and users get one clear error for bad input.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+
+from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref
+from fusmae_fast.kernels.masked_loss import masked_mse_ref, patchify, unpatchify
+from fusmae_fast.kernels.token_gather import gather_tokens_ref, masked_patch_embed_ref
+from fusmae_fast.kernels.token_scatter import scatter_tokens_ref
+
+Kernels = Literal["torch", "triton"]
+KERNEL_CHOICES: tuple[str, ...] = ("torch", "triton")
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+__all__ = [
+    "KERNEL_CHOICES",
+    "cross_modal_attention",
+    "gather_tokens",
+    "masked_mse",
+    "masked_patch_embed",
+    "patchify",
+    "scatter_tokens",
+    "unpatchify",
+]
+
+
+def _triton_impl(module: str, name: str, device: torch.device) -> Callable[..., torch.Tensor]:
+    """Find ``fusmae_fast.kernels.<module>.<name>`` or raise a clear error."""
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        raise RuntimeError(
+            f"kernels='triton' needs CUDA tensors (got {device}); on a CPU use kernels='torch', or set "
+            "TRITON_INTERPRET=1 before importing fusmae_fast to run the kernels in Triton's interpreter "
+            "(slow, for testing only)."
+        )
+    mod = importlib.import_module(f"fusmae_fast.kernels.{module}")
+    fn = getattr(mod, name, None)
+    if fn is None:
+        raise NotImplementedError(f"the Triton implementation {module}.{name} is not available yet")
+    return fn
+
+
+def _check_kernels(kernels: str) -> None:
+    if kernels not in KERNEL_CHOICES:
+        raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
+
+
+def _check_float(name: str, t: torch.Tensor) -> None:
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
+
+
+def _check_same_device(**tensors: torch.Tensor | None) -> None:
+    devices = {n: t.device for n, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        raise ValueError(f"all tensors must be on one device, got {devices}")
+
+
+def _check_index(name: str, ids: torch.Tensor, batch: int, upper: int, allow_empty_slot: bool = False) -> None:
+    if ids.dtype != torch.int64:
+        raise TypeError(f"{name} must be int64, got {ids.dtype}")
+    if ids.dim() != 2 or ids.shape[0] != batch:
+        raise ValueError(f"{name} must have shape (B={batch}, K), got {tuple(ids.shape)}")
+    if ids.numel():
+        lo = -1 if allow_empty_slot else 0
+        if int(ids.min()) < lo or int(ids.max()) >= upper:
+            raise ValueError(f"{name} values must lie in [{lo}, {upper}), got [{int(ids.min())}, {int(ids.max())}]")
+
+
+def cross_modal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor, *, kernels: Kernels = "torch"
+) -> torch.Tensor:
+    """Two-way cross-modal attention (Eq. 2) over modality-sorted tokens.
+
+    q, k, v: (B, L, H, D); split: int64 (B,) with 0 <= split[b] <= L (kept S1 tokens come first).
+    Query t attends only keys of the other modality; rows with no such key get 0. Scale 1/sqrt(D).
+    Returns o (B, L, H, D) in the concatenated layout.
+    """
+    _check_kernels(kernels)
+    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(
+            f"q, k, v must all have shape (B, L, H, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_float(name, t)
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    _check_same_device(q=q, k=k, v=v, split=split)
+    if split.dtype != torch.int64 or split.shape != (q.shape[0],):
+        raise ValueError(f"split must be int64 of shape (B={q.shape[0]},), got {split.dtype} {tuple(split.shape)}")
+    if split.numel() and (int(split.min()) < 0 or int(split.max()) > q.shape[1]):
+        raise ValueError(f"split values must lie in [0, L={q.shape[1]}]")
+    if kernels == "torch":
+        return cross_modal_attention_ref(q, k, v, split)
+    fn = _triton_impl("cross_modal_attention", "cross_modal_attention_triton", q.device)
+    return fn(q, k, v, split)
+
+
+def masked_patch_embed(
+    img: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    pos: torch.Tensor,
+    ids_keep: torch.Tensor,
+    patch: int,
+    *,
+    kernels: Kernels = "torch",
+) -> torch.Tensor:
+    """Project only the kept patches of ``img``: (B, K, C) = W . patch + bias + pos[ids_keep].
+
+    img (B, C_in, H, W); weight (C, C_in, P, P); bias (C,); pos (N, C); ids_keep (B, K) int64 raster
+    patch indices, or -1 for an empty slot (its row is 0; used for ragged per-modality keeps).
+    """
+    _check_kernels(kernels)
+    if img.dim() != 4:
+        raise ValueError(f"img must be (B, C_in, H, W), got {tuple(img.shape)}")
+    b, c_in, hh, ww = img.shape
+    if hh % patch or ww % patch:
+        raise ValueError(f"image size {hh}x{ww} is not divisible by the patch size {patch}")
+    if weight.shape[1:] != (c_in, patch, patch):
+        raise ValueError(
+            f"weight must be (C, C_in={c_in}, P={patch}, P={patch}), got {tuple(weight.shape)}: "
+            f"does the image have the channel count the model expects?"
+        )
+    n = (hh // patch) * (ww // patch)
+    if bias.shape != (weight.shape[0],) or pos.shape != (n, weight.shape[0]):
+        raise ValueError(f"bias must be ({weight.shape[0]},) and pos ({n}, {weight.shape[0]})")
+    for name, t in (("img", img), ("weight", weight), ("bias", bias), ("pos", pos)):
+        _check_float(name, t)
+    _check_same_device(img=img, weight=weight, bias=bias, pos=pos, ids_keep=ids_keep)
+    _check_index("ids_keep", ids_keep, b, n, allow_empty_slot=True)
+    if kernels == "torch":
+        return masked_patch_embed_ref(img, weight, bias, pos, ids_keep, patch)
+    fn = _triton_impl("token_gather", "masked_patch_embed_triton", img.device)
+    return fn(img, weight, bias, pos, ids_keep, patch)
+
+
+def gather_tokens(
+    x: torch.Tensor, ids_keep: torch.Tensor, pos: torch.Tensor | None = None, *, kernels: Kernels = "torch"
+) -> torch.Tensor:
+    """out[b, j] = x[b, ids_keep[b, j]] (+ pos[ids_keep[b, j]]); x (B, N, C), ids_keep (B, K)."""
+    _check_kernels(kernels)
+    if x.dim() != 3:
+        raise ValueError(f"x must be (B, N, C), got {tuple(x.shape)}")
+    _check_index("ids_keep", ids_keep, x.shape[0], x.shape[1])
+    if pos is not None and pos.shape != x.shape[1:]:
+        raise ValueError(f"pos must be {tuple(x.shape[1:])}, got {tuple(pos.shape)}")
+    _check_same_device(x=x, ids_keep=ids_keep, pos=pos)
+    if kernels == "torch":
+        return gather_tokens_ref(x, ids_keep, pos)
+    fn = _triton_impl("token_gather", "gather_tokens_triton", x.device)
+    return fn(x, ids_keep, pos)
+
+
+def scatter_tokens(
+    latent: torch.Tensor,
+    ids_restore: torch.Tensor,
+    mask_token: torch.Tensor,
+    pos: torch.Tensor | None = None,
+    *,
+    kernels: Kernels = "torch",
+) -> torch.Tensor:
+    """Decoder input: out[b, n] = latent[b, ids_restore[b, n]] if < K else mask_token; then + pos.
+
+    latent (B, K, C); ids_restore (B, N) int64, non-negative (K or more = masked, values < K distinct
+    per row: MAE's argsort(ids_shuffle) or Fus-MAE's per-modality map); mask_token (C,); pos (N, C).
+    """
+    _check_kernels(kernels)
+    if latent.dim() != 3:
+        raise ValueError(f"latent must be (B, K, C), got {tuple(latent.shape)}")
+    b, k, c = latent.shape
+    _check_index("ids_restore", ids_restore, b, 2**62)
+    if mask_token.shape != (c,):
+        raise ValueError(f"mask_token must be ({c},), got {tuple(mask_token.shape)}")
+    if pos is not None and pos.shape != (ids_restore.shape[1], c):
+        raise ValueError(f"pos must be ({ids_restore.shape[1]}, {c}), got {tuple(pos.shape)}")
+    _check_same_device(latent=latent, ids_restore=ids_restore, mask_token=mask_token, pos=pos)
+    if kernels == "torch":
+        return scatter_tokens_ref(latent, ids_restore, mask_token, pos)
+    fn = _triton_impl("token_scatter", "scatter_tokens_triton", latent.device)
+    return fn(latent, ids_restore, mask_token, pos)
+
+
+def masked_mse(
+    pred: torch.Tensor,
+    img: torch.Tensor,
+    mask: torch.Tensor,
+    patch: int,
+    norm_pix: bool,
+    *,
+    kernels: Kernels = "torch",
+) -> torch.Tensor:
+    """MSE on masked patches only, targets patchified from img (norm_pix: per-patch normalised).
+
+    pred (B, N, P*P*C_in) in patchify order; img (B, C_in, H, W); mask (B, N), 1/True = masked.
+    Returns an fp32 scalar: mean over masked patches of the per-patch mean squared error.
+    """
+    _check_kernels(kernels)
+    if img.dim() != 4:
+        raise ValueError(f"img must be (B, C_in, H, W), got {tuple(img.shape)}")
+    b, c_in, hh, ww = img.shape
+    if hh % patch or ww % patch:
+        raise ValueError(f"image size {hh}x{ww} is not divisible by the patch size {patch}")
+    n = (hh // patch) * (ww // patch)
+    if pred.shape != (b, n, patch * patch * c_in):
+        raise ValueError(f"pred must be ({b}, {n}, {patch * patch * c_in}), got {tuple(pred.shape)}")
+    if mask.shape != (b, n):
+        raise ValueError(f"mask must be ({b}, {n}), got {tuple(mask.shape)}")
+    _check_same_device(pred=pred, img=img, mask=mask)
+    if kernels == "torch":
+        return masked_mse_ref(pred, img, mask, patch, norm_pix)
+    fn = _triton_impl("masked_loss", "masked_mse_triton", pred.device)
+    return fn(pred, img, mask, patch, norm_pix)
