@@ -22,7 +22,9 @@ def _register(name: str, module: str, help_text: str) -> None:
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """Build the parser; only the ``selected`` subcommand's module is imported to add its arguments."""
-    parser = argparse.ArgumentParser(prog="fusmae-fast", description="Fus-MAE: pretraining, evaluation, data.")
+    parser = argparse.ArgumentParser(
+        prog="fusmae-fast", description="Fus-MAE: pretraining, evaluation, data."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

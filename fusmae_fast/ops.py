@@ -70,7 +70,9 @@ def _check_same_device(**tensors: torch.Tensor | None) -> None:
         raise ValueError(f"all tensors must be on one device, got {devices}")
 
 
-def _check_index(name: str, ids: torch.Tensor, batch: int, upper: int, allow_empty_slot: bool = False) -> None:
+def _check_index(
+    name: str, ids: torch.Tensor, batch: int, upper: int, allow_empty_slot: bool = False
+) -> None:
     if ids.dtype != torch.int64:
         raise TypeError(f"{name} must be int64, got {ids.dtype}")
     if ids.dim() != 2 or ids.shape[0] != batch:
@@ -78,7 +80,9 @@ def _check_index(name: str, ids: torch.Tensor, batch: int, upper: int, allow_emp
     if ids.numel():
         lo = -1 if allow_empty_slot else 0
         if int(ids.min()) < lo or int(ids.max()) >= upper:
-            raise ValueError(f"{name} values must lie in [{lo}, {upper}), got [{int(ids.min())}, {int(ids.max())}]")
+            raise ValueError(
+                f"{name} values must lie in [{lo}, {upper}), got [{int(ids.min())}, {int(ids.max())}]"
+            )
 
 
 def cross_modal_attention(
@@ -93,7 +97,8 @@ def cross_modal_attention(
     _check_kernels(kernels)
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(
-            f"q, k, v must all have shape (B, L, H, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            "q, k, v must all have shape (B, L, H, D); got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_float(name, t)
@@ -101,7 +106,9 @@ def cross_modal_attention(
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     _check_same_device(q=q, k=k, v=v, split=split)
     if split.dtype != torch.int64 or split.shape != (q.shape[0],):
-        raise ValueError(f"split must be int64 of shape (B={q.shape[0]},), got {split.dtype} {tuple(split.shape)}")
+        raise ValueError(
+            f"split must be int64 of shape (B={q.shape[0]},), got {split.dtype} {tuple(split.shape)}"
+        )
     if split.numel() and (int(split.min()) < 0 or int(split.max()) > q.shape[1]):
         raise ValueError(f"split values must lie in [0, L={q.shape[1]}]")
     if kernels == "torch":

@@ -47,7 +47,9 @@ def masked_patch_embed_ref(
     return out.index_put((valid,), rows)
 
 
-def gather_tokens_ref(x: torch.Tensor, ids_keep: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+def gather_tokens_ref(
+    x: torch.Tensor, ids_keep: torch.Tensor, pos: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pure-torch reference of gather_tokens."""
     b, k = ids_keep.shape
     out = torch.gather(x, 1, ids_keep[..., None].expand(b, k, x.shape[-1]))
