@@ -26,6 +26,7 @@ from fusmae_fast.kernels.token_scatter import scatter_tokens_ref
 Kernels = Literal["torch", "triton"]
 KERNEL_CHOICES: tuple[str, ...] = ("torch", "triton")
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+"""dtypes both paths support; the torch path also takes float64 (used as the tests' reference)."""
 
 __all__ = [
     "KERNEL_CHOICES",
@@ -59,9 +60,13 @@ def _check_kernels(kernels: str) -> None:
         raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
 
 
-def _check_float(name: str, t: torch.Tensor) -> None:
-    if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
+def _check_float(name: str, t: torch.Tensor, kernels: str) -> None:
+    if t.dtype in FLOAT_DTYPES or (kernels == "torch" and t.dtype == torch.float64):
+        return
+    allowed = "float32, float16 or bfloat16" + (
+        " (or float64 with kernels='torch')" if kernels == "triton" else ""
+    )
+    raise TypeError(f"{name} must be {allowed}, got {t.dtype}")
 
 
 def _check_same_device(**tensors: torch.Tensor | None) -> None:
@@ -101,7 +106,7 @@ def cross_modal_attention(
             f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     for name, t in (("q", q), ("k", k), ("v", v)):
-        _check_float(name, t)
+        _check_float(name, t, kernels)
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     _check_same_device(q=q, k=k, v=v, split=split)
@@ -147,7 +152,7 @@ def masked_patch_embed(
     if bias.shape != (weight.shape[0],) or pos.shape != (n, weight.shape[0]):
         raise ValueError(f"bias must be ({weight.shape[0]},) and pos ({n}, {weight.shape[0]})")
     for name, t in (("img", img), ("weight", weight), ("bias", bias), ("pos", pos)):
-        _check_float(name, t)
+        _check_float(name, t, kernels)
     _check_same_device(img=img, weight=weight, bias=bias, pos=pos, ids_keep=ids_keep)
     _check_index("ids_keep", ids_keep, b, n, allow_empty_slot=True)
     if kernels == "torch":

@@ -8,7 +8,8 @@ What it computes
     Concatenated, this is ``CA(x, y) (+) CA(y, x)`` of Eq. 2 without any torch.cat (SPEC §2).
     A query with no key of the other modality (split 0 or L) gets o = 0 and zero gradients.
 
-dtypes: fp32, fp16, bf16. The reference computes scores in the input dtype, the softmax in fp32.
+dtypes: fp32, fp16, bf16 (and fp64 for the reference). The reference computes scores in the input
+dtype, the softmax in fp32 (fp64 for fp64 inputs).
 Limits of the reference: it materialises the (B, H, L, L) score tensor; it is the clear definition,
 not the fast path.
 """
@@ -37,8 +38,9 @@ def cross_modal_attention_ref(
     b, length, h, d = q.shape
     allowed = cross_modal_mask(split, length)[:, None]  # (B, 1, L, L)
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
-    scores = torch.matmul(qh, kh.transpose(-1, -2)).float() * (1.0 / math.sqrt(d))
-    scores = scores.masked_fill(~allowed, torch.finfo(torch.float32).min)
+    acc = torch.promote_types(q.dtype, torch.float32)  # softmax in fp32 (fp64 for an fp64 reference)
+    scores = torch.matmul(qh, kh.transpose(-1, -2)).to(acc) * (1.0 / math.sqrt(d))
+    scores = scores.masked_fill(~allowed, torch.finfo(acc).min)
     has_key = allowed.any(-1, keepdim=True)  # (B, 1, L, 1)
     probs = torch.softmax(scores, dim=-1) * has_key
     out = torch.matmul(probs.to(q.dtype), vh)

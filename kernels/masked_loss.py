@@ -6,7 +6,7 @@ masked_mse
     target = patchify(img); with norm_pix, each target patch is normalised to zero mean and unit
     variance (unbiased variance, eps 1e-6, as MAE). loss = sum over masked patches of the mean over
     the patch vector of (pred - target)^2, divided by the number of masked patches (0 if none).
-    Computed and returned in fp32 whatever the input dtype.
+    Computed and returned in fp32 whatever the input dtype (fp64 for an fp64 reference).
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ def masked_mse_ref(
     pred: torch.Tensor, img: torch.Tensor, mask: torch.Tensor, patch: int, norm_pix: bool
 ) -> torch.Tensor:
     """Pure-torch reference of masked_mse (fp32 scalar)."""
-    target = patchify(img.float(), patch)
+    acc = torch.promote_types(pred.dtype, torch.float32)
+    target = patchify(img.to(acc), patch)
     if norm_pix:
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
         target = (target - mean) / (var + 1.0e-6) ** 0.5
-    per_patch = ((pred.float() - target) ** 2).mean(dim=-1)
-    m = mask.float()
+    per_patch = ((pred.to(acc) - target) ** 2).mean(dim=-1)
+    m = mask.to(acc)
     denom = m.sum()
     return (per_patch * m).sum() / denom.clamp(min=1.0)
