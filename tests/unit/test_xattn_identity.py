@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from fusmae_fast import ops
 from fusmae_fast.model import XAttnBlock
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """These identities are checked in float64; restore the default dtype for other modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def literal_attention(q, k, v, split):
