@@ -13,7 +13,10 @@ Strategies
         K = 2N', split = N' for every sample.
     independent: K = int(2N (1 - r)) tokens drawn uniformly at random over all 2N tokens; split varies
         per sample and can take every value from max(0, K - N) to min(K, N) (0..K when K <= N).
-Randomness comes from a ``torch.Generator`` on the CPU (identical masks on every device for a seed).
+Randomness comes from a ``torch.Generator`` on the CPU (identical masks on every device for a seed),
+or from one seed per sample (``seeds``): then a sample's mask depends only on its own seed, not on
+which batch or rank it lands in (pretraining derives it from the run seed, the epoch and the sample's
+dataset index, so resumed and multi-process runs mask every sample exactly as a single run would).
 """
 
 from __future__ import annotations
@@ -98,6 +101,17 @@ def _finish(ids_keep: torch.Tensor, num_patches: int, device: torch.device | str
     )
 
 
+def _noise(
+    batch: int, width: int, generator: torch.Generator | None, seeds: torch.Tensor | None
+) -> torch.Tensor:
+    if seeds is None:
+        return torch.rand(batch, width, generator=generator)
+    if seeds.shape != (batch,):
+        raise ValueError(f"seeds must have shape ({batch},), got {tuple(seeds.shape)}")
+    rows = [torch.rand(width, generator=torch.Generator().manual_seed(int(s))) for s in seeds.tolist()]
+    return torch.stack(rows)
+
+
 def random_masking(
     batch: int,
     num_patches: int,
@@ -105,11 +119,13 @@ def random_masking(
     strategy: str,
     *,
     generator: torch.Generator | None = None,
+    seeds: torch.Tensor | None = None,
     device: torch.device | str = "cpu",
 ) -> Masking:
     """Draw a mask for ``batch`` samples of two modalities with ``num_patches`` patches each.
 
     strategy: 'consistent', 'independent', or 'none' (keep everything: split = N, for inference).
+    Randomness: ``seeds`` (B,) int64, one per sample, if given; else ``generator``; else torch's global RNG.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"masking strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -125,14 +141,14 @@ def random_masking(
         keep_per = int(n * (1.0 - mask_ratio))
         if keep_per < 1:
             raise ValueError(f"mask_ratio {mask_ratio} keeps no patch of {n}")
-        noise = torch.rand(batch, n, generator=generator)
+        noise = _noise(batch, n, generator, seeds)
         pos = torch.sort(torch.argsort(noise, dim=1)[:, :keep_per], dim=1).values
         ids_keep = torch.cat([pos, pos + n], dim=1)
     else:
         k = int(2 * n * (1.0 - mask_ratio))
         if k < 1:
             raise ValueError(f"mask_ratio {mask_ratio} keeps no token of {2 * n}")
-        noise = torch.rand(batch, 2 * n, generator=generator)
+        noise = _noise(batch, 2 * n, generator, seeds)
         ids_keep = torch.sort(torch.argsort(noise, dim=1)[:, :k], dim=1).values
     return _finish(ids_keep, n, device)
 

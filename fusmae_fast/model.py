@@ -334,11 +334,13 @@ class FusMAE(nn.Module):
         s2: torch.Tensor,
         *,
         generator: torch.Generator | None = None,
+        seeds: torch.Tensor | None = None,
         masking: Masking | None = None,
     ) -> FusMAEOutput:
         """Mask, encode, decode both modalities and compute the loss.
 
-        ``generator`` seeds the masking; a precomputed ``masking`` (same batch size) may be given instead.
+        The masking is drawn from ``seeds`` (one int64 per sample) or ``generator``; a precomputed
+        ``masking`` (same batch size) may be given instead.
         """
         cfg = self.config
         if s1 is None or s2 is None:
@@ -346,7 +348,13 @@ class FusMAE(nn.Module):
         b = self._check_pair(s1, s2)
         if masking is None:
             masking = random_masking(
-                b, cfg.num_patches, cfg.mask_ratio, cfg.masking, generator=generator, device=s1.device
+                b,
+                cfg.num_patches,
+                cfg.mask_ratio,
+                cfg.masking,
+                generator=generator,
+                seeds=seeds,
+                device=s1.device,
             )
         elif masking.ids_keep.shape[0] != b or masking.num_patches != cfg.num_patches:
             raise ValueError("the given masking does not match the batch size or the patch count")

@@ -89,3 +89,14 @@ def test_bad_arguments():
         random_masking(2, 9, 1.0, "independent")
     with pytest.raises(ValueError, match="keeps no"):
         random_masking(2, 4, 0.9, "consistent")
+
+
+def test_per_sample_seeds_make_masks_batch_independent():
+    seeds = torch.tensor([11, 12, 13, 14])
+    whole = random_masking(4, 225, 0.75, "independent", seeds=seeds)
+    first = random_masking(2, 225, 0.75, "independent", seeds=seeds[:2])
+    last = random_masking(2, 225, 0.75, "independent", seeds=seeds[2:])
+    assert torch.equal(whole.ids_keep, torch.cat([first.ids_keep, last.ids_keep]))
+    assert not torch.equal(whole.ids_keep[0], whole.ids_keep[1])
+    with pytest.raises(ValueError, match="seeds"):
+        random_masking(3, 225, 0.75, "independent", seeds=seeds)
