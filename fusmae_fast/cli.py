@@ -20,6 +20,9 @@ def _register(name: str, module: str, help_text: str) -> None:
     COMMANDS[name] = (module, help_text)
 
 
+_register("pretrain", "fusmae_fast.pretrain", "Pretrain Fus-MAE (single process or under torchrun).")
+
+
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """Build the parser; only the ``selected`` subcommand's module is imported to add its arguments."""
     parser = argparse.ArgumentParser(
