@@ -21,6 +21,9 @@ def _register(name: str, module: str, help_text: str) -> None:
 
 
 _register("pretrain", "fusmae_fast.pretrain", "Pretrain Fus-MAE (single process or under torchrun).")
+_register(
+    "eval", "fusmae_fast.evaluate", "Linear probe, fine-tuning or SEN12MS transfer of a pretrained encoder."
+)
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
