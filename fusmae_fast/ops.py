@@ -55,6 +55,12 @@ def _triton_impl(module: str, name: str, device: torch.device) -> Callable[..., 
     return fn
 
 
+def _checking_values() -> bool:
+    """Value checks (index ranges, split bounds) read tensors back to the host; inside torch.compile
+    they would break the graph, so they run in eager mode only (shape/dtype checks always run)."""
+    return not torch.compiler.is_compiling()
+
+
 def _check_kernels(kernels: str) -> None:
     if kernels not in KERNEL_CHOICES:
         raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
@@ -82,7 +88,7 @@ def _check_index(
         raise TypeError(f"{name} must be int64, got {ids.dtype}")
     if ids.dim() != 2 or ids.shape[0] != batch:
         raise ValueError(f"{name} must have shape (B={batch}, K), got {tuple(ids.shape)}")
-    if ids.numel():
+    if ids.numel() and _checking_values():
         lo = -1 if allow_empty_slot else 0
         if int(ids.min()) < lo or int(ids.max()) >= upper:
             raise ValueError(
@@ -114,7 +120,7 @@ def cross_modal_attention(
         raise ValueError(
             f"split must be int64 of shape (B={q.shape[0]},), got {split.dtype} {tuple(split.shape)}"
         )
-    if split.numel() and (int(split.min()) < 0 or int(split.max()) > q.shape[1]):
+    if split.numel() and _checking_values() and (int(split.min()) < 0 or int(split.max()) > q.shape[1]):
         raise ValueError(f"split values must lie in [0, L={q.shape[1]}]")
     if kernels == "torch":
         return cross_modal_attention_ref(q, k, v, split)
