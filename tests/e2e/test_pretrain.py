@@ -177,3 +177,14 @@ def test_two_process_gloo_equals_one_process_double_batch(tmp_path):
     torch.manual_seed(0)
     init = FusMAE(_cfg(single).model_config())
     assert not torch.equal(init.state_dict()["blocks.0.mlp.fc1.weight"], a["blocks.0.mlp.fc1.weight"])
+
+
+def test_three_steps_triton_equal_torch(tmp_path):
+    """--kernels triton (interpreter on a CPU) follows --kernels torch for 3 steps (fp32, rel. 1e-4)."""
+    data = RandomPairs(6)
+    run_pretraining(_cfg(tmp_path / "t", epochs=1, batch_size=2, kernels="torch"), train_set=data)
+    run_pretraining(_cfg(tmp_path / "k", epochs=1, batch_size=2, kernels="triton"), train_set=data)
+    a, b = _losses(tmp_path / "t"), _losses(tmp_path / "k")
+    assert sorted(a) == [1, 2, 3]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4)
