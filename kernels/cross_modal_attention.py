@@ -7,18 +7,59 @@ What it computes
     tokens of the *other* modality of sample b: ``(t < split[b]) != (u < split[b])``.
     Concatenated, this is ``CA(x, y) (+) CA(y, x)`` of Eq. 2 without any torch.cat (SPEC §2).
     A query with no key of the other modality (split 0 or L) gets o = 0 and zero gradients.
+    The XAttnDecoder block (Eq. 10) is the same two-way pattern and uses the same op.
 
 dtypes: fp32, fp16, bf16 (and fp64 for the reference). The reference computes scores in the input
 dtype, the softmax in fp32 (fp64 for fp64 inputs).
 Limits of the reference: it materialises the (B, H, L, L) score tensor; it is the clear definition,
 not the fast path.
+
+The Triton path (``cross_modal_attention_triton``)
+    Forward: one launch, grid ``(cdiv(L, BLOCK_M), B * H)``. A program owns a block of queries of one
+    (sample, head); it loads ``split[b]`` in the kernel (no host sync, no padding, deterministic) and
+    runs a flash-attention online softmax (fp32 accumulation, exp2 domain) over the *other* modality's
+    keys only: a block wholly in modality 1 walks keys ``[s, L)``, one wholly in modality 2 walks
+    ``[0, s)``; key blocks start at the modality boundary (not at a multiple of BLOCK_N), so all but
+    the last key block are full and run without a score mask. A query block that straddles ``s``
+    walks ``[s, L)`` for its modality-1 rows and then ``[0, s)`` for its modality-2 rows, masked per
+    row. The output is written straight into (B, L, H, D); the log-sum-exp (base 2, +inf for rows
+    without keys) is saved as (B, H, L) fp32 for the backward. No (L x L) tensor exists in memory.
+    Backward: a preprocess launch Delta = rowsum(dO * O) (fp32, (B, H, L)); a dK/dV launch (program per
+    key block: walks the other modality's query blocks) and a dQ launch (program per query block:
+    walks the other modality's key blocks). Every output element has one writer: no atomics, bitwise
+    deterministic.
+    Head dims: any D in 16..128 that is a multiple of 8 (e.g. 40): the head dim is padded to the next
+    power of two *inside* the kernel with load masks, never in memory. Any L >= 1.
+    Strides: the (B, L, H) strides of q, k, v and dO are passed explicitly (q, k, v may be views of a
+    packed qkv projection); a tensor whose last dim is not contiguous is made contiguous once, on the
+    host. o, dq, dk, dv are allocated contiguous. Offsets are 64-bit in the batch index.
+    fp32 dots use ``input_precision="ieee"`` (parity with torch) unless ``allow_tf32=True``.
+    Block sizes / warps / stages: a small autotune set valid on sm_80 / sm_86 (<= 99 KB shared memory
+    per block, no register spills; ``compile_check`` proves it), pruned per head dim and dtype by
+    ``keep_*`` filters and keyed on a bucketed L and the padded head dim. Under Triton's interpreter
+    (``TRITON_INTERPRET=1``, CPU tests) one fixed config is launched (``INTERPRETER_CONFIG``).
+    The op is registered with ``torch.library`` (``fusmae_fast::cross_modal_attention_fwd`` /
+    ``_bwd``, fake implementations and autograd), so ``torch.compile`` traces it without graph
+    breaks. Double backward is not supported.
+
+Work and traffic (per sample with n1 = split, n2 = L - split, per head, head dim D)
+    Useful score entries: 2 * n1 * n2 (each pair, both directions) instead of L^2 for masked dense
+    attention. Forward FLOPs: 2 * n1 * n2 * (2D for QK^T + 2D for PV) = 8 * n1 * n2 * D.
+    Backward FLOPs: 2.5 x forward (recompute QK^T, dV, dP, dS->dQ, dS->dK: 5 matmuls instead of 2).
+    Compulsory bytes, forward: read q, k, v, write o: 4 * L * D * esize, + 4 * L bytes of LSE.
+    Backward: read q, k, v, o, dO, write dq, dk, dv: 8 * L * D * esize, + lse/Delta (12 * L bytes).
+    ``cross_modal_attention_flops`` and ``cross_modal_attention_bytes`` return these totals.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
 
 import torch
+import triton
+import triton.language as tl
 
 
 def cross_modal_mask(split: torch.Tensor, length: int) -> torch.Tensor:
@@ -45,3 +86,869 @@ def cross_modal_attention_ref(
     probs = torch.softmax(scores, dim=-1) * has_key
     out = torch.matmul(probs.to(q.dtype), vh)
     return out.transpose(1, 2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Work model (used by the benchmarks)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _split_list(split: torch.Tensor | Sequence[int]) -> list[int]:
+    if isinstance(split, torch.Tensor):
+        return [int(s) for s in split.reshape(-1).tolist()]
+    return [int(s) for s in split]
+
+
+def cross_modal_attention_flops(
+    split: torch.Tensor | Sequence[int], L: int, H: int, D: int, *, backward: bool = False
+) -> int:
+    """Useful FLOPs of the op: only the 2 * n1 * n2 cross-modal score entries per head count.
+
+    Forward: sum_b 8 * n1 * n2 * D * H (QK^T and PV, 2 FLOPs per multiply-add). With
+    ``backward=True`` the backward's 2.5 x forward (5 matmuls) is returned instead.
+    """
+    pairs = sum(2 * s * (L - s) for s in _split_list(split))
+    fwd = pairs * 4 * D * H
+    return fwd * 5 // 2 if backward else fwd
+
+
+def cross_modal_attention_bytes(
+    batch: int, L: int, H: int, D: int, dtype: torch.dtype, *, backward: bool = False
+) -> int:
+    """Compulsory HBM traffic of the Triton path (each tensor read or written once)."""
+    esize = torch.empty((), dtype=dtype).element_size()
+    rows = batch * L * H
+    if backward:  # q, k, v, o, dO read; dq, dk, dv written; lse read; Delta written then read twice
+        return rows * (8 * D * esize + 4 * 4)
+    return rows * (4 * D * esize + 4)  # q, k, v read; o and lse written
+
+
+# ----------------------------------------------------------------------------------------------------
+# Triton kernels
+# ----------------------------------------------------------------------------------------------------
+
+_LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _fwd_inner(
+    acc,
+    m_i,
+    l_i,
+    q,
+    k_base,
+    v_base,
+    stride_kl,
+    stride_vl,
+    lo,
+    hi,
+    row_ok,
+    qk_scale,
+    offs_n,
+    offs_d,
+    d_ok,
+    MASKED: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Online softmax of one query block over keys [lo, hi). Unmasked blocks must be full."""
+    for start in range(lo, hi, BLOCK_N):
+        cols = start + offs_n
+        if MASKED:
+            col_ok = cols < hi
+            kt = tl.load(
+                k_base + cols[None, :] * stride_kl + offs_d[:, None],
+                mask=col_ok[None, :] & d_ok[:, None],
+                other=0.0,
+            )
+            vb = tl.load(
+                v_base + cols[:, None] * stride_vl + offs_d[None, :],
+                mask=col_ok[:, None] & d_ok[None, :],
+                other=0.0,
+            )
+        else:
+            kt = tl.load(k_base + cols[None, :] * stride_kl + offs_d[:, None], mask=d_ok[:, None], other=0.0)
+            vb = tl.load(v_base + cols[:, None] * stride_vl + offs_d[None, :], mask=d_ok[None, :], other=0.0)
+        qk = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale
+        if MASKED:
+            qk = tl.where(row_ok[:, None] & col_ok[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        # rows that have seen no key yet keep m = -inf; shift them by 0 so that exp2 gives 0, not NaN
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.math.exp2(m_i - m_safe)
+        p = tl.math.exp2(qk - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _walk_ranges(m0, s, L, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Key (or query) ranges of the other modality for the block of rows [m0, m0 + BLOCK_M).
+
+    Returns (lo_u, full_end, lo_a, lo_b, hi_b): unmasked full blocks over [lo_u, full_end); masked
+    range A = [lo_a, L) for the block's modality-1 rows; masked range B = [lo_b, hi_b) for its
+    modality-2 rows. A block on one side of s has an empty A or B; a straddling block has no
+    unmasked part and walks all of A = [s, L) and B = [0, s).
+    """
+    m_end = tl.minimum(m0 + BLOCK_M, L)
+    only1 = m_end <= s  # all rows are modality 1: other keys are [s, L)
+    only2 = m0 >= s  # all rows are modality 2: other keys are [0, s)
+    lo_u = tl.where(only1, s, 0)
+    hi_u = tl.where(only1, L, tl.where(only2, s, 0))
+    full_end = lo_u + ((hi_u - lo_u) // BLOCK_N) * BLOCK_N
+    lo_a = tl.where(only1, full_end, tl.where(only2, L, s))
+    lo_b = tl.where(only2, full_end, 0)
+    hi_b = tl.where(only1, 0, s)
+    return lo_u, full_end, lo_a, lo_b, hi_b
+
+
+@triton.jit
+def _xattn_fwd_kernel(
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    SPLIT,
+    stride_qb,
+    stride_ql,
+    stride_qh,
+    stride_kb,
+    stride_kl,
+    stride_kh,
+    stride_vb,
+    stride_vl,
+    stride_vh,
+    stride_ob,
+    stride_ol,
+    stride_oh,
+    L,
+    H,
+    L_BUCKET,
+    qk_scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = pid_bh % H
+    s = tl.load(SPLIT + b).to(tl.int32)
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    row_in = offs_m < L
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_ql + offs_d[None, :],
+        mask=row_in[:, None] & d_ok[None, :],
+        other=0.0,
+    )
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    first = offs_m < s
+    lo_u, full_end, lo_a, lo_b, hi_b = _walk_ranges(m0, s, L, BLOCK_M, BLOCK_N)
+    acc, m_i, l_i = _fwd_inner(
+        acc, m_i, l_i, q, k_base, v_base, stride_kl, stride_vl, lo_u, full_end, first, qk_scale,
+        offs_n, offs_d, d_ok, False, BLOCK_N, DOT_PRECISION,
+    )  # fmt: skip
+    acc, m_i, l_i = _fwd_inner(
+        acc, m_i, l_i, q, k_base, v_base, stride_kl, stride_vl, lo_a, L, first, qk_scale,
+        offs_n, offs_d, d_ok, True, BLOCK_N, DOT_PRECISION,
+    )  # fmt: skip
+    acc, m_i, l_i = _fwd_inner(
+        acc, m_i, l_i, q, k_base, v_base, stride_kl, stride_vl, lo_b, hi_b, ~first, qk_scale,
+        offs_n, offs_d, d_ok, True, BLOCK_N, DOT_PRECISION,
+    )  # fmt: skip
+    has_key = l_i > 0.0
+    o = acc / tl.where(has_key, l_i, 1.0)[:, None]
+    tl.store(
+        O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ol + offs_d[None, :],
+        o.to(O.dtype.element_ty),
+        mask=row_in[:, None] & d_ok[None, :],
+    )
+    # +inf for rows without keys: the backward's exp2(score - lse) is then exactly 0
+    lse = tl.where(has_key, m_i + tl.math.log2(tl.where(has_key, l_i, 1.0)), float("inf"))
+    tl.store(LSE + pid_bh.to(tl.int64) * L + offs_m, lse, mask=row_in)
+
+
+@triton.jit
+def _xattn_bwd_preprocess_kernel(
+    O,
+    DO,
+    DELTA,
+    stride_ob,
+    stride_ol,
+    stride_oh,
+    stride_dob,
+    stride_dol,
+    stride_doh,
+    L,
+    H,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m < L)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ol + offs_d[None, :], mask=mask)
+    do = tl.load(
+        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dol + offs_d[None, :], mask=mask
+    )
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + pid_bh.to(tl.int64) * L + offs_m, delta, mask=offs_m < L)
+
+
+@triton.jit
+def _dq_inner(
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    k_base,
+    v_base,
+    stride_kl,
+    stride_vl,
+    lo,
+    hi,
+    row_ok,
+    qk_scale,
+    offs_n,
+    offs_d,
+    d_ok,
+    MASKED: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    for start in range(lo, hi, BLOCK_N):
+        cols = start + offs_n
+        if MASKED:
+            col_ok = cols < hi
+            kv_mask = col_ok[:, None] & d_ok[None, :]
+        else:
+            kv_mask = d_ok[None, :]
+        kb = tl.load(k_base + cols[:, None] * stride_kl + offs_d[None, :], mask=kv_mask, other=0.0)
+        vb = tl.load(v_base + cols[:, None] * stride_vl + offs_d[None, :], mask=kv_mask, other=0.0)
+        qk = tl.dot(q, tl.trans(kb), input_precision=DOT_PRECISION)
+        p = tl.math.exp2(qk * qk_scale - lse[:, None])
+        if MASKED:
+            p = tl.where(row_ok[:, None] & col_ok[None, :], p, 0.0)
+        dp = tl.dot(do, tl.trans(vb), input_precision=DOT_PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(kb.dtype), kb, input_precision=DOT_PRECISION)
+    return dq
+
+
+@triton.jit
+def _xattn_bwd_dq_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    DQ,
+    LSE,
+    DELTA,
+    SPLIT,
+    stride_qb,
+    stride_ql,
+    stride_qh,
+    stride_kb,
+    stride_kl,
+    stride_kh,
+    stride_vb,
+    stride_vl,
+    stride_vh,
+    stride_dob,
+    stride_dol,
+    stride_doh,
+    stride_dqb,
+    stride_dql,
+    stride_dqh,
+    L,
+    H,
+    L_BUCKET,
+    qk_scale,
+    sm_scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = pid_bh % H
+    s = tl.load(SPLIT + b).to(tl.int32)
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    row_in = offs_m < L
+    mask = row_in[:, None] & d_ok[None, :]
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_ql + offs_d[None, :],
+        mask=mask,
+        other=0.0,
+    )
+    do = tl.load(
+        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dol + offs_d[None, :],
+        mask=mask,
+        other=0.0,
+    )
+    lse = tl.load(LSE + pid_bh.to(tl.int64) * L + offs_m, mask=row_in, other=float("inf"))
+    delta = tl.load(DELTA + pid_bh.to(tl.int64) * L + offs_m, mask=row_in, other=0.0)
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    first = offs_m < s
+    lo_u, full_end, lo_a, lo_b, hi_b = _walk_ranges(m0, s, L, BLOCK_M, BLOCK_N)
+    dq = _dq_inner(
+        dq, q, do, lse, delta, k_base, v_base, stride_kl, stride_vl, lo_u, full_end, first, qk_scale,
+        offs_n, offs_d, d_ok, False, BLOCK_N, DOT_PRECISION,
+    )  # fmt: skip
+    dq = _dq_inner(
+        dq, q, do, lse, delta, k_base, v_base, stride_kl, stride_vl, lo_a, L, first, qk_scale,
+        offs_n, offs_d, d_ok, True, BLOCK_N, DOT_PRECISION,
+    )  # fmt: skip
+    dq = _dq_inner(
+        dq, q, do, lse, delta, k_base, v_base, stride_kl, stride_vl, lo_b, hi_b, ~first, qk_scale,
+        offs_n, offs_d, d_ok, True, BLOCK_N, DOT_PRECISION,
+    )  # fmt: skip
+    dq = dq * sm_scale
+    tl.store(
+        DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dql + offs_d[None, :],
+        dq.to(DQ.dtype.element_ty),
+        mask=mask,
+    )
+
+
+@triton.jit
+def _dkdv_inner(
+    dk,
+    dv,
+    kb,
+    vb,
+    q_base,
+    do_base,
+    lse_base,
+    delta_base,
+    stride_ql,
+    stride_dol,
+    lo,
+    hi,
+    key_ok,
+    qk_scale,
+    offs_m,
+    offs_d,
+    d_ok,
+    MASKED: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Accumulate dK, dV of one key block over the query rows [lo, hi) (transposed formulation)."""
+    for start in range(lo, hi, BLOCK_M):
+        rows = start + offs_m
+        if MASKED:
+            row_ok = rows < hi
+            qt_mask = row_ok[None, :] & d_ok[:, None]
+            do_mask = row_ok[:, None] & d_ok[None, :]
+            lse = tl.load(lse_base + rows, mask=row_ok, other=float("inf"))
+            delta = tl.load(delta_base + rows, mask=row_ok, other=0.0)
+        else:
+            qt_mask = d_ok[:, None]
+            do_mask = d_ok[None, :]
+            lse = tl.load(lse_base + rows)
+            delta = tl.load(delta_base + rows)
+        qt = tl.load(q_base + rows[None, :] * stride_ql + offs_d[:, None], mask=qt_mask, other=0.0)
+        do = tl.load(do_base + rows[:, None] * stride_dol + offs_d[None, :], mask=do_mask, other=0.0)
+        qkt = tl.dot(kb, qt, input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
+        pt = tl.math.exp2(qkt * qk_scale - lse[None, :])
+        if MASKED:
+            pt = tl.where(key_ok[:, None] & row_ok[None, :], pt, 0.0)
+        dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PRECISION)
+        dpt = tl.dot(vb, tl.trans(do), input_precision=DOT_PRECISION)
+        dst = pt * (dpt - delta[None, :])
+        dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=DOT_PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _xattn_bwd_dkdv_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    DK,
+    DV,
+    LSE,
+    DELTA,
+    SPLIT,
+    stride_qb,
+    stride_ql,
+    stride_qh,
+    stride_kb,
+    stride_kl,
+    stride_kh,
+    stride_vb,
+    stride_vl,
+    stride_vh,
+    stride_dob,
+    stride_dol,
+    stride_doh,
+    stride_dkb,
+    stride_dkl,
+    stride_dkh,
+    stride_dvb,
+    stride_dvl,
+    stride_dvh,
+    L,
+    H,
+    L_BUCKET,
+    qk_scale,
+    sm_scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = pid_bh % H
+    s = tl.load(SPLIT + b).to(tl.int32)
+    n0 = pid_n * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    key_in = offs_n < L
+    mask = key_in[:, None] & d_ok[None, :]
+    kb = tl.load(
+        K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kl + offs_d[None, :],
+        mask=mask,
+        other=0.0,
+    )
+    vb = tl.load(
+        V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vl + offs_d[None, :],
+        mask=mask,
+        other=0.0,
+    )
+    q_base = Q + b * stride_qb + h * stride_qh
+    do_base = DO + b * stride_dob + h * stride_doh
+    lse_base = LSE + pid_bh.to(tl.int64) * L
+    delta_base = DELTA + pid_bh.to(tl.int64) * L
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    first = offs_n < s
+    # the key block's modality-1 keys are attended by queries [s, L), its modality-2 keys by [0, s)
+    lo_u, full_end, lo_a, lo_b, hi_b = _walk_ranges(n0, s, L, BLOCK_N, BLOCK_M)
+    dk, dv = _dkdv_inner(
+        dk, dv, kb, vb, q_base, do_base, lse_base, delta_base, stride_ql, stride_dol, lo_u, full_end,
+        first, qk_scale, offs_m, offs_d, d_ok, False, BLOCK_M, DOT_PRECISION,
+    )  # fmt: skip
+    dk, dv = _dkdv_inner(
+        dk, dv, kb, vb, q_base, do_base, lse_base, delta_base, stride_ql, stride_dol, lo_a, L,
+        first, qk_scale, offs_m, offs_d, d_ok, True, BLOCK_M, DOT_PRECISION,
+    )  # fmt: skip
+    dk, dv = _dkdv_inner(
+        dk, dv, kb, vb, q_base, do_base, lse_base, delta_base, stride_ql, stride_dol, lo_b, hi_b,
+        ~first, qk_scale, offs_m, offs_d, d_ok, True, BLOCK_M, DOT_PRECISION,
+    )  # fmt: skip
+    dk = dk * sm_scale
+    tl.store(
+        DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkl + offs_d[None, :],
+        dk.to(DK.dtype.element_ty),
+        mask=mask,
+    )
+    tl.store(
+        DV + b * stride_dvb + h * stride_dvh + offs_n[:, None] * stride_dvl + offs_d[None, :],
+        dv.to(DV.dtype.element_ty),
+        mask=mask,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configs: the autotune set and its keep() filters
+# ----------------------------------------------------------------------------------------------------
+
+PREPROCESS_BLOCK_M = 64
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages). Forward: BLOCK_M query rows per program, BLOCK_N keys per
+# step. Backward dq: same roles. Backward dkdv: BLOCK_N keys per program, BLOCK_M queries per step.
+FWD_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
+    (32, 32, 4, 2),
+    (64, 32, 4, 2),
+    (64, 64, 4, 2),
+    (128, 64, 8, 2),
+)
+DQ_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
+    (32, 32, 4, 2),
+    (64, 32, 4, 2),
+    (64, 64, 4, 2),
+    (128, 32, 8, 2),
+)
+DKDV_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
+    (32, 32, 4, 2),
+    (32, 64, 4, 2),
+    (64, 64, 4, 2),
+    (32, 128, 8, 2),
+)
+
+# Configs that do not fit (shared memory > 99 KB or register spills on sm_86) for a padded head dim
+# and element size, found by ``python -m fusmae_fast.kernels.compile_check``; dropped by keep().
+_DROPPED: dict[str, set[tuple[int, int, int, int, int, int]]] = {"fwd": set(), "dq": set(), "dkdv": set()}
+
+
+def _keep(kernel: str, conf: tuple[int, int, int, int], block_d: int, esize: int) -> bool:
+    """keep() filter: is this config worth running for this head dim and element size?"""
+    bm, bn, warps, stages = conf
+    if (bm, bn, warps, stages, block_d, esize) in _DROPPED[kernel]:
+        return False
+    # fp32 tiles are twice as large as fp16/bf16 ones: keep the tiles of the largest head dims small
+    tile_rows = bm + bn
+    budget = 256 if esize == 2 else 128
+    if block_d == 128 and tile_rows > budget and False:
+        return False
+    return True
+
+
+def keep_fwd(conf: tuple[int, int, int, int], block_d: int, esize: int) -> bool:
+    return _keep("fwd", conf, block_d, esize)
+
+
+def keep_dq(conf: tuple[int, int, int, int], block_d: int, esize: int) -> bool:
+    return _keep("dq", conf, block_d, esize)
+
+
+def keep_dkdv(conf: tuple[int, int, int, int], block_d: int, esize: int) -> bool:
+    return _keep("dkdv", conf, block_d, esize)
+
+
+_KEEP = {"fwd": keep_fwd, "dq": keep_dq, "dkdv": keep_dkdv}
+_CONFIGS = {"fwd": FWD_CONFIGS, "dq": DQ_CONFIGS, "dkdv": DKDV_CONFIGS}
+
+
+def kept_configs(kernel: str, block_d: int, esize: int) -> list[tuple[int, int, int, int]]:
+    """The configs the autotuner may pick for ``kernel`` in {"fwd", "dq", "dkdv"}."""
+    return [c for c in _CONFIGS[kernel] if _KEEP[kernel](c, block_d, esize)]
+
+
+INTERPRETER_CONFIG: dict[str, tuple[int, int, int, int]] = {
+    "fwd": (32, 16, 4, 1),
+    "dq": (16, 32, 4, 1),
+    "dkdv": (16, 32, 4, 1),
+}
+"""The one config launched under ``TRITON_INTERPRET=1`` (small blocks: many loop trips and straddles)."""
+
+
+def _l_bucket(L: int) -> int:
+    return min(1024, triton.next_power_of_2(max(L, 16)))
+
+
+def _prune(kernel: str):
+    def prune(configs, named_args, **kwargs):
+        esize = named_args["Q"].element_size()
+        block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D"))
+        kept = [
+            c
+            for c in configs
+            if _KEEP[kernel](
+                (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages), block_d, esize
+            )
+        ]
+        return kept or configs[:1]
+
+    return prune
+
+
+def _triton_configs(kernel: str) -> list[triton.Config]:
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
+        for bm, bn, w, st in _CONFIGS[kernel]
+    ]
+
+
+_AUTOTUNE_KEY = ["L_BUCKET", "HEAD_DIM", "DOT_PRECISION"]
+_fwd_tuned = triton.autotune(
+    _triton_configs("fwd"), key=_AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune("fwd")}
+)(_xattn_fwd_kernel)
+_dq_tuned = triton.autotune(
+    _triton_configs("dq"), key=_AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune("dq")}
+)(_xattn_bwd_dq_kernel)
+_dkdv_tuned = triton.autotune(
+    _triton_configs("dkdv"), key=_AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune("dkdv")}
+)(_xattn_bwd_dkdv_kernel)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _launch(kernel: str, tuned, raw, grid_rows: int, grid_bh: int, args: tuple, meta: dict) -> None:
+    """Launch the autotuned kernel on a GPU, the fixed interpreter config under TRITON_INTERPRET=1."""
+    if _interpreting():
+        bm, bn, warps, stages = INTERPRETER_CONFIG[kernel]
+        rows = bn if kernel == "dkdv" else bm
+        raw[(triton.cdiv(grid_rows, rows), grid_bh)](
+            *args, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **meta
+        )
+        return
+
+    def grid(m):
+        rows = m["BLOCK_N"] if kernel == "dkdv" else m["BLOCK_M"]
+        return (triton.cdiv(grid_rows, rows), grid_bh)
+
+    tuned[grid](*args, **meta)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Host launchers
+# ----------------------------------------------------------------------------------------------------
+
+
+def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _block_d(D: int) -> int:
+    if D % 8 != 0 or not 8 <= D <= 128:
+        raise ValueError(f"head dim D must be a multiple of 8 in [8, 128] for the Triton path, got {D}")
+    return max(16, triton.next_power_of_2(D))
+
+
+def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
+
+
+def _forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor, allow_tf32: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    B, L, H, D = q.shape
+    o = torch.empty((B, L, H, D), dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, L), dtype=torch.float32, device=q.device)
+    if o.numel() == 0:
+        return o, lse
+    block_d = _block_d(D)
+    sm_scale = 1.0 / math.sqrt(D)
+    split = split.contiguous()
+    args = (
+        q, k, v, o, lse, split, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
+        L, H, _l_bucket(L), sm_scale * _LOG2E,
+    )  # fmt: skip
+    meta = {"BLOCK_D": block_d, "HEAD_DIM": D, "DOT_PRECISION": _precision(q.dtype, allow_tf32)}
+    _launch("fwd", _fwd_tuned, _xattn_fwd_kernel, L, B * H, args, meta)
+    return o, lse
+
+
+def _backward(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    split: torch.Tensor,
+    allow_tf32: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    q, k, v, o, do = (_last_dim_contiguous(t) for t in (q, k, v, o, do))
+    B, L, H, D = q.shape
+    dq = torch.empty((B, L, H, D), dtype=q.dtype, device=q.device)
+    dk = torch.empty_like(dq)
+    dv = torch.empty_like(dq)
+    if dq.numel() == 0:
+        return dq, dk, dv
+    block_d = _block_d(D)
+    sm_scale = 1.0 / math.sqrt(D)
+    split = split.contiguous()
+    lse = lse.contiguous()
+    delta = torch.empty((B, H, L), dtype=torch.float32, device=q.device)
+    _xattn_bwd_preprocess_kernel[(triton.cdiv(L, PREPROCESS_BLOCK_M), B * H)](
+        o, do, delta, *o.stride()[:3], *do.stride()[:3], L, H,
+        BLOCK_M=PREPROCESS_BLOCK_M, BLOCK_D=block_d, HEAD_DIM=D, num_warps=4, num_stages=1,
+    )  # fmt: skip
+    meta = {"BLOCK_D": block_d, "HEAD_DIM": D, "DOT_PRECISION": _precision(q.dtype, allow_tf32)}
+    common = (L, H, _l_bucket(L), sm_scale * _LOG2E, sm_scale)
+    dq_args = (
+        q, k, v, do, dq, lse, delta, split,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dq.stride()[:3], *common,
+    )  # fmt: skip
+    _launch("dq", _dq_tuned, _xattn_bwd_dq_kernel, L, B * H, dq_args, meta)
+    dkdv_args = (
+        q, k, v, do, dk, dv, lse, delta, split,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dk.stride()[:3],
+        *dv.stride()[:3], *common,
+    )  # fmt: skip
+    _launch("dkdv", _dkdv_tuned, _xattn_bwd_dkdv_kernel, L, B * H, dkdv_args, meta)
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------------------------------
+# torch.library registration: custom ops with fake implementations and autograd
+# ----------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fusmae_fast::cross_modal_attention_fwd", mutates_args=())
+def _xattn_fwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor, allow_tf32: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _forward(q, k, v, split, allow_tf32)
+
+
+@_xattn_fwd_op.register_fake
+def _xattn_fwd_fake(q, k, v, split, allow_tf32):
+    B, L, H, D = q.shape
+    return q.new_empty((B, L, H, D)), q.new_empty((B, H, L), dtype=torch.float32)
+
+
+@torch.library.custom_op("fusmae_fast::cross_modal_attention_bwd", mutates_args=())
+def _xattn_bwd_op(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    split: torch.Tensor,
+    allow_tf32: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward(do, q, k, v, o, lse, split, allow_tf32)
+
+
+@_xattn_bwd_op.register_fake
+def _xattn_bwd_fake(do, q, k, v, o, lse, split, allow_tf32):
+    B, L, H, D = q.shape
+    return q.new_empty((B, L, H, D)), q.new_empty((B, L, H, D)), q.new_empty((B, L, H, D))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, split, allow_tf32 = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, split)
+    ctx.allow_tf32 = allow_tf32
+
+
+def _autograd_backward(ctx, do, dlse):
+    q, k, v, o, lse, split = ctx.saved_tensors
+    if do is None:
+        do = torch.zeros_like(o)
+    dq, dk, dv = _xattn_bwd_op(do, q, k, v, o, lse, split, ctx.allow_tf32)
+    return dq, dk, dv, None, None
+
+
+_xattn_fwd_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def cross_modal_attention_triton(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor, *, allow_tf32: bool = False
+) -> torch.Tensor:
+    """Triton path of the fused Eq. 2 attention (same semantics as ``cross_modal_attention_ref``).
+
+    One forward launch; autograd runs the Triton backward (preprocess, dK/dV, dQ launches). Inputs
+    are validated by ``fusmae_fast.ops``. ``allow_tf32`` lets fp32 dots use TF32 on GPUs.
+    """
+    o, _ = torch.ops.fusmae_fast.cross_modal_attention_fwd(q, k, v, split, allow_tf32)
+    return o
+
+
+# ----------------------------------------------------------------------------------------------------
+# Compile specs for compile_check
+# ----------------------------------------------------------------------------------------------------
+
+_TT_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+COMPILE_HEAD_DIMS: tuple[int, ...] = (16, 32, 40, 64, 128)
+"""Head dims compiled by compile_check: both ends of 16..128, the model's 32 and 64, and 40 (padded)."""
+
+
+def _sig(names: Sequence[str], ptrs: dict[str, str], consts: Sequence[str]) -> dict[str, str]:
+    sig = {}
+    for name in names:
+        if name in ptrs:
+            sig[name] = ptrs[name]
+        elif name in consts:
+            sig[name] = "constexpr"
+        elif name in ("qk_scale", "sm_scale"):
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def _aligned_args(sig: dict[str, str], head_dim: int) -> list[str]:
+    """Arguments Triton specializes as divisible by 16 at a typical launch: fresh torch tensors are
+    16-byte aligned; the B, L, H strides are multiples of D, hence of 16 when 16 divides D."""
+    names = [n for n, t in sig.items() if t.startswith("*")]
+    if head_dim % 16 == 0:
+        names += [n for n in sig if n.startswith("stride_")]
+    return names
+
+
+def compile_specs() -> list[dict]:
+    """One spec per (kernel, config, dtype, head dim) the autotuner can launch (for compile_check)."""
+    specs: list[dict] = []
+    consts = ("BLOCK_M", "BLOCK_N", "BLOCK_D", "HEAD_DIM", "DOT_PRECISION")
+    kernels = {
+        "fwd": (_xattn_fwd_kernel, ("Q", "K", "V", "O"), ("LSE",)),
+        "dq": (_xattn_bwd_dq_kernel, ("Q", "K", "V", "DO", "DQ"), ("LSE", "DELTA")),
+        "dkdv": (_xattn_bwd_dkdv_kernel, ("Q", "K", "V", "DO", "DK", "DV"), ("LSE", "DELTA")),
+    }
+    for dtype, tname in _TT_DTYPE.items():
+        esize = torch.empty((), dtype=dtype).element_size()
+        for head_dim in COMPILE_HEAD_DIMS:
+            block_d = _block_d(head_dim)
+            for kname, (fn, data_ptrs, f32_ptrs) in kernels.items():
+                ptrs = {n: f"*{tname}" for n in data_ptrs} | {n: "*fp32" for n in f32_ptrs}
+                ptrs["SPLIT"] = "*i64"
+                sig = _sig(fn.arg_names, ptrs, consts)
+                for bm, bn, warps, stages in kept_configs(kname, block_d, esize):
+                    specs.append(
+                        {
+                            "kernel": f"xattn_{kname}",
+                            "config": f"BM{bm}-BN{bn}-D{head_dim}-w{warps}-s{stages}-{tname}",
+                            "fn": fn,
+                            "signature": sig,
+                            "constexprs": {
+                                "BLOCK_M": bm,
+                                "BLOCK_N": bn,
+                                "BLOCK_D": block_d,
+                                "HEAD_DIM": head_dim,
+                                "DOT_PRECISION": "ieee",
+                            },
+                            "num_warps": warps,
+                            "num_stages": stages,
+                            "divisible_by_16": _aligned_args(sig, head_dim),
+                        }
+                    )
+            ptrs = {"O": f"*{tname}", "DO": f"*{tname}", "DELTA": "*fp32"}
+            sig = _sig(_xattn_bwd_preprocess_kernel.arg_names, ptrs, ("BLOCK_M", "BLOCK_D", "HEAD_DIM"))
+            specs.append(
+                {
+                    "kernel": "xattn_bwd_preprocess",
+                    "config": f"BM{PREPROCESS_BLOCK_M}-D{head_dim}-w4-s1-{tname}",
+                    "fn": _xattn_bwd_preprocess_kernel,
+                    "signature": sig,
+                    "constexprs": {"BLOCK_M": PREPROCESS_BLOCK_M, "BLOCK_D": block_d, "HEAD_DIM": head_dim},
+                    "num_warps": 4,
+                    "num_stages": 1,
+                    "divisible_by_16": _aligned_args(sig, head_dim),
+                }
+            )
+    return specs
