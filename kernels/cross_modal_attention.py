@@ -34,10 +34,12 @@ The Triton path (``cross_modal_attention_triton``)
     packed qkv projection); a tensor whose last dim is not contiguous is made contiguous once, on the
     host. o, dq, dk, dv are allocated contiguous. Offsets are 64-bit in the batch index.
     fp32 dots use ``input_precision="ieee"`` (parity with torch) unless ``allow_tf32=True``.
-    Block sizes / warps / stages: a small autotune set valid on sm_80 / sm_86 (<= 99 KB shared memory
-    per block, no register spills; ``compile_check`` proves it), pruned per head dim and dtype by
-    ``keep_*`` filters and keyed on a bucketed L and the padded head dim. Under Triton's interpreter
-    (``TRITON_INTERPRET=1``, CPU tests) one fixed config is launched (``INTERPRETER_CONFIG``).
+    Block sizes / warps / stages: a small autotune set (``_TABLE``: 2-5 configs per kernel, head dim
+    and element size) valid on sm_80 / sm_86 (<= 99 KB shared memory per block, no register spills on
+    sm_86; ``compile_check`` checks every kept config), filtered by ``keep()`` and keyed on a bucketed
+    L (next power of two, capped at 1024), the head dim, the dot precision and the dtype. Under
+    Triton's interpreter (``TRITON_INTERPRET=1``, CPU tests) one fixed config is launched
+    (``INTERPRETER_CONFIG``). The head dim is a compile-time constant (one compiled kernel per D).
     The op is registered with ``torch.library`` (``fusmae_fast::cross_modal_attention_fwd`` /
     ``_bwd``, fake implementations and autograd), so ``torch.compile`` traces it without graph
     breaks. Double backward is not supported.
@@ -55,7 +57,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import triton
@@ -589,66 +591,97 @@ def _xattn_bwd_dkdv_kernel(
 # Configs: the autotune set and its keep() filters
 # ----------------------------------------------------------------------------------------------------
 
-PREPROCESS_BLOCK_M = 64
+PREPROCESS_BLOCK_M = 32
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages). Forward: BLOCK_M query rows per program, BLOCK_N keys per
-# step. Backward dq: same roles. Backward dkdv: BLOCK_N keys per program, BLOCK_M queries per step.
-FWD_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
-    (32, 32, 4, 2),
-    (64, 32, 4, 2),
-    (64, 64, 4, 2),
-    (128, 64, 8, 2),
-)
-DQ_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
-    (32, 32, 4, 2),
-    (64, 32, 4, 2),
-    (64, 64, 4, 2),
-    (128, 32, 8, 2),
-)
-DKDV_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
-    (32, 32, 4, 2),
-    (32, 64, 4, 2),
-    (64, 64, 4, 2),
-    (32, 128, 8, 2),
-)
-
-# Configs that do not fit (shared memory > 99 KB or register spills on sm_86) for a padded head dim
-# and element size, found by ``python -m fusmae_fast.kernels.compile_check``; dropped by keep().
-_DROPPED: dict[str, set[tuple[int, int, int, int, int, int]]] = {"fwd": set(), "dq": set(), "dkdv": set()}
+Conf = tuple[int, int, int, int]
+"""(BLOCK_M, BLOCK_N, num_warps, num_stages). Forward and dq: BLOCK_M query rows per program, BLOCK_N
+keys per step. dkdv: BLOCK_N keys per program, BLOCK_M query rows per step."""
 
 
-def _keep(kernel: str, conf: tuple[int, int, int, int], block_d: int, esize: int) -> bool:
-    """keep() filter: is this config worth running for this head dim and element size?"""
-    bm, bn, warps, stages = conf
-    if (bm, bn, warps, stages, block_d, esize) in _DROPPED[kernel]:
-        return False
-    # fp32 tiles are twice as large as fp16/bf16 ones: keep the tiles of the largest head dims small
-    tile_rows = bm + bn
-    budget = 256 if esize == 2 else 128
-    if block_d == 128 and tile_rows > budget and False:
-        return False
+def _any(d: int) -> bool:
     return True
 
 
-def keep_fwd(conf: tuple[int, int, int, int], block_d: int, esize: int) -> bool:
-    return _keep("fwd", conf, block_d, esize)
+def _aligned(d: int) -> bool:  # head dim a multiple of 16: aligned strides, vectorised loads
+    return d % 16 == 0
 
 
-def keep_dq(conf: tuple[int, int, int, int], block_d: int, esize: int) -> bool:
-    return _keep("dq", conf, block_d, esize)
+def _aligned_le64(d: int) -> bool:
+    return d % 16 == 0 and d <= 64
 
 
-def keep_dkdv(conf: tuple[int, int, int, int], block_d: int, esize: int) -> bool:
-    return _keep("dkdv", conf, block_d, esize)
+def _aligned_le32(d: int) -> bool:
+    return d % 16 == 0 and d <= 32
 
 
-_KEEP = {"fwd": keep_fwd, "dq": keep_dq, "dkdv": keep_dkdv}
-_CONFIGS = {"fwd": FWD_CONFIGS, "dq": DQ_CONFIGS, "dkdv": DKDV_CONFIGS}
+def _le64(d: int) -> bool:
+    return d <= 64
 
 
-def kept_configs(kernel: str, block_d: int, esize: int) -> list[tuple[int, int, int, int]]:
+def _gt64(d: int) -> bool:
+    return d > 64
+
+
+# The autotune set, per kernel and element size, each config with the head dims it is kept for. The
+# predicates come from compile_check on sm_86 (no register spill, <= 99 KB shared memory): fp32 dots
+# (input_precision="ieee") run on FMA units with register-resident operands and need small tiles;
+# head dims that are not multiples of 16 load without vectorisation and need more registers.
+_TABLE: dict[tuple[str, int], tuple[tuple[Conf, Callable[[int], bool]], ...]] = {
+    ("fwd", 2): (
+        ((32, 32, 4, 2), _any),
+        ((32, 32, 8, 2), _any),
+        ((64, 32, 4, 2), _aligned),
+        ((64, 64, 4, 2), _aligned),
+        ((128, 64, 8, 2), _aligned_le64),
+    ),
+    ("dq", 2): (
+        ((32, 32, 8, 2), _any),
+        ((32, 32, 4, 2), _aligned),
+        ((64, 32, 4, 2), _aligned),
+        ((128, 32, 8, 2), _aligned),
+        ((64, 64, 4, 2), _aligned_le64),
+    ),
+    ("dkdv", 2): (
+        ((32, 32, 8, 2), _any),
+        ((16, 32, 4, 2), _any),
+        ((32, 32, 4, 2), _aligned),
+        ((32, 64, 4, 2), _aligned_le64),
+        ((32, 128, 8, 2), _aligned_le64),
+    ),
+    ("fwd", 4): (
+        ((32, 32, 8, 2), _any),
+        ((16, 32, 4, 2), _any),
+        ((32, 32, 4, 2), _aligned_le64),
+    ),
+    ("dq", 4): (
+        ((16, 32, 4, 2), _any),
+        ((32, 32, 8, 2), _aligned),
+        ((32, 32, 4, 2), _aligned_le32),
+    ),
+    ("dkdv", 4): (
+        ((32, 32, 4, 2), _aligned_le32),
+        ((32, 32, 8, 2), _le64),
+        ((16, 32, 8, 2), _gt64),
+        ((16, 16, 4, 2), _gt64),
+    ),
+}
+
+CONFIGS: dict[str, tuple[Conf, ...]] = {
+    kernel: tuple(dict.fromkeys(c for (k, _), rows in _TABLE.items() if k == kernel for c, _ in rows))
+    for kernel in ("fwd", "dq", "dkdv")
+}
+"""Every config of the autotune set per kernel (the union over element sizes and head dims)."""
+
+
+def keep(kernel: str, conf: Conf, head_dim: int, esize: int) -> bool:
+    """keep() filter: may the autotuner try ``conf`` for this kernel, head dim and element size?"""
+    group = 4 if esize >= 4 else 2
+    return any(c == conf and pred(head_dim) for c, pred in _TABLE[(kernel, group)])
+
+
+def kept_configs(kernel: str, head_dim: int, esize: int) -> list[Conf]:
     """The configs the autotuner may pick for ``kernel`` in {"fwd", "dq", "dkdv"}."""
-    return [c for c in _CONFIGS[kernel] if _KEEP[kernel](c, block_d, esize)]
+    return [c for c in CONFIGS[kernel] if keep(kernel, c, head_dim, esize)]
 
 
 INTERPRETER_CONFIG: dict[str, tuple[int, int, int, int]] = {
@@ -666,12 +699,12 @@ def _l_bucket(L: int) -> int:
 def _prune(kernel: str):
     def prune(configs, named_args, **kwargs):
         esize = named_args["Q"].element_size()
-        block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D"))
+        head_dim = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM"))
         kept = [
             c
             for c in configs
-            if _KEEP[kernel](
-                (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages), block_d, esize
+            if keep(
+                kernel, (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages), head_dim, esize
             )
         ]
         return kept or configs[:1]
@@ -682,7 +715,7 @@ def _prune(kernel: str):
 def _triton_configs(kernel: str) -> list[triton.Config]:
     return [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
-        for bm, bn, w, st in _CONFIGS[kernel]
+        for bm, bn, w, st in CONFIGS[kernel]
     ]
 
 
@@ -729,8 +762,8 @@ def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
 
 
 def _block_d(D: int) -> int:
-    if D % 8 != 0 or not 8 <= D <= 128:
-        raise ValueError(f"head dim D must be a multiple of 8 in [8, 128] for the Triton path, got {D}")
+    if D % 8 != 0 or not 16 <= D <= 128:
+        raise ValueError(f"head dim D must be a multiple of 8 in [16, 128] for the Triton path, got {D}")
     return max(16, triton.next_power_of_2(D))
 
 
@@ -874,8 +907,8 @@ def cross_modal_attention_triton(
 # ----------------------------------------------------------------------------------------------------
 
 _TT_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-COMPILE_HEAD_DIMS: tuple[int, ...] = (16, 32, 40, 64, 128)
-"""Head dims compiled by compile_check: both ends of 16..128, the model's 32 and 64, and 40 (padded)."""
+COMPILE_HEAD_DIMS: tuple[int, ...] = tuple(range(16, 129, 8))
+"""Head dims compiled by compile_check: every head dim the Triton path accepts."""
 
 
 def _sig(names: Sequence[str], ptrs: dict[str, str], consts: Sequence[str]) -> dict[str, str]:
@@ -918,7 +951,7 @@ def compile_specs() -> list[dict]:
                 ptrs = {n: f"*{tname}" for n in data_ptrs} | {n: "*fp32" for n in f32_ptrs}
                 ptrs["SPLIT"] = "*i64"
                 sig = _sig(fn.arg_names, ptrs, consts)
-                for bm, bn, warps, stages in kept_configs(kname, block_d, esize):
+                for bm, bn, warps, stages in kept_configs(kname, head_dim, esize):
                     specs.append(
                         {
                             "kernel": f"xattn_{kname}",

@@ -283,3 +283,23 @@ def test_flops_helper():
     assert cross_modal_attention_flops([112], L, H, D) == 8 * 112 * 113 * D * H
     assert cross_modal_attention_flops(split, L, H, D, backward=True) == pairs * 10 * D * H
     assert math.isclose(cross_modal_attention_flops([0], 10, 1, 16), 0)
+
+
+def test_autotune_set_and_keep_filter():
+    """Every supported head dim keeps at least one config per kernel and dtype; the autotuner's
+    prune hook applies keep(); compile_specs lists every kept config of the compiled head dims."""
+    spec_names = {(s["kernel"], s["config"]) for s in xmod.compile_specs()}
+    for kernel in ("fwd", "dq", "dkdv"):
+        configs = xmod._triton_configs(kernel)
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            esize = torch.empty((), dtype=dtype).element_size()
+            for D in range(16, 129, 8):
+                kept = xmod.kept_configs(kernel, D, esize)
+                assert kept, (kernel, dtype, D)
+                pruned = xmod._prune(kernel)(configs, {"Q": torch.empty(1, dtype=dtype)}, HEAD_DIM=D)
+                got = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in pruned]
+                assert got == kept
+                if D in xmod.COMPILE_HEAD_DIMS:
+                    tname = xmod._TT_DTYPE[dtype]
+                    for bm, bn, w, s in kept:
+                        assert (f"xattn_{kernel}", f"BM{bm}-BN{bn}-D{D}-w{w}-s{s}-{tname}") in spec_names
