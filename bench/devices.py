@@ -1,0 +1,214 @@
+"""What a benchmark ran on: device name, library versions, git SHA, threads, load; GPU peak figures.
+
+Every JSON a benchmark writes carries ``run_info()`` so that a number is never separated from the
+device it was measured on. ``GPU_PEAKS`` holds the vendor figures used for roofline fractions and
+for ``bench/roofline.py``'s predictions; a GPU missing from it gets no roofline fraction (never a
+guessed one).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class GpuPeak:
+    """Vendor peak figures of one GPU (dense, no sparsity), the inputs of a roofline."""
+
+    name: str
+    """Marketing name as used in the tables."""
+    match: tuple[str, ...]
+    """Lower-case substrings that identify it in ``torch.cuda.get_device_name()``."""
+    hbm_gbs: float
+    """DRAM bandwidth in GB/s (1e9 bytes per second)."""
+    tensor_fp16_tflops: float
+    """fp16/bf16 tensor-core peak with fp32 accumulation, TFLOP/s."""
+    fp32_tflops: float
+    """fp32 peak without tensor cores (our fp32 kernels use input_precision='ieee'), TFLOP/s."""
+    sms: int
+    """Streaming multiprocessors."""
+    cc: int
+    """Compute capability as an int (86 = sm_86)."""
+    max_warps_per_sm: int
+    max_blocks_per_sm: int
+    regs_per_sm: int
+    smem_per_sm: int
+    """Shared memory per SM usable by blocks, bytes (the carve-out maximum)."""
+    smem_reserved_per_block: int = 1024
+    """Shared memory the driver reserves per resident block (1 KB on sm_80+)."""
+
+    def peak_flops(self, dtype: torch.dtype) -> float:
+        """FLOP/s for dots in ``dtype`` (fp16/bf16 on tensor cores, fp32 on the FMA units)."""
+        tf = self.tensor_fp16_tflops if dtype in (torch.float16, torch.bfloat16) else self.fp32_tflops
+        return tf * 1e12
+
+
+# Sources: NVIDIA GA102 whitepaper (RTX 3090: 82 SMs, 936 GB/s, 71 TFLOP/s fp16 tensor with fp32 acc,
+# 35.6 TFLOP/s fp32), A100 datasheet (40 GB SXM: 1555 GB/s, 312 TFLOP/s fp16 tensor, 19.5 fp32, 108 SMs),
+# H100 SXM datasheet (3350 GB/s, 989 TFLOP/s dense fp16 tensor, 67 fp32, 132 SMs). Per-SM limits from the
+# CUDA C programming guide, compute-capability table (8.6: 48 warps, 16 blocks, 100 KB smem; 8.0: 64
+# warps, 32 blocks, 164 KB; 9.0: 64 warps, 32 blocks, 228 KB; 64K 32-bit registers each).
+GPU_PEAKS: tuple[GpuPeak, ...] = (
+    GpuPeak("RTX 3090", ("3090",), 936.0, 71.0, 35.6, 82, 86, 48, 16, 65536, 102400),
+    GpuPeak("A100", ("a100",), 1555.0, 312.0, 19.5, 108, 80, 64, 32, 65536, 167936),
+    GpuPeak("H100 SXM", ("h100",), 3350.0, 989.0, 67.0, 132, 90, 64, 32, 65536, 233472),
+)
+
+
+def gpu_peak(device_name: str) -> GpuPeak | None:
+    """The peak figures for a CUDA device name, or None if we have none (then no roofline fraction).
+
+    An RTX 3090 Ti is not an RTX 3090 (more SMs and bandwidth): it is deliberately not matched.
+    """
+    low = device_name.lower()
+    if "3090 ti" in low:
+        return None
+    for peak in GPU_PEAKS:
+        if any(m in low for m in peak.match):
+            return peak
+    return None
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+def pin_threads(threads: int | None) -> dict[str, Any]:
+    """Fix torch's intra-op thread count (default: all CPUs this process may run on) and report it.
+
+    Inter-op threads are set to 1 when still possible (benchmarks run one op at a time).
+    """
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    n = threads if threads is not None else max(1, len(allowed) or (os.cpu_count() or 1))
+    if n < 1:
+        raise ValueError(f"--threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set, or parallel work already started in this process
+        pass
+    return {
+        "intra_op": torch.get_num_threads(),
+        "inter_op": torch.get_num_interop_threads(),
+        "affinity": allowed,
+        "cpu_count": os.cpu_count(),
+        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def git_sha() -> dict[str, Any]:
+    """HEAD's SHA and whether the work tree had uncommitted changes (numbers may then not match it)."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return {"sha": sha, "dirty": bool(dirty)}
+    except (OSError, subprocess.CalledProcessError):
+        return {"sha": None, "dirty": None}
+
+
+def loadavg() -> list[float] | None:
+    """1/5/15-minute load averages (other work on a shared machine skews CPU timings)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def run_info(device: torch.device, threads: dict[str, Any]) -> dict[str, Any]:
+    """The header of every results JSON."""
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    info: dict[str, Any] = {
+        "device": device.type,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "python": platform.python_version(),
+        "git": git_sha(),
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "threads": threads,
+        "loadavg_start": loadavg(),
+        "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1",
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["cuda"] = torch.version.cuda
+        info["sm_count"] = props.multi_processor_count
+        info["capability"] = f"{props.major}.{props.minor}"
+        peak = gpu_peak(info["device_name"])
+        info["peak"] = asdict(peak) if peak is not None else None
+    return info
+
+
+def available_memory_bytes(device: torch.device) -> int:
+    """Free memory on the device (CPU: MemAvailable), used to skip cases that would not fit."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON via a temporary file and a rename, so a crash never leaves half a results file."""
+    write_text_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def device_tag(device: torch.device) -> str:
+    """Short tag for result file names: 'cpu' or 'cuda'."""
+    return device.type

@@ -1,0 +1,398 @@
+"""Markdown tables and plots from the benchmark JSONs; ``python bench/report.py`` writes the README section.
+
+``python bench/report.py`` reads the newest ``bench/results/xattn_*.json``, ``step_*.json`` and
+``roofline.json`` (newest by the timestamp inside, full runs preferred over --quick runs only when
+``--prefer-full`` is given) and writes ``bench/results/README_section.md``: the measured CPU tables,
+named with the device they ran on, and the GPU roofline table labelled as a model. The functions are
+also used by the benchmarks themselves to print their tables, so a table always has one format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import devices  # noqa: E402
+
+ROOFLINE_LABEL = "model, not measured"
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.{digits}g}" if abs(x) < 0.01 else f"{x:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def _header(result: dict[str, Any]) -> str:
+    info = result["info"]
+    git = info.get("git") or {}
+    sha = (git.get("sha") or "unknown")[:10] + (" (+local changes)" if git.get("dirty") else "")
+    th = info.get("threads") or {}
+    return (
+        f"Measured on **{info['device_name']}** ({info['device']}), torch {info['torch']}, "
+        f"triton {info['triton']}, {th.get('intra_op', '?')} intra-op threads, git {sha}, "
+        f"{info['timestamp']}, load average {info.get('loadavg_start')} -> {info.get('loadavg_end')}"
+        + (" — `--quick` run" if result.get("quick") else "")
+        + "."
+    )
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- xattn
+
+
+def xattn_ratios(result: dict[str, Any], mode: str = "fwd") -> list[dict[str, Any]]:
+    """Per case: time of each other provider / time of torch-reference (> 1: our torch path is faster)."""
+    ok = [r for r in result["rows"] if r.get("status") == "ok" and r["mode"] == mode and "label" not in r]
+    out = []
+    for case in dict.fromkeys((r["case"], r["dtype"]) for r in ok):
+        by = {r["provider"]: r for r in ok if (r["case"], r["dtype"]) == case}
+        ours = by.get("torch-reference")
+        if ours is None:
+            continue
+        for other in ("sdpa-mask", "flex", "two-calls+cat", "fusmae-triton", "xformers"):
+            if other in by:
+                out.append(
+                    {"case": case[0], "dtype": case[1], "mode": mode, "vs": other,
+                     "ratio": by[other]["ms_p50"] / ours["ms_p50"]}
+                )  # fmt: skip
+    return out
+
+
+def xattn_markdown(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    has_roof = any("roofline_frac" in r for r in rows)
+    head = ["case", "dtype", "mode", "provider", "ms p20", "ms p50", "ms p80", "TFLOP/s", "GB/s"]
+    head += ["roofline"] if has_roof else []
+    head += ["check", "note"]
+    body = []
+    for r in rows:
+        if r.get("status") != "ok":
+            continue
+        note = r.get("label", "")
+        if "mask_ms_p50" in r:
+            note = (note + "; " if note else "") + f"mask alone {_f(r['mask_ms_p50'])} ms"
+        check = "ok" if r.get("check_ok") else f"WRONG ({r.get('check_max_abs_err', 0):.2g})"
+        line = [
+            r["case"],
+            r["dtype"],
+            r["mode"],
+            r["provider"],
+            _f(r["ms_p20"]),
+            _f(r["ms_p50"]),
+            _f(r["ms_p80"]),
+        ]
+        line += [_f(r.get("tflops"), 3), _f(r.get("gbs"), 3)]
+        if has_roof:
+            line.append(f"{r['roofline_frac']:.0%}" if "roofline_frac" in r else "-")
+        line += [check, note]
+        body.append(line)
+    parts = [_header(result), "", _table(head, body)]
+    ratios = xattn_ratios(result, "fwd")
+    if ratios:
+        parts += [
+            "",
+            "Forward, time of X / time of `torch-reference` (our torch path); > 1 means ours is faster:",
+            "",
+            _table(
+                ["case", "dtype", "X", "ratio"],
+                [[r["case"], r["dtype"], r["vs"], f"{r['ratio']:.2f}x"] for r in ratios],
+            ),
+        ]
+    skips = [r for r in rows if r.get("status") in ("skipped", "error")]
+    if skips:
+        reasons: dict[tuple[str, str, str], list[str]] = {}
+        for r in skips:
+            reasons.setdefault((r["provider"], r["status"], r["reason"]), []).append(
+                f"{r['case']} {r['mode']}"
+            )
+        parts += ["", "Not measured:", ""]
+        for (prov, status, reason), where in reasons.items():
+            n = len(where)
+            parts.append(f"- `{prov}` {status} ({n} point{'s' if n > 1 else ''}): {reason}")
+    parts += [
+        "",
+        "TFLOP/s counts only the useful 2·n1·n2 cross-modal score entries (backward = 2.5 x forward); "
+        "GB/s = the op's compulsory bytes (q, k, v, o and gradients once) / time. Masks derived from the "
+        "split are built inside the timed call (the model's split changes every step).",
+    ]
+    return "\n".join(parts)
+
+
+def xattn_plot(result: dict[str, Any], path: Path) -> None:
+    """p50 ms per provider: bars for the Fus-MAE shapes, lines over L for the long-L sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in result["rows"] if r.get("status") == "ok" and "label" not in r]
+    modes = list(dict.fromkeys(r["mode"] for r in result["rows"]))
+    providers = list(dict.fromkeys(r["provider"] for r in ok))
+    colors = {p: f"C{i}" for i, p in enumerate(providers)}
+    fig, axes = plt.subplots(2, max(1, len(modes)), figsize=(5.2 * max(1, len(modes)), 8.5), squeeze=False)
+    for j, mode in enumerate(modes):
+        ax = axes[0][j]
+        rows = [r for r in ok if r["group"] == "fusmae" and r["mode"] == mode]
+        cases = list(dict.fromkeys(f"{r['case']}\n{r['dtype']}" for r in rows))
+        width = 0.8 / max(1, len(providers))
+        for i, prov in enumerate(providers):
+            xs, ys = [], []
+            for c, case in enumerate(cases):
+                hit = [r for r in rows if r["provider"] == prov and f"{r['case']}\n{r['dtype']}" == case]
+                if hit:
+                    xs.append(c + i * width)
+                    ys.append(hit[0]["ms_p50"])
+            if xs:
+                ax.bar(xs, ys, width, label=prov, color=colors[prov])
+        ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases, fontsize=7)
+        ax.set_ylabel("ms (p50)")
+        ax.set_title(f"Fus-MAE shapes, {mode}")
+        ax.legend(fontsize=7)
+        ax = axes[1][j]
+        for prov in providers:
+            pts = sorted((r["L"], r["ms_p50"]) for r in ok if r["group"] == "long" and r["mode"] == mode
+                         and r["provider"] == prov)  # fmt: skip
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=prov, color=colors[prov])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("L (split L/2)")
+        ax.set_ylabel("ms (p50)")
+        ax.set_title(f"long-L sweep, {mode}")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    info = result["info"]
+    fig.suptitle(
+        f"Eq. 2 cross-modal attention on {info['device_name']} — measured, {info['timestamp']}", fontsize=9
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------------- step
+
+
+STEP_KEY = ("preset", "variant", "masking", "precision", "compile", "batch")
+"""Fields that must match for a FusMAE row and a plain row to be compared."""
+
+
+def step_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """images/s of FusMAE over images/s of `plain` for every FusMAE row that has a plain twin."""
+    ok = [r for r in result["rows"] if r.get("status") == "ok"]
+    plain = {tuple(r[k] for k in STEP_KEY): r for r in ok if r["provider"] == "plain"}
+    out = []
+    for r in ok:
+        twin = plain.get(tuple(r[k] for k in STEP_KEY))
+        if r["provider"] == "fusmae" and twin is not None:
+            entry = {k: r[k] for k in STEP_KEY}
+            entry.update(kernels=r["kernels"], ratio=r["images_per_s"] / twin["images_per_s"])
+            out.append(entry)
+    return out
+
+
+def step_markdown(result: dict[str, Any]) -> str:
+    head = ["preset", "variant/masking", "provider", "kernels", "precision", "compile", "batch"]
+    head += ["ms/step p20", "p50", "p80", "images/s", "peak mem MB", "step mem MB"]
+    body = []
+    for r in result["rows"]:
+        if r.get("status") != "ok":
+            continue
+        kernels = r["kernels"] if r["provider"] != "plain" else "-"
+        line = [r["preset"], f"{r['variant']}/{r['masking']}", r["provider"], kernels, r["precision"]]
+        line += ["on" if r["compile"] else "off", str(r["batch"])]
+        line += [_f(r[k]) for k in ("ms_p20", "ms_p50", "ms_p80", "images_per_s")]
+        line += [_f(r.get("peak_mem_mb")), _f(r.get("step_mem_mb"))]
+        body.append(line)
+    parts = [_header(result), "", _table(head, body)]
+    ratios = step_ratios(result)
+    if ratios:
+        parts += [
+            "",
+            "FusMAE images/s over `plain` images/s (same weights, same masks, same optimizer):",
+            "",
+            _table(
+                ["preset", "variant/masking", "kernels", "precision", "compile", "batch", "ours / plain"],
+                [
+                    [
+                        r["preset"],
+                        f"{r['variant']}/{r['masking']}",
+                        r["kernels"],
+                        r["precision"],
+                        "on" if r["compile"] else "off",
+                        str(r["batch"]),
+                        f"{r['ratio']:.2f}x",
+                    ]
+                    for r in ratios
+                ],
+            ),  # fmt: skip
+        ]
+    skips = [r for r in result["rows"] if r.get("status") in ("skipped", "error")]
+    if skips:
+        parts += ["", "Not measured:", ""]
+        for r in skips:
+            parts.append(
+                f"- {r['preset']} {r['provider']} kernels={r['kernels']} {r['precision']} "
+                f"compile={'on' if r['compile'] else 'off'}: {r['status']}: {r['reason']}"
+            )
+    mem = result.get("settings", {}).get("memory_method")
+    parts += [
+        "",
+        "One step = masking + forward + backward + AdamW step (+ zero_grad). "
+        + (f"Memory: {mem}." if mem else ""),
+    ]
+    prof = result.get("profile")
+    if prof:
+        parts += ["", profile_markdown(prof)]
+    return "\n".join(parts)
+
+
+def profile_markdown(prof: dict[str, Any]) -> str:
+    """Where a step's time goes (torch.profiler, self CPU time by op), ours next to plain."""
+    parts = [f"Where the time goes ({prof['what']}; torch.profiler self CPU time, top ops):", ""]
+    for name, ops in prof["providers"].items():
+        total = sum(o["self_ms"] for o in ops["all"])
+        parts.append(f"`{name}`: {total:.1f} ms profiled per step")
+        parts.append("")
+        parts.append(
+            _table(
+                ["op", "self ms/step", "share", "calls/step"],
+                [
+                    [f"`{o['op']}`", _f(o["self_ms"]), f"{o['self_ms'] / total:.0%}", _f(o["calls"])]
+                    for o in ops["top"]
+                ],
+            )
+        )
+        parts.append("")
+    if prof.get("regions"):
+        parts.append(
+            "Time by model region (record_function ranges, ms per step, incl. backward where noted):"
+        )
+        parts.append("")
+        names = list(prof["regions"])
+        keys = list(dict.fromkeys(k for v in prof["regions"].values() for k in v))
+        rows = [[k] + [_f(prof["regions"][n].get(k)) for n in names] for k in keys]
+        parts.append(_table(["region"] + names, rows))
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------- roofline
+
+
+def roofline_markdown(result: dict[str, Any], detail: bool = False) -> str:
+    parts = [
+        f"**GPU roofline — {ROOFLINE_LABEL}.** Predicted from the kernels' exact FLOP and byte counts and "
+        f"the registers / shared memory ptxas reports for sm_86 (`{result['source']}`), with vendor peak "
+        "figures; no GPU was used. " + result["assumptions"],
+        "",
+    ]
+    head = [
+        "GPU",
+        "shape",
+        "dtype",
+        "fwd µs",
+        "bwd µs",
+        "fwd+bwd µs",
+        "bound (fwd / bwd)",
+        "fwd config",
+        "occupancy",
+    ]
+    body = []
+    for s in result["summary"]:
+        body.append([
+            s["gpu"], s["shape"], s["dtype"], _f(s["fwd_us"]), _f(s["bwd_us"]), _f(s["fwd_us"] + s["bwd_us"]),
+            f"{s['fwd_bound']} / {s['bwd_bound']}", s["fwd_config"], f"{s['fwd_occupancy']:.0%}",
+        ])  # fmt: skip
+    parts.append(_table(head, body))
+    if detail:
+        parts += ["", "Per kernel and config (" + ROOFLINE_LABEL + "):", ""]
+        head = ["GPU", "shape", "kernel", "config", "regs", "smem B", "blocks/SM", "occupancy", "waves",
+                "exec GFLOP", "MB", "µs compute", "µs memory", "µs predicted", "bound"]  # fmt: skip
+        body = [[r["gpu"], r["shape"], r["kernel"], r["config"], str(r["regs"]), str(r["smem"]),
+                 str(r["blocks_per_sm"]), f"{r['occupancy']:.0%}", _f(r["waves"]),
+                 _f(r["executed_flops"] / 1e9), _f(r["bytes"] / 1e6), _f(r["t_compute_us"]),
+                 _f(r["t_memory_us"]), _f(r["t_pred_us"]), r["bound"]] for r in result["rows"]]  # fmt: skip
+        parts.append(_table(head, body))
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------- README
+
+
+def _newest(pattern: str, prefer_full: bool) -> tuple[Path, dict[str, Any]] | None:
+    found = []
+    for path in devices.RESULTS.glob(pattern):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"warning: cannot read {path}: {exc}", file=sys.stderr)
+            continue
+        found.append((not data.get("quick") if prefer_full else True, data["info"]["timestamp"], path, data))
+    if not found:
+        return None
+    found.sort(key=lambda t: (t[0], t[1]))
+    return found[-1][2], found[-1][3]
+
+
+def readme_section(prefer_full: bool = False) -> str:
+    parts = ["## Benchmarks", ""]
+    parts.append(
+        "Regenerate with `python bench/xattn.py [--quick]`, `python bench/step.py [--quick]`, "
+        "`python bench/roofline.py`, then `python bench/report.py`. Every measured table names the device "
+        "it ran on; the GPU table is a prediction."
+    )
+    for title, pattern, fmt in (
+        ("Eq. 2 cross-modal attention (measured)", "xattn_*.json", xattn_markdown),
+        ("Whole pretraining step (measured)", "step_*.json", step_markdown),
+    ):
+        got = _newest(pattern, prefer_full)
+        parts += ["", f"### {title}", ""]
+        if got is None:
+            parts.append(f"(no results yet: run the benchmark; looked for bench/results/{pattern})")
+            continue
+        path, data = got
+        parts.append(f"From `{path.relative_to(devices.REPO)}`.")
+        parts.append("")
+        parts.append(fmt(data))
+    parts += ["", f"### GPU roofline ({ROOFLINE_LABEL})", ""]
+    roof = devices.RESULTS / "roofline.json"
+    if roof.exists():
+        parts.append(roofline_markdown(json.loads(roof.read_text())))
+    else:
+        parts.append("(no roofline yet: run `python bench/roofline.py`)")
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python bench/report.py", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=str(devices.RESULTS / "README_section.md"))
+    p.add_argument("--prefer-full", action="store_true", help="prefer full runs over newer --quick runs")
+    args = p.parse_args(argv)
+    text = readme_section(args.prefer_full)
+    devices.write_text_atomic(Path(args.out), text)
+    print(text)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
