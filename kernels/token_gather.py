@@ -501,8 +501,10 @@ def _gather_backward(
     dx = dout.new_empty((B, n, C), dtype=x_dtype) if need_x else None
     part = scattered_rows_sum(dout, inv, dx, pos_dtype is not None)
     dpos = reduce_splits(part, pos_dtype, False)[0] if part is not None else None
-    empty = dout.new_empty((0,))
-    return (dx if dx is not None else empty), (dpos if dpos is not None else empty)
+    # unneeded grads come back as distinct empty tensors (custom-op outputs may not alias each other)
+    return (dx if dx is not None else dout.new_empty((0,))), (
+        dpos if dpos is not None else dout.new_empty((0,))
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
