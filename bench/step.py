@@ -1,0 +1,430 @@
+"""Benchmark of a whole pretraining step: masking + forward + backward + AdamW, in images/s.
+
+Usage
+    python bench/step.py --quick          # tiny (B=16) and small (B=8), fp32, eager; + a profile; ~1-2 min
+    python bench/step.py                  # tiny, small, base; fp32 and bf16; compile off and on
+    python bench/step.py --presets base --batch 16 --precision bf16 --compile on --kernels triton
+
+Providers
+    fusmae  our model (``fusmae_fast.model.FusMAE``) with ``--kernels`` torch and/or triton (triton: CUDA)
+    plain   the same model computed the textbook way (``bench/plain_model.py``): same weights (the
+            FusMAE state dict, loaded strictly), same masks, same optimizer; the baseline our fusions
+            are measured against in the same run.
+Each configuration runs in a fresh worker process (``--worker``), so peak memory is that
+configuration's own and one configuration's allocator state cannot help or hurt the next.
+Timing: warm-up steps, then one ``perf_counter`` sample per step (CUDA: synchronised), p20/p50/p80;
+images/s = batch / p50. Memory: CUDA ``max_memory_allocated``; CPU the process's peak resident set
+(VmHWM, reset via /proc/self/clear_refs after the model and optimizer are built; ``resource``
+ru_maxrss if that is not allowed), reported as the total and as the growth during the steps
+(optimizer state + activations + allocator caches).
+--profile PRESET adds a torch.profiler breakdown (top ops by self CPU time, and time per model
+region) of both providers for that preset.
+Outputs: a table on stdout, bench/results/step_<device>[_quick].{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+DEFAULT_BATCH = {"tiny": 32, "small": 32, "base": 16}
+QUICK = {"presets": "tiny,small", "batch": {"tiny": 16, "small": 8}, "precision": "fp32", "compile": "off",
+         "steps": 6, "warmup": 2, "profile": "small"}  # fmt: skip
+"""--quick: tiny at B=16 and small at B=8, fp32, eager, 6 timed steps after 2 warm-up steps, and the
+profile of the small preset."""
+WORKER_TIMEOUT_S = 1800
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python bench/step.py", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny+small at small batch, fp32, eager (+ profile)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--presets", default="tiny,small,base")
+    p.add_argument("--providers", default="fusmae,plain")
+    p.add_argument("--kernels", default=None, help="torch,triton (default: cuda both, cpu torch)")
+    p.add_argument("--precision", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
+    p.add_argument("--compile", default="off,on", help="torch.compile the model: off and/or on")
+    p.add_argument("--batch", type=int, default=None, help="batch for every preset (default per preset)")
+    p.add_argument("--variant", default="xae", choices=("xae", "xad"))
+    p.add_argument("--masking", default="consistent", choices=("consistent", "independent"))
+    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile happens here)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="run the whole matrix this many times, interleaved, keep each config's fastest round "
+        "(default 2 with --quick, else 1): fairer ratios on a shared CPU",
+    )
+    p.add_argument("--profile", default=None, help="preset to profile with torch.profiler (both providers)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", default=None, help="default bench/results")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.batches = dict(DEFAULT_BATCH)
+    if args.quick:
+        args.presets = QUICK["presets"]
+        args.batches = dict(QUICK["batch"])
+        args.precision = QUICK["precision"]
+        args.compile = QUICK["compile"]
+        args.steps, args.warmup = QUICK["steps"], QUICK["warmup"]
+        args.profile = args.profile or QUICK["profile"]
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else 1
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
+    if args.batch is not None:
+        args.batches = {k: args.batch for k in ("tiny", "small", "base")}
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- worker
+
+
+def _rss_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def build(cfg: dict[str, Any]):
+    """Model, optimizer, inputs and the step function for one configuration."""
+    import torch
+
+    from fusmae_fast.config import ModelConfig
+    from fusmae_fast.masking import random_masking
+    from fusmae_fast.model import FusMAE
+
+    device = torch.device(cfg["device"])
+    torch.manual_seed(cfg["seed"])
+    kernels = cfg["kernels"] if cfg["provider"] == "fusmae" else "torch"
+    mcfg = ModelConfig.from_name(
+        cfg["preset"], variant=cfg["variant"], masking=cfg["masking"], kernels=kernels
+    )
+    model = FusMAE(mcfg)
+    if cfg["provider"] == "plain":
+        from plain_model import plain_from
+
+        model = plain_from(model)
+    model = model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    b = cfg["batch"]
+    g = torch.Generator().manual_seed(cfg["seed"] + 1)
+    s1 = torch.randn(b, mcfg.s1_channels, mcfg.img_size, mcfg.img_size, generator=g).to(device)
+    s2 = torch.randn(b, mcfg.s2_channels, mcfg.img_size, mcfg.img_size, generator=g).to(device)
+    fwd = torch.compile(model) if cfg["compile"] else model
+    mask_gen = torch.Generator().manual_seed(cfg["seed"] + 2)
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if cfg["precision"] == "bf16"
+        else contextlib.nullcontext()
+    )
+    is_plain = cfg["provider"] == "plain"
+    rf = torch.profiler.record_function
+    losses: list[float] = []
+
+    def step() -> None:
+        with rf("step/masking"):
+            masking = random_masking(b, mcfg.num_patches, mcfg.mask_ratio, mcfg.masking, generator=mask_gen,
+                                     device=device)  # fmt: skip
+        with rf("step/forward"), autocast:
+            out = fwd(s1, s2, masking=masking)
+            loss = out if is_plain else out.loss
+        with rf("step/backward"):
+            loss.backward()
+        with rf("step/optimizer"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        losses.append(float(loss.detach()))
+
+    return model, step, losses, device
+
+
+def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    import devices
+    import torch
+    from timing import time_cpu
+
+    threads = devices.pin_threads(cfg["threads"])
+    result: dict[str, Any] = {"threads": threads["intra_op"]}
+    model, step, losses, device = build(cfg)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        method = "torch.cuda.max_memory_allocated"
+    else:
+        base_kb = _rss_kb("VmRSS")
+        method = (
+            "peak RSS (VmHWM reset after model+optimizer build)"
+            if _reset_peak_rss()
+            else "ru_maxrss (process peak)"
+        )
+    t0 = time.perf_counter()
+    step()  # first step: compile (if on), optimizer state allocation
+    result["first_step_s"] = time.perf_counter() - t0
+    timing = time_cpu(step, warmup=max(0, cfg["warmup"] - 1), reps=cfg["steps"], min_reps=cfg["steps"],
+                      budget_s=1e9)  # fmt: skip
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        result.update(peak_mem_mb=peak / 2**20, step_mem_mb=(peak - base) / 2**20)
+    else:
+        hwm = _rss_kb("VmHWM") if "VmHWM" in method else None
+        peak_kb = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result.update(peak_mem_mb=peak_kb / 1024, step_mem_mb=(peak_kb - (base_kb or 0)) / 1024)
+    result.update(
+        status="ok", ms_p20=timing.p20, ms_p50=timing.p50, ms_p80=timing.p80, samples=timing.samples,
+        images_per_s=cfg["batch"] / (timing.p50 / 1e3), mem_method=method,
+        loss_first=losses[0], loss_last=losses[-1], params=sum(p.numel() for p in model.parameters()),
+    )  # fmt: skip
+    if cfg.get("profile"):
+        result["profile"] = profile_worker(cfg, model, step)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- profile
+
+
+def _wrap(obj: Any, attr: str, region: str) -> None:
+    """Make ``obj.attr(...)`` run inside ``record_function(region)`` (profiling workers only)."""
+    import torch
+
+    fn = getattr(obj, attr)
+
+    def wrapped(*a, **kw):
+        with torch.profiler.record_function(region):
+            return fn(*a, **kw)
+
+    setattr(obj, attr, wrapped)
+
+
+REGIONS = ("step/masking", "step/forward", "fwd/embed", "fwd/xattn_block", "fwd/vit_blocks",
+           "fwd/decoders", "fwd/loss", "step/backward", "step/optimizer")  # fmt: skip
+
+
+def profile_worker(cfg: dict[str, Any], model: Any, step: Any, steps: int = 3) -> dict[str, Any]:
+    """torch.profiler over a few steps: top ops by self CPU time, and CPU time per model region."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if cfg["compile"]:
+        return {"note": "not profiled: regions are not visible inside a compiled graph"}
+    _wrap(model, "embed", "fwd/embed")
+    block = getattr(model, "xattn_encoder", None) or getattr(model, "xattn_decoder", None)
+    _wrap(block, "forward", "fwd/xattn_block")
+    for blk in model.blocks:
+        _wrap(blk, "forward", "fwd/vit_blocks")
+    for dec in (model.decoder_s1, model.decoder_s2):
+        _wrap(dec, "forward", "fwd/decoders")
+    if cfg["provider"] == "plain":
+        import plain_model
+
+        _wrap(plain_model, "forward_loss", "fwd/loss")
+    else:
+        from fusmae_fast import ops
+
+        _wrap(ops, "masked_mse", "fwd/loss")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg["device"] == "cuda" else [])
+    step()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    regions = {e.key: e.cpu_time_total / 1e3 / steps for e in events if e.key in REGIONS}
+    ops_ = [
+        {"op": e.key, "self_ms": e.self_cpu_time_total / 1e3 / steps, "calls": e.count / steps}
+        for e in events
+        if e.key not in REGIONS and not e.key.startswith("step/") and not e.key.startswith("fwd/")
+    ]
+    ops_.sort(key=lambda o: -o["self_ms"])
+    return {"regions": regions, "top": ops_[:12], "all": ops_, "steps": steps}
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def configs(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
+    kernels = (args.kernels or ("torch,triton" if device == "cuda" else "torch")).split(",")
+    out = []
+    for preset in [p for p in args.presets.split(",") if p]:
+        for precision in [p for p in args.precision.split(",") if p]:
+            for comp in [c for c in args.compile.split(",") if c]:
+                for provider in [p for p in args.providers.split(",") if p]:
+                    for kern in kernels if provider == "fusmae" else ["-"]:
+                        out.append({
+                            "preset": preset, "provider": provider, "kernels": kern, "precision": precision,
+                            "compile": comp == "on", "batch": args.batches[preset], "variant": args.variant,
+                            "masking": args.masking, "device": device, "seed": args.seed,
+                            "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
+                            "profile": preset == args.profile and precision == "fp32" and comp == "off"
+                                       and kern in ("torch", "-"),
+                        })  # fmt: skip
+    return out
+
+
+def skip_reason(cfg: dict[str, Any]) -> str | None:
+    if cfg["preset"] not in DEFAULT_BATCH:
+        return f"unknown preset {cfg['preset']!r}"
+    if cfg["provider"] not in ("fusmae", "plain"):
+        return f"unknown provider {cfg['provider']!r}"
+    if cfg["kernels"] not in ("torch", "triton", "-"):
+        return f"unknown kernels {cfg['kernels']!r}"
+    if cfg["precision"] not in ("fp32", "bf16"):
+        return f"unknown precision {cfg['precision']!r}"
+    if cfg["kernels"] == "triton" and cfg["device"] != "cuda":
+        return "kernels=triton needs CUDA (Triton's CPU interpreter is a test tool, not a timing)"
+    return None
+
+
+def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one configuration in a fresh Python process; its last stdout line is the JSON result."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)]
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        return {"status": "error", "reason": f"worker timed out after {WORKER_TIMEOUT_S} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"status": "error", "reason": f"worker exit {proc.returncode}: {' | '.join(tail)[:400]}"}
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        cfg = json.loads(args.worker)
+        try:
+            res = run_worker(cfg)
+        except Exception as exc:  # reported by the parent as an error row
+            import traceback
+
+            traceback.print_exc()
+            res = {"status": "error", "reason": f"{type(exc).__name__}: {str(exc)[:400]}"}
+        print(json.dumps(res))
+        return 0
+
+    import devices
+    import report
+    import torch
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    threads = devices.pin_threads(args.threads)
+    info = devices.run_info(device, threads)
+    cfgs = configs(args, device.type)
+    print(f"# step benchmark on {info['device_name']} ({device.type}), torch {info['torch']}, threads "
+          f"{threads['intra_op']}, load {info['loadavg_start']}: {len(cfgs)} configurations")  # fmt: skip
+    if args.quick:
+        print("# --quick: tiny B=16 and small B=8 only (no base), fp32, eager, 6 timed steps")
+    rows: list[dict[str, Any]] = []
+    profile: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    results: list[list[dict[str, Any]]] = [[] for _ in cfgs]
+    for rnd in range(args.rounds):
+        if args.rounds > 1:
+            print(f"# round {rnd + 1}/{args.rounds}")
+        for i, cfg in enumerate(cfgs):
+            reason = skip_reason(cfg)
+            if reason:
+                if rnd == 0:
+                    print(f"SKIP  {_name(cfg)}: {reason}")
+                results[i].append({"status": "skipped", "reason": reason})
+                continue
+            res = run_config({**cfg, "profile": cfg["profile"] and rnd == 0})
+            prof = res.pop("profile", None)
+            if prof:
+                profile[cfg["provider"]] = prof
+            results[i].append(res)
+            if res["status"] == "ok":
+                print(f"{_name(cfg)}: {res['ms_p50']:.1f} ms/step [{res['ms_p20']:.1f}, {res['ms_p80']:.1f}] "
+                      f"{res['images_per_s']:.1f} images/s, peak {res['peak_mem_mb']:.0f} MB, "
+                      f"loss {res['loss_first']:.4f} -> {res['loss_last']:.4f}")  # fmt: skip
+            else:
+                print(f"ERROR {_name(cfg)}: {res['reason']}")
+    for cfg, runs in zip(cfgs, results, strict=True):
+        row = {k: cfg[k] for k in ("preset", "provider", "kernels", "precision", "compile", "batch",
+                                   "variant", "masking")}  # fmt: skip
+        ok = [r for r in runs if r["status"] == "ok"]
+        best = min(ok, key=lambda r: r["ms_p50"]) if ok else runs[-1]
+        row.update(best)
+        if ok:
+            row["rounds_ms_p50"] = [r["ms_p50"] for r in ok]
+        rows.append(row)
+    info["loadavg_end"] = devices.loadavg()
+    info["seconds"] = round(time.perf_counter() - t_start, 1)
+    result: dict[str, Any] = {
+        "benchmark": "step",
+        "quick": args.quick,
+        "info": info,
+        "settings": {
+            "presets": args.presets,
+            "batches": args.batches,
+            "precision": args.precision,
+            "compile": args.compile,
+            "variant": args.variant,
+            "masking": args.masking,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "seed": args.seed,
+            "rounds": args.rounds,
+            "optimizer": "AdamW lr 1.5e-4 betas (0.9, 0.95) wd 0.05",
+            "memory_method": next((r["mem_method"] for r in rows if r.get("mem_method")), None),
+            "inputs": "random normal images (normalised bands), 120x120, generated once",
+        },
+        "rows": rows,
+    }
+    if profile:
+        p = next(c for c in cfgs if c["profile"])
+        result["profile"] = {
+            "what": f"{p['preset']}, batch {p['batch']}, fp32, eager, {p['variant']}/{p['masking']}",
+            "providers": {("fusmae (torch)" if k == "fusmae" else k): v for k, v in profile.items()},
+            "regions": {("fusmae (torch)" if k == "fusmae" else k): v["regions"] for k, v in profile.items()},
+        }
+    out_dir = Path(args.out_dir) if args.out_dir else devices.RESULTS
+    stem = f"step_{devices.device_tag(device)}{'_quick' if args.quick else ''}"
+    devices.write_json_atomic(out_dir / f"{stem}.json", result)
+    table = report.step_markdown(result)
+    devices.write_text_atomic(out_dir / f"{stem}.md", table + "\n")
+    print()
+    print(table)
+    print(f"\nwrote {out_dir / stem}.json/.md in {info['seconds']} s")
+    return 0 if all(r["status"] != "error" for r in rows) else 1
+
+
+def _name(row: dict[str, Any]) -> str:
+    kern = f" kernels={row['kernels']}" if row["provider"] == "fusmae" else ""
+    return (f"{row['preset']:<5} {row['provider']:<6}{kern} {row['precision']} compile="
+            f"{'on' if row['compile'] else 'off'} B={row['batch']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
