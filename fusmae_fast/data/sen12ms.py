@@ -1,0 +1,242 @@
+"""SEN12MS reader: S1 (2 bands), S2 (13 bands L1C, B10 dropped -> 12), simplified IGBP label.
+
+Layout (as the mediaTUM tarballs extract; a per-tarball parent folder such as
+``ROIs1158_spring_s1/ROIs1158_spring/...`` is found too)::
+
+    ROIs1158_spring/s1_<scene>/ROIs1158_spring_s1_<scene>_p<n>.tif   2 bands float32 dB [VV, VH]
+    ROIs1158_spring/s2_<scene>/ROIs1158_spring_s2_<scene>_p<n>.tif   13 bands uint16
+    ROIs1158_spring/lc_<scene>/ROIs1158_spring_lc_<scene>_p<n>.tif   4 bands, IGBP first
+    (seasons ROIs1158_spring, ROIs1868_summer, ROIs1970_fall, ROIs2017_winter), all 256x256.
+
+Sample name: the S2 file stem (``ROIs1158_spring_s2_1_p30``), as in the official split lists.
+Label: simplified IGBP class id 0..9 = argmax of the class histogram of the IGBP layer (SPEC §5 /
+issue 5 mapping; ties -> lower id). Patches without a valid IGBP pixel are skipped and counted.
+
+Splits, in order of precedence:
+1. ``split_file``: one entry a line: a file name or stem of any modality
+   (``ROIs1158_spring_s2_1_p30.tif``) or a whole scene (``ROIs1158_spring/s1_63``).
+2. ``<root>/splits/{train,val,test}_list.txt`` (the format of the SEN12MS repository's split lists,
+   which ship ``val_list.txt`` and ``test_list.txt``; train is then every patch in neither).
+3. Otherwise a deterministic scene-level hash split: sha1 of ``<season>/<scene>`` -> u in [0, 1);
+   u < 0.8 train, < 0.9 validation, else test (whole scenes stay together: no spatial leakage).
+
+Images are 256x256; the item is fitted to ``image_size`` by centre crop by default (keeps the 10 m
+pixel of pretraining; see :mod:`fusmae_fast.data.transforms`), or ``fit="resize"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from fusmae_fast.data.bands import SEN12MS_IMAGE_SIZE, SEN12MS_S2_BANDS
+from fusmae_fast.data.bigearthnet import _modalities, _parallel_map
+from fusmae_fast.data.errors import DatasetError, MissingDataError
+from fusmae_fast.data.geotiff import NanPolicy, check_nan_policy, gdal_env, read_geotiff
+from fusmae_fast.data.labels import simplified_igbp_label
+from fusmae_fast.data.raw_dataset import SEN12MS_LAYOUT, DatasetInfo, RawDataset, RawSample
+from fusmae_fast.data.splits import canonical_split, read_name_list
+from fusmae_fast.data.transforms import Fit, ItemTransform
+
+SEASON_RE = re.compile(r"^ROIs\d+_[a-z]+$")
+SCENE_RE = re.compile(r"^(s1|s2|lc)_(\d+)$")
+PATCH_RE = re.compile(r"^(ROIs\d+_[a-z]+)_(s1|s2|lc)_(\d+)_p(\d+)(\.tif)?$")
+SCENE_ENTRY_RE = re.compile(r"^(ROIs\d+_[a-z]+)/(s1|s2|lc)_(\d+)/?$")
+_KEEP_S2 = [i for i, b in enumerate(SEN12MS_S2_BANDS) if b != "B10"]
+HASH_SPLIT = (0.8, 0.9)
+
+
+def _walk_scene_dirs(root: Path, depth: int = 3) -> Iterator[Path]:
+    """Scene folders ``<season>/<mod>_<n>`` at most ``depth`` levels below ``root``."""
+    if depth < 0 or not root.is_dir():
+        return
+    for child in sorted(root.iterdir()):
+        if not child.is_dir():
+            continue
+        if SEASON_RE.match(child.name):
+            for scene in sorted(child.iterdir()):
+                if scene.is_dir() and SCENE_RE.match(scene.name):
+                    yield scene
+        else:
+            yield from _walk_scene_dirs(child, depth - 1)
+
+
+def find_scene_dirs(root: str | os.PathLike[str]) -> dict[tuple[str, str, int], Path]:
+    """(season, modality, scene number) -> folder, for every scene folder under ``root``."""
+    out: dict[tuple[str, str, int], Path] = {}
+    for d in _walk_scene_dirs(Path(root)):
+        mod, num = SCENE_RE.match(d.name).groups()  # type: ignore[union-attr]
+        key = (d.parent.name, mod, int(num))
+        if key in out:
+            raise DatasetError(f"{root}: scene {d.parent.name}/{d.name} found twice ({out[key]} and {d})")
+        out[key] = d
+    return out
+
+
+def is_sen12ms_root(path: str | os.PathLike[str]) -> bool:
+    return any(True for _ in _walk_scene_dirs(Path(path)))
+
+
+def hash_split(season: str, scene: int) -> str:
+    """Deterministic scene-level split of the fallback rule (see module docstring)."""
+    digest = hashlib.sha1(f"{season}/s1_{scene}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    return "train" if u < HASH_SPLIT[0] else "validation" if u < HASH_SPLIT[1] else "test"
+
+
+class SEN12MS(RawDataset):
+    """SEN12MS triplets with the simplified-IGBP single label.
+
+    Args:
+        root: folder holding the season folders.
+        split_file: a split list (see module docstring); overrides ``split``.
+        normalize: SPEC §5 (BigEarthNet) normalisation; False returns raw values.
+        split: 'train' | 'validation' | 'test' | 'all' when no ``split_file`` is given.
+        image_size, fit: output size and 'crop' (default) or 'resize'.
+        nan_policy: 'error' or 'zero' for NaN/Inf pixels.
+        bands: 'all', 's1' or 's2'.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split_file: str | os.PathLike[str] | None = None,
+        normalize: bool = True,
+        *,
+        split: str = "all",
+        image_size: int = 120,
+        fit: Fit = "crop",
+        nan_policy: NanPolicy = "error",
+        bands: str = "all",
+    ) -> None:
+        check_nan_policy(nan_policy)
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise MissingDataError(f"{self.root}: SEN12MS root folder not found")
+        self.modalities = _modalities(bands)
+        self.split = canonical_split(split)
+        self.nan_policy = nan_policy
+        self.transform = ItemTransform(image_size=image_size, normalize=normalize, fit=fit)
+        self.layout = SEN12MS_LAYOUT
+        self.scene_dirs = find_scene_dirs(self.root)
+        if not self.scene_dirs:
+            raise MissingDataError(f"{self.root}: no SEN12MS scene folders (ROIs*_<season>/s2_<n>) found")
+
+        patches: list[tuple[str, int, int]] = []
+        for (season, mod, scene), folder in sorted(self.scene_dirs.items()):
+            if mod != "s2":
+                continue
+            for f in folder.iterdir():
+                m = PATCH_RE.match(f.name)
+                if m and f.suffix == ".tif" and m.group(2) == "s2":
+                    patches.append((season, scene, int(m.group(4))))
+        patches.sort()
+        split_source = "all"
+        if split_file is not None:
+            patches = self._select_listed(patches, Path(split_file))
+            split_source = str(split_file)
+        elif self.split != "all":
+            patches, split_source = self._select_split(patches)
+
+        def label_of(p: tuple[str, int, int]) -> int:
+            path = self._path("lc", *p)
+            return simplified_igbp_label(
+                read_geotiff(path, count=4, shape=(SEN12MS_IMAGE_SIZE,) * 2, dtype=np.uint16)[0]
+            )
+
+        with gdal_env():
+            labels = _parallel_map(label_of, patches, "SEN12MS labels")
+        skipped: dict[str, int] = {}
+        keep = [i for i, y in enumerate(labels) if y >= 0]
+        if len(keep) < len(patches):
+            skipped["no_valid_igbp"] = len(patches) - len(keep)
+            print(
+                f"[fusmae-fast] SEN12MS: skipped {skipped['no_valid_igbp']} patch(es) with no IGBP label",
+                file=sys.stderr,
+            )
+        self.patches = [patches[i] for i in keep]
+        self.names = [f"{s}_s2_{sc}_p{n}" for s, sc, n in self.patches]
+        self.labels = np.array([labels[i] for i in keep], dtype=np.int64)
+        self.info = DatasetInfo(
+            kind="sen12ms",
+            source={
+                "format": "sen12ms",
+                "root": str(self.root),
+                "split": self.split,
+                "split_source": split_source,
+                "nan_policy": nan_policy,
+            },
+            skipped=skipped,
+        )
+
+    def _path(self, mod: str, season: str, scene: int, n: int) -> Path:
+        folder = self.scene_dirs.get((season, mod, scene))
+        if folder is None:
+            raise MissingDataError(f"{self.root}: scene folder {season}/{mod}_{scene} not found")
+        return folder / f"{season}_{mod}_{scene}_p{n}.tif"
+
+    def _select_listed(self, patches: list[tuple[str, int, int]], path: Path) -> list[tuple[str, int, int]]:
+        wanted_patches: set[tuple[str, int, int]] = set()
+        wanted_scenes: set[tuple[str, int]] = set()
+        for i, entry in enumerate(read_name_list(path)):
+            if entry.endswith(".tif"):
+                entry = Path(entry).name
+            m, s = PATCH_RE.match(entry), SCENE_ENTRY_RE.match(entry)
+            if m:
+                wanted_patches.add((m.group(1), int(m.group(3)), int(m.group(4))))
+            elif s:
+                wanted_scenes.add((s.group(1), int(s.group(3))))
+            else:
+                raise DatasetError(f"{path}: line {i + 1}: {entry!r} is not a SEN12MS patch or scene")
+        have = set(patches)
+        absent = sorted(wanted_patches - have)
+        if absent:
+            s, sc, n = absent[0]
+            raise MissingDataError(
+                f"{path}: {len(absent)} listed patch(es) not under {self.root} (first: {s}_s2_{sc}_p{n})"
+            )
+        return [p for p in patches if p in wanted_patches or (p[0], p[1]) in wanted_scenes]
+
+    def _select_split(self, patches: list[tuple[str, int, int]]) -> tuple[list[tuple[str, int, int]], str]:
+        lists = {s: self.root / "splits" / f"{s}_list.txt" for s in ("train", "val", "test")}
+        short = {"train": "train", "validation": "val", "test": "test"}[self.split]
+        if lists[short].is_file():
+            return self._select_listed(patches, lists[short]), str(lists[short])
+        if self.split == "train" and lists["val"].is_file() and lists["test"].is_file():
+            held = set(self._select_listed(patches, lists["val"])) | set(
+                self._select_listed(patches, lists["test"])
+            )
+            return [p for p in patches if p not in held], f"all minus {lists['val']} and {lists['test']}"
+        return [p for p in patches if hash_split(p[0], p[1]) == self.split], "scene hash 80/10/10"
+
+    def read_raw(self, index: int) -> RawSample:
+        season, scene, n = self.patches[index]
+        size = (SEN12MS_IMAGE_SIZE, SEN12MS_IMAGE_SIZE)
+        with gdal_env():
+            s1 = (
+                read_geotiff(
+                    self._path("s1", season, scene, n),
+                    count=2,
+                    shape=size,
+                    dtype=np.float32,
+                    nan_policy=self.nan_policy,
+                )
+                if "s1" in self.modalities
+                else None
+            )
+            s2 = (
+                (
+                    read_geotiff(self._path("s2", season, scene, n), count=13, shape=size, dtype=np.uint16)[
+                        _KEEP_S2
+                    ],
+                )
+                if "s2" in self.modalities
+                else None
+            )
+        return RawSample(s1=s1, s2=s2, label=self.labels[index], name=self.names[index])
