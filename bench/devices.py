@@ -49,6 +49,8 @@ class GpuPeak:
     """Shared memory per SM usable by blocks, bytes (the carve-out maximum)."""
     smem_reserved_per_block: int = 1024
     """Shared memory the driver reserves per resident block (1 KB on sm_80+)."""
+    exclude: tuple[str, ...] = ()
+    """Lower-case substrings of names that match but are other products with other peaks."""
 
     def peak_flops(self, dtype: torch.dtype) -> float:
         """FLOP/s for dots in ``dtype`` (fp16/bf16 on tensor cores, fp32 on the FMA units)."""
@@ -58,26 +60,28 @@ class GpuPeak:
 
 # Sources: NVIDIA GA102 whitepaper (RTX 3090: 82 SMs, 936 GB/s, 71 TFLOP/s fp16 tensor with fp32 acc,
 # 35.6 TFLOP/s fp32), A100 datasheet (40 GB SXM: 1555 GB/s, 312 TFLOP/s fp16 tensor, 19.5 fp32, 108 SMs),
-# H100 SXM datasheet (3350 GB/s, 989 TFLOP/s dense fp16 tensor, 67 fp32, 132 SMs). Per-SM limits from the
-# CUDA C programming guide, compute-capability table (8.6: 48 warps, 16 blocks, 100 KB smem; 8.0: 64
-# warps, 32 blocks, 164 KB; 9.0: 64 warps, 32 blocks, 228 KB; 64K 32-bit registers each).
+# H100 SXM5 80 GB datasheet (3350 GB/s, 989 TFLOP/s dense fp16 tensor, 67 fp32, 132 SMs).
+# Per-SM limits from the CUDA C programming guide, compute-capability table (8.6: 48 warps,
+# 16 blocks, 100 KB smem; 8.0: 64 warps, 32 blocks, 164 KB; 9.0: 64 warps, 32 blocks, 228 KB;
+# 64K 32-bit registers each).
 GPU_PEAKS: tuple[GpuPeak, ...] = (
-    GpuPeak("RTX 3090", ("3090",), 936.0, 71.0, 35.6, 82, 86, 48, 16, 65536, 102400),
-    GpuPeak("A100", ("a100",), 1555.0, 312.0, 19.5, 108, 80, 64, 32, 65536, 167936),
-    GpuPeak("H100 SXM", ("h100",), 3350.0, 989.0, 67.0, 132, 90, 64, 32, 65536, 233472),
+    GpuPeak("RTX 3090", ("3090",), 936.0, 71.0, 35.6, 82, 86, 48, 16, 65536, 102400, exclude=("3090 ti",)),
+    GpuPeak("A100", ("a100",), 1555.0, 312.0, 19.5, 108, 80, 64, 32, 65536, 167936, exclude=("80gb",)),
+    GpuPeak(
+        "H100 SXM", ("h100",), 3350.0, 989.0, 67.0, 132, 90, 64, 32, 65536, 233472, exclude=("pcie", "nvl")
+    ),
 )
 
 
 def gpu_peak(device_name: str) -> GpuPeak | None:
     """The peak figures for a CUDA device name, or None if we have none (then no roofline fraction).
 
-    An RTX 3090 Ti is not an RTX 3090 (more SMs and bandwidth): it is deliberately not matched.
+    Near namesakes with other figures (RTX 3090 Ti, A100 80 GB, H100 PCIe/NVL) are deliberately not
+    matched: no fraction is better than a wrong one.
     """
     low = device_name.lower()
-    if "3090 ti" in low:
-        return None
     for peak in GPU_PEAKS:
-        if any(m in low for m in peak.match):
+        if any(m in low for m in peak.match) and not any(x in low for x in peak.exclude):
             return peak
     return None
 

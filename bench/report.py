@@ -305,23 +305,21 @@ def roofline_markdown(result: dict[str, Any], detail: bool = False) -> str:
         "figures; no GPU was used. " + result["assumptions"],
         "",
     ]
-    head = [
-        "GPU",
-        "shape",
-        "dtype",
-        "fwd µs",
-        "bwd µs",
-        "fwd+bwd µs",
-        "bound (fwd / bwd)",
-        "fwd config",
-        "occupancy",
-    ]
+    head = ["GPU", "shape", "dtype", "fwd µs", "bwd µs", "fwd+bwd µs", "bound fwd / bwd kernels"]
+    head += ["fwd config (model's pick)", "occupancy", "executed / useful FLOPs"]
     body = []
     for s in result["summary"]:
-        body.append([
-            s["gpu"], s["shape"], s["dtype"], _f(s["fwd_us"]), _f(s["bwd_us"]), _f(s["fwd_us"] + s["bwd_us"]),
-            f"{s['fwd_bound']} / {s['bwd_bound']}", s["fwd_config"], f"{s['fwd_occupancy']:.0%}",
-        ])  # fmt: skip
+        line = [
+            s["gpu"],
+            s["shape"],
+            s["dtype"],
+            _f(s["fwd_us"]),
+            _f(s["bwd_us"]),
+            _f(s["fwd_us"] + s["bwd_us"]),
+        ]
+        line += [f"{s['fwd_bound']} / {s['bwd_bound']}", s["fwd_config"], f"{s['fwd_occupancy']:.0%}"]
+        line.append(f"{s['executed_fwd_flops'] / s['useful_fwd_flops']:.2f}")
+        body.append(line)
     parts.append(_table(head, body))
     if detail:
         parts += ["", "Per kernel and config (" + ROOFLINE_LABEL + "):", ""]

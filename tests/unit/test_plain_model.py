@@ -59,7 +59,8 @@ def test_plain_equals_fusmae(variant, masking, xattn_weights):
     assert plain.state_dict().keys() == model.state_dict().keys()
     s1, s2 = _images(3)
     cfg = model.config
-    m = random_masking(3, cfg.num_patches, cfg.mask_ratio, masking, generator=torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    m = random_masking(3, cfg.num_patches, cfg.mask_ratio, masking, generator=gen)
     if masking == "independent":
         assert len(set(m.split.tolist())) > 1, "want ragged splits to exercise the grouping path"
     _compare(model, plain, s1, s2, m)

@@ -1,0 +1,29 @@
+"""pytest-benchmark set-up for ``pytest bench --benchmark-only``: bench/ on sys.path, threads pinned.
+
+The repository's test run (``python -m pytest``, testpaths = tests) never collects this folder.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import devices  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threads = devices.pin_threads(None)
+    config._fusmae_threads = threads  # reported in the header below and in the saved JSON
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    t = getattr(config, "_fusmae_threads", {})
+    return f"fusmae_fast bench: {devices.cpu_name()}, torch intra-op threads {t.get('intra_op')}"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    machine_info["fusmae_threads"] = getattr(config, "_fusmae_threads", None)
+    machine_info["loadavg"] = devices.loadavg()
