@@ -10,7 +10,36 @@ gather_tokens
     x (B, N, C); ids_keep (B, K) in [0, N); out[b, j] = x[b, ids_keep[b, j]] (+ pos[ids_keep[b, j]]).
     Exact (a copy, plus one add when pos is given).
 
-The Triton path (``gather_tokens_triton``)
+The Triton path of masked_patch_embed (``masked_patch_embed_triton``)
+    Forward: one GEMM launch over the B*K kept rows only, grid (row blocks, embedding blocks): a
+    program loads the ids of its rows, reads each kept patch's C_in*P*P pixels straight from img
+    (im2col on the fly, reduction index r = (c, p, q) in Conv2d weight order, P a compile-time
+    constant), multiplies with the weight by ``tl.dot`` (fp32 accumulate; fp32 inputs use
+    input_precision="ieee" unless ``allow_tf32``) and adds bias and pos[ids_keep] in fp32 before one
+    rounding to the output dtype. Empty slots (-1) give exact zero rows; a block made only of empty
+    slots skips its reduction (ragged keeps put them in runs). No patch tensor, no full-image
+    convolution, no gather pass, no separate bias/pos add.
+    Backward (only what is needed, from ``ctx.needs_input_grad``):
+      d img: zeros (masked patches stay 0; one memset) plus one GEMM launch dout . W over the kept rows,
+        stored straight to the patches' pixels; a sample's patches are distinct, so one writer per pixel.
+      d weight: split-K GEMM dout^T . patches over the kept rows (blocks of empty slots skipped); each
+        row split writes an fp32 partial (S, C, C_in*P*P) that ``sum_rows`` adds in a fixed order.
+        S depends only on the shapes (``dw_splits``): deterministic.
+      d pos, d bias: the inverse map of ids_keep, then the gather backward kernel without dx gives
+        batch-split partials of d pos[n] = sum_b dout[b, inv[b, n]]; ``reduce_splits`` sums them and
+        also the per-block column sums, which ``sum_rows`` turns into d bias = sum_n d pos[n]. No atomics.
+    Limits: img, weight, bias, pos share one dtype; ids_keep distinct per row (-1 slots excepted) when
+    img, bias or pos needs a gradient (checked in eager mode). Any patch size (P = 2^k gives shift/mask
+    index math); any C, C_in. The GEMM configs (``_GEMM_TABLE``) are checked by compile_check for P in
+    ``COMPILE_PATCHES``.
+
+Work and traffic of masked_patch_embed (B, K kept, N patches, R = C_in*P*P, C; e bytes per element)
+    FLOPs: forward 2*B*K*R*C (the textbook Conv2d over all patches: 2*B*N*R*C); backward: d weight
+    2*B*K*R*C, d img 2*B*K*R*C. Bytes, forward: the kept patches' pixels B*K*R*e, W (R*C*e, cached),
+    the output B*K*C*e, ids and pos rows. The textbook path also writes and re-reads the full (B, N, C)
+    embedding and gathers it (see bench/fusion_savings.py for the per-step totals).
+
+The Triton path of gather_tokens (``gather_tokens_triton``)
     Forward: one launch over (B*K row blocks, C blocks): each row loads its index, copies
     x[b, ids_keep[b, j]] and, with pos, adds pos[ids_keep[b, j]] in fp32 and rounds once to the output
     dtype (torch's type promotion of x and pos). Bit-exact with the reference: a copy, or one correctly
@@ -41,6 +70,7 @@ graph breaks. Double backward is not supported.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 import triton
@@ -581,6 +611,609 @@ def gather_tokens_triton(
 
 
 # ----------------------------------------------------------------------------------------------------
+# masked_patch_embed kernels: im2col on the fly, GEMMs over the kept rows only
+# ----------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _patch_rows(IDS, rows, row_ok, K, GRID_W, stride_ib, stride_ik, PATCH: tl.constexpr):
+    """Per flattened row m = b*K + j: (b int64, j, patch index or 0, valid, patch row ph*P, col pw*P)."""
+    b = (rows // K).to(tl.int64)
+    j = rows % K
+    idx = tl.load(IDS + b * stride_ib + j * stride_ik, mask=row_ok, other=-1)
+    valid = row_ok & (idx >= 0)
+    safe = tl.where(valid, idx, 0)
+    y0 = (safe // GRID_W) * PATCH
+    x0 = (safe % GRID_W) * PATCH
+    return b, j, safe, valid, y0, x0
+
+
+@triton.jit
+def _patch_cols(r, PATCH: tl.constexpr):
+    """Reduction index r = (c, p, q) in Conv2d weight order -> (c, p, q)."""
+    c = r // (PATCH * PATCH)
+    pq = r % (PATCH * PATCH)
+    return c, pq // PATCH, pq % PATCH
+
+
+@triton.jit
+def _mpe_fwd_kernel(
+    IMG,
+    W,
+    BIAS,
+    POS,
+    IDS,
+    OUT,
+    M,
+    K,
+    C,
+    C_IN,
+    GRID_W,
+    M_BUCKET,
+    stride_imb,
+    stride_imc,
+    stride_imh,
+    stride_imw,
+    stride_wo,
+    stride_wc,
+    stride_wp,
+    stride_wq,
+    stride_bias,
+    stride_pn,
+    stride_pc,
+    stride_ib,
+    stride_ik,
+    stride_ob,
+    stride_ok,
+    PATCH: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """out[m, o] = sum_r patch(m)[r] W[o, r] + bias[o] + pos[id(m), o]; rows with id -1 are 0.
+    Rows are m = b*K + j (BLOCK_M per program), columns o (BLOCK_N), reduction r = (c, p, q)."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < M
+    col_ok = cols < C
+    b, j, idx, valid, y0, x0 = _patch_rows(IDS, rows, row_ok, K, GRID_W, stride_ib, stride_ik, PATCH)
+    img_row = b * stride_imb + y0 * stride_imh + x0 * stride_imw
+    R = C_IN * PATCH * PATCH
+    # a block without a kept patch skips the reduction (ragged keeps: whole blocks of empty slots)
+    r_hi = tl.where(tl.sum(valid.to(tl.int32), 0) > 0, R, 0)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    t = tl.arange(0, BLOCK_R)
+    for r0 in range(0, r_hi, BLOCK_R):
+        r = r0 + t
+        r_ok = r < R
+        c, p, q = _patch_cols(r, PATCH)  # 1-D index math (constexpr P: shifts and masks for P = 2^k)
+        a = tl.load(
+            IMG + img_row[:, None] + (c * stride_imc + p * stride_imh + q * stride_imw)[None, :],
+            mask=valid[:, None] & r_ok[None, :],
+            other=0.0,
+        )
+        w = tl.load(
+            W + (c * stride_wc + p * stride_wp + q * stride_wq)[:, None] + cols[None, :] * stride_wo,
+            mask=r_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
+    bias = tl.load(BIAS + cols * stride_bias, mask=col_ok, other=0.0).to(tl.float32)
+    pos = tl.load(
+        POS + (idx * stride_pn)[:, None] + cols[None, :] * stride_pc,
+        mask=valid[:, None] & col_ok[None, :],
+        other=0.0,
+    ).to(tl.float32)
+    out = tl.where(valid[:, None], acc + bias[None, :] + pos, 0.0)
+    tl.store(
+        OUT + (b * stride_ob + j * stride_ok)[:, None] + cols[None, :],
+        out.to(OUT.dtype.element_ty),
+        mask=row_ok[:, None] & col_ok[None, :],
+    )
+
+
+@triton.jit
+def _mpe_dimg_kernel(
+    DOUT,
+    W,
+    IDS,
+    DIMG,
+    M,
+    K,
+    C,
+    C_IN,
+    GRID_W,
+    M_BUCKET,
+    stride_db,
+    stride_dk,
+    stride_wo,
+    stride_wc,
+    stride_wp,
+    stride_wq,
+    stride_ib,
+    stride_ik,
+    stride_gb,
+    stride_gc,
+    stride_gh,
+    stride_gw,
+    PATCH: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """d patch(m)[r] = sum_o dout[m, o] W[o, r], stored into d img at the patch's pixels (kept rows only;
+    patches of one sample are distinct, so every pixel has at most one writer). BLOCK_M rows and
+    BLOCK_R pixels per program, reduction over o in BLOCK_N steps."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < M
+    R = C_IN * PATCH * PATCH
+    r_ok = r < R
+    b, j, idx, valid, y0, x0 = _patch_rows(IDS, rows, row_ok, K, GRID_W, stride_ib, stride_ik, PATCH)
+    c, p, q = _patch_cols(r, PATCH)
+    w_col = c * stride_wc + p * stride_wp + q * stride_wq
+    d_row = b * stride_db + j * stride_dk
+    o_hi = tl.where(tl.sum(valid.to(tl.int32), 0) > 0, C, 0)
+    acc = tl.zeros([BLOCK_M, BLOCK_R], dtype=tl.float32)
+    for o0 in range(0, o_hi, BLOCK_N):
+        o = o0 + tl.arange(0, BLOCK_N)
+        o_ok = o < C
+        g = tl.load(DOUT + d_row[:, None] + o[None, :], mask=valid[:, None] & o_ok[None, :], other=0.0)
+        w = tl.load(
+            W + o[:, None] * stride_wo + w_col[None, :], mask=o_ok[:, None] & r_ok[None, :], other=0.0
+        )
+        acc = tl.dot(g, w, acc, input_precision=DOT_PRECISION)
+    g_row = b * stride_gb + y0 * stride_gh + x0 * stride_gw
+    tl.store(
+        DIMG + g_row[:, None] + (c * stride_gc + p * stride_gh + q * stride_gw)[None, :],
+        acc.to(DIMG.dtype.element_ty),
+        mask=valid[:, None] & r_ok[None, :],
+    )
+
+
+@triton.jit
+def _mpe_dw_kernel(
+    DOUT,
+    IMG,
+    IDS,
+    PART,
+    M,
+    K,
+    C,
+    C_IN,
+    GRID_W,
+    rows_per_split,
+    stride_db,
+    stride_dk,
+    stride_imb,
+    stride_imc,
+    stride_imh,
+    stride_imw,
+    stride_ib,
+    stride_ik,
+    PATCH: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Split-K d weight: part[s, o, r] = sum over the rows m of split s of dout[m, o] patch(m)[r].
+    BLOCK_N outputs o and BLOCK_R reduction columns r per program; rows in BLOCK_M steps; blocks of
+    empty slots are skipped. The splits are summed in a fixed order by ``sum_rows``."""
+    o = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
+    pid_s = tl.program_id(2)
+    o_ok = o < C
+    R = C_IN * PATCH * PATCH
+    r_ok = r < R
+    c, p, q = _patch_cols(r, PATCH)
+    img_col = c * stride_imc + p * stride_imh + q * stride_imw
+    m_lo = pid_s * rows_per_split
+    m_hi = tl.minimum(M, m_lo + rows_per_split)
+    acc = tl.zeros([BLOCK_N, BLOCK_R], dtype=tl.float32)
+    for m0 in range(m_lo, m_hi, BLOCK_M):
+        rows = m0 + tl.arange(0, BLOCK_M)
+        row_ok = rows < m_hi
+        b, j, idx, valid, y0, x0 = _patch_rows(IDS, rows, row_ok, K, GRID_W, stride_ib, stride_ik, PATCH)
+        if tl.sum(valid.to(tl.int32), 0) > 0:
+            gt = tl.load(
+                DOUT + (b * stride_db + j * stride_dk)[None, :] + o[:, None],
+                mask=o_ok[:, None] & valid[None, :],
+                other=0.0,
+            )
+            a = tl.load(
+                IMG + (b * stride_imb + y0 * stride_imh + x0 * stride_imw)[:, None] + img_col[None, :],
+                mask=valid[:, None] & r_ok[None, :],
+                other=0.0,
+            )
+            acc = tl.dot(gt, a, acc, input_precision=DOT_PRECISION)
+    base = pid_s.to(tl.int64) * C * R
+    tl.store(PART + base + o[:, None] * R + r[None, :], acc, mask=o_ok[:, None] & r_ok[None, :])
+
+
+# ----------------------------------------------------------------------------------------------------
+# masked_patch_embed configs
+# ----------------------------------------------------------------------------------------------------
+
+GemmConf = tuple[int, int, int, int, int]
+"""(BLOCK_M rows, BLOCK_N embedding columns, BLOCK_R patch-pixel columns, num_warps, num_stages).
+fwd: program = BLOCK_M rows x BLOCK_N columns, reduction over r. dimg: BLOCK_M rows x BLOCK_R pixels,
+reduction over the embedding in BLOCK_N steps. dw: BLOCK_N x BLOCK_R of d weight, reduction over rows
+in BLOCK_M steps."""
+
+SPLIT_ROW_ALIGN = 128
+"""d weight row splits start at multiples of this (>= every BLOCK_M of the set)."""
+MIN_ROWS_PER_SPLIT = 256
+"""Fewest rows one d weight split reduces over."""
+
+
+def _always(C: int, R: int) -> bool:
+    return True
+
+
+def _wide(C: int, R: int) -> bool:  # both GEMM extents at least 128: big tiles are not mostly padding
+    return C >= 128 and R >= 128
+
+
+_GEMM_TABLE: dict[tuple[str, int], tuple[tuple[GemmConf, Callable[[int, int], bool]], ...]] = {
+    ("fwd", 2): (
+        ((64, 64, 32, 4, 2), _always),
+        ((32, 64, 64, 4, 2), _always),
+        ((128, 64, 32, 8, 2), _wide),
+        ((64, 128, 32, 8, 2), _wide),
+        ((128, 128, 32, 8, 2), _wide),
+    ),
+    ("dimg", 2): (
+        ((64, 64, 32, 4, 2), _always),
+        ((32, 64, 64, 4, 2), _always),
+        ((64, 64, 64, 8, 2), _wide),
+        ((128, 64, 32, 8, 2), _wide),
+    ),
+    ("dw", 2): (
+        ((32, 64, 64, 4, 2), _always),
+        ((64, 64, 64, 4, 2), _always),
+        ((32, 128, 64, 8, 2), _wide),
+        ((64, 64, 128, 8, 2), _wide),
+        ((32, 128, 128, 8, 2), _wide),
+    ),
+    ("fwd", 4): (
+        ((32, 32, 16, 4, 2), _always),
+        ((64, 32, 16, 4, 2), _always),
+        ((32, 64, 16, 4, 2), _wide),
+        ((64, 64, 16, 8, 2), _wide),
+    ),
+    ("dimg", 4): (
+        ((32, 32, 16, 4, 2), _always),
+        ((64, 32, 16, 4, 2), _always),
+        ((32, 32, 64, 4, 2), _wide),
+        ((64, 32, 64, 8, 2), _wide),
+    ),
+    ("dw", 4): (
+        ((16, 32, 32, 4, 2), _always),
+        ((16, 64, 32, 4, 2), _always),
+        ((16, 64, 64, 8, 2), _wide),
+    ),
+}
+
+GEMM_CONFIGS: dict[str, tuple[GemmConf, ...]] = {
+    kernel: tuple(dict.fromkeys(c for (k, _), rows in _GEMM_TABLE.items() if k == kernel for c, _ in rows))
+    for kernel in ("fwd", "dimg", "dw")
+}
+"""Every config of the masked_patch_embed autotune set per kernel."""
+
+
+def keep_gemm(kernel: str, conf: GemmConf, C: int, R: int, esize: int) -> bool:
+    """keep(): may the autotuner try ``conf`` for this kernel, embedding width C, patch size R and
+    element size?"""
+    group = 4 if esize >= 4 else 2
+    return any(c == conf and pred(C, R) for c, pred in _GEMM_TABLE[(kernel, group)])
+
+
+def kept_gemm_configs(kernel: str, C: int, R: int, esize: int) -> list[GemmConf]:
+    return [c for c in GEMM_CONFIGS[kernel] if keep_gemm(kernel, c, C, R, esize)]
+
+
+MPE_INTERPRETER_CONFIG: dict[str, GemmConf] = {
+    "fwd": (64, 32, 128, 4, 1),
+    "dimg": (64, 32, 128, 4, 1),
+    "dw": (64, 32, 128, 4, 1),
+}
+"""The config launched under ``TRITON_INTERPRET=1``: large blocks (the interpreter's cost is per
+operation, not per element); the tests also run small ones (partial blocks along every axis)."""
+
+
+def _gemm_prune(kernel: str, tensor_arg: str):
+    def prune(configs, named_args, **kwargs):
+        esize = named_args[tensor_arg].element_size()
+        R = named_args["C_IN"] * kwargs.get("PATCH", named_args.get("PATCH")) ** 2
+        kept = [
+            cfg
+            for cfg in configs
+            if keep_gemm(
+                kernel,
+                (
+                    cfg.kwargs["BLOCK_M"],
+                    cfg.kwargs["BLOCK_N"],
+                    cfg.kwargs["BLOCK_R"],
+                    cfg.num_warps,
+                    cfg.num_stages,
+                ),
+                named_args["C"],
+                R,
+                esize,
+            )
+        ]
+        return kept or configs[:1]
+
+    return prune
+
+
+def _gemm_triton_configs(kernel: str) -> list[triton.Config]:
+    return [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_R": r}, num_warps=w, num_stages=s)
+        for m, n, r, w, s in GEMM_CONFIGS[kernel]
+    ]
+
+
+_mpe_fwd_tuned = triton.autotune(
+    _gemm_triton_configs("fwd"),
+    key=["C", "C_IN", "M_BUCKET", "PATCH", "DOT_PRECISION"],
+    prune_configs_by={"early_config_prune": _gemm_prune("fwd", "IMG")},
+)(_mpe_fwd_kernel)
+_mpe_dimg_tuned = triton.autotune(
+    _gemm_triton_configs("dimg"),
+    key=["C", "C_IN", "M_BUCKET", "PATCH", "DOT_PRECISION"],
+    prune_configs_by={"early_config_prune": _gemm_prune("dimg", "DOUT")},
+)(_mpe_dimg_kernel)
+_mpe_dw_tuned = triton.autotune(
+    _gemm_triton_configs("dw"),
+    key=["C", "C_IN", "rows_per_split", "PATCH", "DOT_PRECISION"],
+    prune_configs_by={"early_config_prune": _gemm_prune("dw", "DOUT")},
+)(_mpe_dw_kernel)
+
+
+def _launch_gemm(kernel: str, tuned, raw, grid_fn, args: tuple, meta: dict) -> None:
+    if interpreting():
+        m, n, r, w, s = MPE_INTERPRETER_CONFIG[kernel]
+        blocks = {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_R": r}
+        raw[grid_fn(blocks)](*args, **blocks, num_warps=w, num_stages=s, **meta)
+        return
+    tuned[grid_fn](*args, **meta)
+
+
+def _m_bucket(M: int) -> int:
+    return min(1 << 16, triton.next_power_of_2(max(M, 16)))
+
+
+def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
+
+
+def dw_splits(M: int, C: int, R: int) -> tuple[int, int]:
+    """(splits, rows per split) of the d weight reduction over M rows; a function of the shapes only."""
+    if M == 0:
+        return 0, SPLIT_ROW_ALIGN
+    tiles = triton.cdiv(C, 64) * triton.cdiv(R, 64)
+    want = max(1, min(triton.cdiv(TARGET_PROGRAMS, tiles), triton.cdiv(M, MIN_ROWS_PER_SPLIT)))
+    per = triton.cdiv(triton.cdiv(M, want), SPLIT_ROW_ALIGN) * SPLIT_ROW_ALIGN
+    return triton.cdiv(M, per), per
+
+
+# ----------------------------------------------------------------------------------------------------
+# masked_patch_embed host launchers
+# ----------------------------------------------------------------------------------------------------
+
+
+def _mpe_forward(
+    img: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    pos: torch.Tensor,
+    ids_keep: torch.Tensor,
+    patch: int,
+    allow_tf32: bool,
+) -> torch.Tensor:
+    B, C_in, H, W = img.shape
+    C = weight.shape[0]
+    K = ids_keep.shape[1]
+    out = torch.empty((B, K, C), dtype=img.dtype, device=img.device)
+    if out.numel() == 0:
+        return out
+    M = B * K
+    args = (
+        img, weight, bias, pos, ids_keep, out, M, K, C, C_in, W // patch, _m_bucket(M), *img.stride(),
+        *weight.stride(), bias.stride(0), *pos.stride(), *ids_keep.stride(), out.stride(0), out.stride(1),
+    )  # fmt: skip
+
+    def grid(m):
+        return (triton.cdiv(M, m["BLOCK_M"]), triton.cdiv(C, m["BLOCK_N"]))
+
+    meta = {"PATCH": patch, "DOT_PRECISION": _precision(img.dtype, allow_tf32)}
+    _launch_gemm("fwd", _mpe_fwd_tuned, _mpe_fwd_kernel, grid, args, meta)
+    return out
+
+
+def _mpe_backward(
+    dout: torch.Tensor,
+    img: torch.Tensor,
+    weight: torch.Tensor,
+    ids_keep: torch.Tensor,
+    patch: int,
+    n: int,
+    need_img: bool,
+    need_weight: bool,
+    bias_dtype: torch.dtype | None,
+    pos_dtype: torch.dtype | None,
+    allow_tf32: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, C_in, H, W = img.shape
+    C = weight.shape[0]
+    K = ids_keep.shape[1]
+    M, R = B * K, C_in * patch * patch
+    dout = last_dim_contiguous(dout)
+    meta = {"PATCH": patch, "DOT_PRECISION": _precision(img.dtype, allow_tf32)}
+    dimg = dw = dbias = dpos = None
+    if need_img:
+        dimg = torch.zeros((B, C_in, H, W), dtype=img.dtype, device=img.device)  # masked patches stay 0
+        if M * C:
+            args = (
+                dout, weight, ids_keep, dimg, M, K, C, C_in, W // patch, _m_bucket(M), dout.stride(0),
+                dout.stride(1), *weight.stride(), *ids_keep.stride(), *dimg.stride(),
+            )  # fmt: skip
+
+            def grid_dimg(m):
+                return (triton.cdiv(M, m["BLOCK_M"]), triton.cdiv(R, m["BLOCK_R"]))
+
+            _launch_gemm("dimg", _mpe_dimg_tuned, _mpe_dimg_kernel, grid_dimg, args, meta)
+    if need_weight:
+        splits, per = dw_splits(M, C, R)
+        part = torch.zeros((max(splits, 1), C, R), dtype=torch.float32, device=img.device)
+        if M * C:
+            args = (
+                dout, img, ids_keep, part, M, K, C, C_in, W // patch, per, dout.stride(0), dout.stride(1),
+                *img.stride(), *ids_keep.stride(),
+            )  # fmt: skip
+
+            def grid_dw(m):
+                return (triton.cdiv(C, m["BLOCK_N"]), triton.cdiv(R, m["BLOCK_R"]), splits)
+
+            _launch_gemm("dw", _mpe_dw_tuned, _mpe_dw_kernel, grid_dw, args, meta)
+        dw = sum_rows(part.reshape(part.shape[0], C * R), weight.dtype).reshape(weight.shape)
+    if bias_dtype is not None or pos_dtype is not None:
+        inv = inverse_map(ids_keep, n)
+        part = scattered_rows_sum(dout, inv, None, True)
+        dpos, rowsum = reduce_splits(part, pos_dtype, bias_dtype is not None)
+        if bias_dtype is not None:
+            dbias = sum_rows(rowsum, bias_dtype)
+    # unneeded grads come back as distinct empty tensors (custom-op outputs may not alias each other)
+    return tuple(t if t is not None else dout.new_empty((0,)) for t in (dimg, dw, dbias, dpos))
+
+
+# ----------------------------------------------------------------------------------------------------
+# masked_patch_embed: torch.library registration and entry
+# ----------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fusmae_fast::masked_patch_embed_fwd", mutates_args=())
+def _mpe_fwd_op(
+    img: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    pos: torch.Tensor,
+    ids_keep: torch.Tensor,
+    patch: int,
+    allow_tf32: bool,
+) -> torch.Tensor:
+    return _mpe_forward(img, weight, bias, pos, ids_keep, patch, allow_tf32)
+
+
+@_mpe_fwd_op.register_fake
+def _mpe_fwd_fake(img, weight, bias, pos, ids_keep, patch, allow_tf32):
+    return img.new_empty((img.shape[0], ids_keep.shape[1], weight.shape[0]))
+
+
+@torch.library.custom_op("fusmae_fast::masked_patch_embed_bwd", mutates_args=())
+def _mpe_bwd_op(
+    dout: torch.Tensor,
+    img: torch.Tensor,
+    weight: torch.Tensor,
+    ids_keep: torch.Tensor,
+    patch: int,
+    n: int,
+    need_img: bool,
+    need_weight: bool,
+    bias_dtype: torch.dtype | None,
+    pos_dtype: torch.dtype | None,
+    allow_tf32: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _mpe_backward(
+        dout, img, weight, ids_keep, patch, n, need_img, need_weight, bias_dtype, pos_dtype, allow_tf32
+    )
+
+
+@_mpe_bwd_op.register_fake
+def _mpe_bwd_fake(
+    dout, img, weight, ids_keep, patch, n, need_img, need_weight, bias_dtype, pos_dtype, allow_tf32
+):
+    C = weight.shape[0]
+    dimg = torch.empty_like(img, memory_format=torch.contiguous_format) if need_img else dout.new_empty((0,))
+    dw = (
+        torch.empty_like(weight, memory_format=torch.contiguous_format)
+        if need_weight
+        else dout.new_empty((0,))
+    )
+    dbias = dout.new_empty((C,), dtype=bias_dtype) if bias_dtype is not None else dout.new_empty((0,))
+    dpos = dout.new_empty((n, C), dtype=pos_dtype) if pos_dtype is not None else dout.new_empty((0,))
+    return dimg, dw, dbias, dpos
+
+
+def _mpe_setup_context(ctx, inputs, output) -> None:
+    img, weight, bias, pos, ids_keep, patch, allow_tf32 = inputs
+    ctx.save_for_backward(img, weight, ids_keep)
+    ctx.patch = patch
+    ctx.n = pos.shape[0]
+    ctx.dtypes = (bias.dtype, pos.dtype)
+    ctx.allow_tf32 = allow_tf32
+
+
+def _mpe_autograd_backward(ctx, dout):
+    img, weight, ids_keep = ctx.saved_tensors
+    need_img, need_w, need_b, need_pos = ctx.needs_input_grad[:4]
+    if not (need_img or need_w or need_b or need_pos):
+        return None, None, None, None, None, None, None
+    dimg, dw, dbias, dpos = _mpe_bwd_op(
+        dout, img, weight, ids_keep, ctx.patch, ctx.n, need_img, need_w,
+        ctx.dtypes[0] if need_b else None, ctx.dtypes[1] if need_pos else None, ctx.allow_tf32,
+    )  # fmt: skip
+    return (
+        dimg if need_img else None,
+        dw if need_w else None,
+        dbias if need_b else None,
+        dpos if need_pos else None,
+        None,
+        None,
+        None,
+    )
+
+
+_mpe_fwd_op.register_autograd(_mpe_autograd_backward, setup_context=_mpe_setup_context)
+
+
+def masked_patch_embed_triton(
+    img: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    pos: torch.Tensor,
+    ids_keep: torch.Tensor,
+    patch: int,
+    *,
+    allow_tf32: bool = False,
+) -> torch.Tensor:
+    """Triton path of masked_patch_embed (same semantics as ``masked_patch_embed_ref``).
+
+    Shapes are validated by ``fusmae_fast.ops``; here: img, weight, bias and pos share one float dtype,
+    and (eager mode, when img, bias or pos needs a gradient) the kept indices of a row are distinct.
+    ``allow_tf32`` lets fp32 dots use TF32 on GPUs.
+    """
+    for name, t in (("img", img), ("weight", weight), ("bias", bias), ("pos", pos)):
+        check_float(name, t)
+    if not (img.dtype == weight.dtype == bias.dtype == pos.dtype):
+        raise TypeError(
+            "img, weight, bias and pos must share a dtype for the Triton path, got "
+            f"{img.dtype}, {weight.dtype}, {bias.dtype}, {pos.dtype} (cast the parameters to img.dtype)"
+        )
+    if patch < 1:
+        raise ValueError(f"patch must be a positive integer, got {patch}")
+    if grad_wanted(img, bias, pos) and value_checks_enabled():
+        check_distinct("ids_keep", ids_keep)
+    return torch.ops.fusmae_fast.masked_patch_embed_fwd(
+        img, weight, bias, pos, ids_keep, int(patch), allow_tf32
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
 # Compile specs for compile_check
 # ----------------------------------------------------------------------------------------------------
 
@@ -702,6 +1335,38 @@ def _gather_specs() -> list[dict]:
     return specs
 
 
+COMPILE_PATCHES: tuple[int, ...] = (8, 16)
+"""Patch sizes compiled for the masked_patch_embed kernels (PATCH is a compile-time constant): the
+Fus-MAE/BigEarthNet patch (8) and ViT's 16."""
+
+
+def _mpe_specs() -> list[dict]:
+    specs = []
+    kernels = {
+        "fwd": (_mpe_fwd_kernel, {"IMG": "D", "W": "D", "BIAS": "D", "POS": "D", "IDS": "*i64", "OUT": "D"}),
+        "dimg": (_mpe_dimg_kernel, {"DOUT": "D", "W": "D", "IDS": "*i64", "DIMG": "D"}),
+        "dw": (_mpe_dw_kernel, {"DOUT": "D", "IMG": "D", "IDS": "*i64", "PART": "*fp32"}),
+    }
+    consts = ("PATCH", "BLOCK_M", "BLOCK_N", "BLOCK_R", "DOT_PRECISION")
+    for dtype, tname in _TT_DTYPE.items():
+        esize = torch.empty((), dtype=dtype).element_size()
+        precisions = ("ieee", "tf32") if dtype == torch.float32 else ("ieee",)
+        for kname, (fn, ptrs) in kernels.items():
+            sig = signature(fn, {k: (f"*{tname}" if v == "D" else v) for k, v in ptrs.items()}, consts)
+            for patch in COMPILE_PATCHES:
+                for precision in precisions:
+                    if precision == "tf32" and patch != COMPILE_PATCHES[0]:
+                        continue
+                    for m, n, r, w, s in GEMM_CONFIGS[kname]:
+                        if not any(keep_gemm(kname, (m, n, r, w, s), 768, R, esize) for R in (64, 768)):
+                            continue
+                        config = f"BM{m}-BN{n}-BR{r}-w{w}-s{s}-P{patch}-{precision}-{tname}"
+                        values = {"PATCH": patch, "BLOCK_M": m, "BLOCK_N": n, "BLOCK_R": r}
+                        values["DOT_PRECISION"] = precision
+                        specs.append(make_spec(f"mpe_{kname}", config, fn, sig, values, w, s))
+    return specs
+
+
 def compile_specs() -> list[dict]:
     """One spec per (kernel, config, dtype, variant) the launchers can run (for compile_check)."""
-    return reduction_specs("gather") + _gather_specs()
+    return reduction_specs("gather") + _gather_specs() + _mpe_specs()
