@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     description = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in vars(args).items()
-        if k not in ("command", "progress", "workers", "overwrite", "verify_samples")
+        if k not in ("command", "out", "progress", "workers", "overwrite", "verify_samples")
     }
     index = pack(
         sources,

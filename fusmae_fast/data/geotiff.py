@@ -110,7 +110,7 @@ def write_geotiff(
     Wrap many writes in :func:`gdal_env` (several times faster).
     """
     import rasterio
-    from rasterio.transform import from_origin
+    from rasterio.transform import Affine
 
     arr = data[None] if data.ndim == 2 else data
     if arr.ndim != 3:
@@ -124,6 +124,6 @@ def write_geotiff(
         count=arr.shape[0],
         dtype=arr.dtype.name,
         crs=_crs(epsg),
-        transform=from_origin(origin[0], origin[1], resolution, resolution),
+        transform=Affine(resolution, 0.0, origin[0], 0.0, -resolution, origin[1]),  # north-up
     ) as dst:
         dst.write(arr)

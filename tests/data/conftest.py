@@ -1,0 +1,31 @@
+"""Small synthetic datasets in the real layouts, written once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from fusmae_fast.data.synthetic import write_bigearthnet_v1, write_bigearthnet_v2, write_sen12ms
+
+
+@pytest.fixture(scope="session")
+def v1_root(tmp_path_factory: pytest.TempPathFactory):
+    """BigEarthNet v1: 12 labelled (8/2/2), 2 unlabelled (in train.csv), 1 snow, 1 cloud."""
+    root = tmp_path_factory.mktemp("ben_v1")
+    manifest = write_bigearthnet_v1(root, 12, seed=3, n_unlabelled=2, n_snow=1, n_cloud=1, return_arrays=True)
+    return root, manifest
+
+
+@pytest.fixture(scope="session")
+def v2_root(tmp_path_factory: pytest.TempPathFactory):
+    """BigEarthNet v2 (reBEN): 12 labelled (8/2/2), 1 unlabelled, 1 snow, 1 cloud."""
+    root = tmp_path_factory.mktemp("ben_v2")
+    manifest = write_bigearthnet_v2(root, 12, seed=4, n_unlabelled=1, n_snow=1, n_cloud=1, return_arrays=True)
+    return root, manifest
+
+
+@pytest.fixture(scope="session")
+def sen_root(tmp_path_factory: pytest.TempPathFactory):
+    """SEN12MS: 12 labelled (8/2/2) + 1 with no valid IGBP pixel."""
+    root = tmp_path_factory.mktemp("sen12ms")
+    manifest = write_sen12ms(root, 12, seed=5, n_unlabelled=1, return_arrays=True)
+    return root, manifest
