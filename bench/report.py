@@ -152,16 +152,18 @@ def xattn_plot(result: dict[str, Any], path: Path) -> None:
         cases = list(dict.fromkeys(f"{r['case']}\n{r['dtype']}" for r in rows))
         width = 0.8 / max(1, len(providers))
         for i, prov in enumerate(providers):
-            xs, ys = [], []
+            xs, ys, lo, hi = [], [], [], []
             for c, case in enumerate(cases):
                 hit = [r for r in rows if r["provider"] == prov and f"{r['case']}\n{r['dtype']}" == case]
                 if hit:
                     xs.append(c + i * width)
                     ys.append(hit[0]["ms_p50"])
+                    lo.append(hit[0]["ms_p50"] - hit[0]["ms_p20"])
+                    hi.append(hit[0]["ms_p80"] - hit[0]["ms_p50"])
             if xs:
-                ax.bar(xs, ys, width, label=prov, color=colors[prov])
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=prov, color=colors[prov])
         ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases, fontsize=7)
-        ax.set_ylabel("ms (p50)")
+        ax.set_ylabel("ms (p50, bars p20-p80)")
         ax.set_title(f"Fus-MAE shapes, {mode}")
         ax.legend(fontsize=7)
         ax = axes[1][j]
