@@ -41,7 +41,7 @@ def open_dataset(
     from fusmae_fast.data.store import PackedDataset, is_store
 
     split = canonical_split(split)
-    if path is None or str(path).startswith("sample"):
+    if path is None or str(path) == "sample" or str(path).startswith("sample:"):
         kind = _sample_kind(path)
         from fusmae_fast.data.builtin import builtin_sample
 

@@ -96,7 +96,7 @@ _PLAN: _Plan | None = None
 _MAPS: dict[str, np.ndarray] = {}
 
 
-def _init_worker(plan: _Plan) -> None:
+def _init_worker(plan: _Plan | None) -> None:
     global _PLAN
     _PLAN = plan
     _MAPS.clear()
@@ -356,7 +356,7 @@ def pack(
         _verify(plan, records, workers, verify_samples)
     finally:
         bar.close()
-        _MAPS.clear()
+        _init_worker(None)  # drop this process's maps and plan (in-process runs)
 
     arrays: dict[str, Any] = {}
     for name, (shape, dtype) in plan.image_arrays().items():

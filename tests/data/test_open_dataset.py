@@ -60,3 +60,9 @@ def test_sample_data_command(fmt: str, tmp_path: Path) -> None:
     assert [len(open_dataset(out, s)) for s in ("train", "val", "test")] == [4, 1, 1]
     with pytest.raises(SystemExit, match="not empty"):
         cli_main(["sample-data", str(out), "--format", fmt, "--n", "6"])
+
+
+def test_relative_folder_named_like_sample_is_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli_main(["sample-data", str(tmp_path / "sample_v1"), "--n", "6", "--workers", "0"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(open_dataset("sample_v1", "train"), BigEarthNetV1)
