@@ -102,7 +102,7 @@ def plot_reconstructions(
     plt = _pyplot()
     b = s1.shape[0]
     cols = ["original", "masked input", "reconstruction", "recon. + visible"]
-    fig, axes = plt.subplots(3 * b, 4, figsize=(8, 6 * b), squeeze=False)
+    fig, axes = plt.subplots(3 * b, 4, figsize=(8, 6 * b + 0.4), squeeze=False, layout="constrained")
     for i in range(b):
         panels = []
         m1, m2 = out.mask_s1[i].cpu().numpy(), out.mask_s2[i].cpu().numpy()
