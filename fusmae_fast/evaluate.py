@@ -414,10 +414,14 @@ def score(task: str, logits: torch.Tensor, targets: torch.Tensor, num_classes: i
 
 
 # ---------------------------------------------------------------------------------------- run
-def _open(path: str | None, split: str) -> Dataset:
+def _open(path: str | None, split: str, task: str, image_size: int) -> Dataset:
+    """The dataset at ``path``; without a path the built-in sample of the task's kind (BigEarthNet-style,
+    or SEN12MS-style for ``sen12ms``). Images are brought to the model's ``image_size``."""
     from fusmae_fast.data import open_dataset
 
-    return open_dataset(path, split=split)
+    if path is None and task == "sen12ms":
+        path = "sample:sen12ms"
+    return open_dataset(path, split=split, image_size=image_size)
 
 
 def run_evaluation(
@@ -430,16 +434,7 @@ def run_evaluation(
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    train_set = train_set if train_set is not None else _open(cfg.data, "train")
-    test_set = test_set if test_set is not None else _open(cfg.data, "test")
     num_classes = 10 if cfg.task == "sen12ms" else 19
-
-    labels = dataset_labels(train_set, cfg.task)
-    subset = stratified_subset(labels, cfg.setting("label_fraction"), cfg.seed)
-    names = getattr(train_set, "names", None)
-    subset_lines = [str(names[i]) if names is not None else str(int(i)) for i in subset]
-    atomic_write_text(out_dir / f"subset_{cfg.task}.txt", "\n".join(subset_lines) + "\n")
-    train_sub = Subset(train_set, subset.tolist())
 
     models: list[tuple[str, FusMAE]] = []
     if cfg.ckpt is not None:
@@ -450,6 +445,16 @@ def run_evaluation(
         arch = models[0][1].config if models else ModelConfig.from_name(cfg.preset)
         torch.manual_seed(cfg.seed + 12345)
         models.append(("random-init", FusMAE(arch)))
+
+    image_size = models[0][1].config.img_size
+    train_set = train_set if train_set is not None else _open(cfg.data, "train", cfg.task, image_size)
+    test_set = test_set if test_set is not None else _open(cfg.data, "test", cfg.task, image_size)
+    labels = dataset_labels(train_set, cfg.task)
+    subset = stratified_subset(labels, cfg.setting("label_fraction"), cfg.seed)
+    names = getattr(train_set, "names", None)
+    subset_lines = [str(names[i]) if names is not None else str(int(i)) for i in subset]
+    atomic_write_text(out_dir / f"subset_{cfg.task}.txt", "\n".join(subset_lines) + "\n")
+    train_sub = Subset(train_set, subset.tolist())
 
     rows: dict[str, dict[str, Any]] = {}
     for name, model in models:

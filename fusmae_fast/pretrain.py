@@ -225,11 +225,12 @@ def sample_seeds(run_seed: int, epoch: int, index: torch.Tensor) -> torch.Tensor
     return (run_seed * 1_000_003 + epoch) * 10_000_019 + index.to(torch.int64)
 
 
-def resolve_dataset(path: str | None, split: str) -> Dataset:
-    """The dataset at ``path`` (packed store or raw root), or the built-in sample when None."""
+def resolve_dataset(path: str | None, split: str, image_size: int = 120) -> Dataset:
+    """The dataset at ``path`` (packed store or raw root), or the built-in sample when None, with
+    images brought to the model's ``image_size``."""
     from fusmae_fast.data import open_dataset
 
-    return open_dataset(path, split=split)
+    return open_dataset(path, split=split, image_size=image_size)
 
 
 # ---------------------------------------------------------------------------------- environment
@@ -366,10 +367,11 @@ def run_pretraining(
         )
 
     if train_set is None:
-        train_set = resolve_dataset(cfg.data, "train")
+        image_size = cfg.model_config().img_size
+        train_set = resolve_dataset(cfg.data, "train", image_size)
         if val_set is None and cfg.recon_samples:
             try:
-                val_set = resolve_dataset(cfg.data, "val")
+                val_set = resolve_dataset(cfg.data, "validation", image_size)
             except (FileNotFoundError, ValueError, KeyError):
                 val_set = train_set
     if len(train_set) == 0:  # type: ignore[arg-type]

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_training_checkpoint(args.ckpt)
     if args.masking:
         model.config = model.config.replace(masking=args.masking)
-    ds = open_dataset(args.data, split=args.split)
+    ds = open_dataset(args.data, split=args.split, image_size=model.config.img_size)
     n = min(args.n, len(ds))
     if n < 1:
         raise ValueError(f"the {args.split} split is empty")
