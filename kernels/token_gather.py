@@ -11,14 +11,15 @@ gather_tokens
     Exact (a copy, plus one add when pos is given).
 
 The Triton path of masked_patch_embed (``masked_patch_embed_triton``)
-    Forward: one GEMM launch over the B*K kept rows only, grid (row blocks, embedding blocks): a
-    program loads the ids of its rows, reads each kept patch's C_in*P*P pixels straight from img
-    (im2col on the fly, reduction index r = (c, p, q) in Conv2d weight order, P a compile-time
-    constant), multiplies with the weight by ``tl.dot`` (fp32 accumulate; fp32 inputs use
-    input_precision="ieee" unless ``allow_tf32``) and adds bias and pos[ids_keep] in fp32 before one
-    rounding to the output dtype. Empty slots (-1) give exact zero rows; a block made only of empty
-    slots skips its reduction (ragged keeps put them in runs). No patch tensor, no full-image
-    convolution, no gather pass, no separate bias/pos add.
+    Forward: one GEMM launch over the B*K kept rows only, grid (row blocks, embedding blocks), a row
+    block never spanning two samples: a program loads the ids of its rows, reads each kept patch's
+    C_in*P*P pixels straight from img (im2col on the fly, reduction index r = (c, p, q) in Conv2d
+    weight order, P a compile-time constant), multiplies with the weight by ``tl.dot`` (fp32
+    accumulate; fp32 inputs use input_precision="ieee" unless ``allow_tf32``) and adds bias and
+    pos[ids_keep] in fp32 before one rounding to the output dtype. Empty slots (-1) give exact zero
+    rows; a block made only of empty slots skips its reduction (the model's ragged keeps put them in
+    one run per sample: the S1 embedding's slots [split, K), the S2 embedding's [0, split)). No
+    patch tensor, no full-image convolution, no gather pass, no separate bias/pos add.
     Backward (only what is needed, from ``ctx.needs_input_grad``):
       d img: zeros (masked patches stay 0; one memset) plus one GEMM launch dout . W over the kept rows,
         stored straight to the patches' pixels; a sample's patches are distinct, so one writer per pixel.
@@ -629,6 +630,16 @@ def _patch_rows(IDS, rows, row_ok, K, GRID_W, stride_ib, stride_ik, PATCH: tl.co
 
 
 @triton.jit
+def _sample_rows(pid, K, BLOCK_M: tl.constexpr):
+    """Row block ``pid`` of a grid of B * cdiv(K, BLOCK_M) blocks that never straddle two samples: the
+    flattened rows b*K + j of block j // BLOCK_M of sample b, and which of them exist (j < K). With
+    modality-sorted ragged keeps, whole blocks of empty slots then occur and are skipped."""
+    blocks = tl.cdiv(K, BLOCK_M)
+    j = (pid % blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+    return (pid // blocks) * K + j, j < K
+
+
+@triton.jit
 def _patch_cols(r, PATCH: tl.constexpr):
     """Reduction index r = (c, p, q) in Conv2d weight order -> (c, p, q)."""
     c = r // (PATCH * PATCH)
@@ -644,7 +655,6 @@ def _mpe_fwd_kernel(
     POS,
     IDS,
     OUT,
-    M,
     K,
     C,
     C_IN,
@@ -672,10 +682,10 @@ def _mpe_fwd_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     """out[m, o] = sum_r patch(m)[r] W[o, r] + bias[o] + pos[id(m), o]; rows with id -1 are 0.
-    Rows are m = b*K + j (BLOCK_M per program), columns o (BLOCK_N), reduction r = (c, p, q)."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    Rows are m = b*K + j (BLOCK_M of one sample per program), columns o (BLOCK_N), reduction
+    r = (c, p, q)."""
+    rows, row_ok = _sample_rows(tl.program_id(0), K, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < M
     col_ok = cols < C
     b, j, idx, valid, y0, x0 = _patch_rows(IDS, rows, row_ok, K, GRID_W, stride_ib, stride_ik, PATCH)
     img_row = b * stride_imb + y0 * stride_imh + x0 * stride_imw
@@ -719,7 +729,6 @@ def _mpe_dimg_kernel(
     W,
     IDS,
     DIMG,
-    M,
     K,
     C,
     C_IN,
@@ -745,10 +754,9 @@ def _mpe_dimg_kernel(
 ):
     """d patch(m)[r] = sum_o dout[m, o] W[o, r], stored into d img at the patch's pixels (kept rows only;
     patches of one sample are distinct, so every pixel has at most one writer). BLOCK_M rows and
-    BLOCK_R pixels per program, reduction over o in BLOCK_N steps."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    BLOCK_R pixels per program (rows of one sample), reduction over o in BLOCK_N steps."""
+    rows, row_ok = _sample_rows(tl.program_id(0), K, BLOCK_M)
     r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
-    row_ok = rows < M
     R = C_IN * PATCH * PATCH
     r_ok = r < R
     b, j, idx, valid, y0, x0 = _patch_rows(IDS, rows, row_ok, K, GRID_W, stride_ib, stride_ik, PATCH)
@@ -1023,12 +1031,12 @@ def _mpe_forward(
         return out
     M = B * K
     args = (
-        img, weight, bias, pos, ids_keep, out, M, K, C, C_in, W // patch, _m_bucket(M), *img.stride(),
+        img, weight, bias, pos, ids_keep, out, K, C, C_in, W // patch, _m_bucket(M), *img.stride(),
         *weight.stride(), bias.stride(0), *pos.stride(), *ids_keep.stride(), out.stride(0), out.stride(1),
     )  # fmt: skip
 
     def grid(m):
-        return (triton.cdiv(M, m["BLOCK_M"]), triton.cdiv(C, m["BLOCK_N"]))
+        return (B * triton.cdiv(K, m["BLOCK_M"]), triton.cdiv(C, m["BLOCK_N"]))
 
     meta = {"PATCH": patch, "DOT_PRECISION": _precision(img.dtype, allow_tf32)}
     _launch_gemm("fwd", _mpe_fwd_tuned, _mpe_fwd_kernel, grid, args, meta)
@@ -1059,12 +1067,12 @@ def _mpe_backward(
         dimg = torch.zeros((B, C_in, H, W), dtype=img.dtype, device=img.device)  # masked patches stay 0
         if M * C:
             args = (
-                dout, weight, ids_keep, dimg, M, K, C, C_in, W // patch, _m_bucket(M), dout.stride(0),
+                dout, weight, ids_keep, dimg, K, C, C_in, W // patch, _m_bucket(M), dout.stride(0),
                 dout.stride(1), *weight.stride(), *ids_keep.stride(), *dimg.stride(),
             )  # fmt: skip
 
             def grid_dimg(m):
-                return (triton.cdiv(M, m["BLOCK_M"]), triton.cdiv(R, m["BLOCK_R"]))
+                return (B * triton.cdiv(K, m["BLOCK_M"]), triton.cdiv(R, m["BLOCK_R"]))
 
             _launch_gemm("dimg", _mpe_dimg_tuned, _mpe_dimg_kernel, grid_dimg, args, meta)
     if need_weight:
