@@ -7,10 +7,11 @@ raises on NaN/Inf, ``nan_policy="zero"`` replaces them with 0 (in the file's uni
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -31,11 +32,23 @@ def check_nan_policy(nan_policy: str) -> None:
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
 
 
-def gdal_env() -> AbstractContextManager:
-    """A rasterio environment for reading many small GeoTIFFs (enter once around a batch of reads)."""
-    import rasterio
+@contextlib.contextmanager
+def gdal_env(quiet: bool = True) -> Iterator[None]:
+    """A rasterio environment for reading many small GeoTIFFs (enter once around a batch of reads).
 
-    return rasterio.Env(**_GDAL_OPTIONS)
+    ``quiet`` also silences rasterio's NotGeoreferencedWarning (pixels are read, not their
+    georeference); pass False in worker threads (warning filters are process-wide, not thread-safe).
+    """
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with rasterio.Env(**_GDAL_OPTIONS):
+        if not quiet:
+            yield
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            yield
 
 
 def read_geotiff(
@@ -53,28 +66,25 @@ def read_geotiff(
     :class:`MissingDataError` or :class:`DatasetError` naming ``path``.
     """
     import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    from rasterio.errors import RasterioIOError
 
-    path = Path(path)
     want = np.dtype(dtype)
-    if not path.is_file():
-        raise MissingDataError(f"{path}: missing file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                got_count, got_shape, got_dtype = src.count, (src.height, src.width), np.dtype(src.dtypes[0])
-                if got_count != count:
-                    raise DatasetError(f"{path}: expected {count} band(s), the file has {got_count}")
-                if got_shape != tuple(shape):
-                    raise DatasetError(
-                        f"{path}: expected {shape[0]}x{shape[1]} pixels, got {got_shape[0]}x{got_shape[1]}"
-                    )
-                ok = got_dtype == want if want.kind in "iu" else got_dtype.kind == "f"
-                if not ok:
-                    raise DatasetError(f"{path}: expected dtype {want.name}, the file holds {got_dtype.name}")
-                data = src.read()
+        with rasterio.open(path) as src:
+            got_count, got_shape, got_dtype = src.count, (src.height, src.width), np.dtype(src.dtypes[0])
+            if got_count != count:
+                raise DatasetError(f"{path}: expected {count} band(s), the file has {got_count}")
+            if got_shape != tuple(shape):
+                raise DatasetError(
+                    f"{path}: expected {shape[0]}x{shape[1]} pixels, got {got_shape[0]}x{got_shape[1]}"
+                )
+            ok = got_dtype == want if want.kind in "iu" else got_dtype.kind == "f"
+            if not ok:
+                raise DatasetError(f"{path}: expected dtype {want.name}, the file holds {got_dtype.name}")
+            data = src.read()
     except RasterioIOError as e:
+        if not Path(path).is_file():
+            raise MissingDataError(f"{path}: missing file") from None
         raise DatasetError(f"{path}: unreadable GeoTIFF ({e})") from e
     if want.kind == "f":
         data = data.astype(want, copy=False)

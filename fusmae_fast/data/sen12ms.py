@@ -144,14 +144,14 @@ class SEN12MS(RawDataset):
         elif self.split != "all":
             patches, split_source = self._select_split(patches)
 
-        def label_of(p: tuple[str, int, int]) -> int:
-            path = self._path("lc", *p)
-            return simplified_igbp_label(
-                read_geotiff(path, count=4, shape=(SEN12MS_IMAGE_SIZE,) * 2, dtype=np.uint16)[0]
-            )
+        def label_of(p: tuple[str, int, int]) -> int:  # runs in a thread pool
+            with gdal_env(quiet=False):
+                lc = read_geotiff(
+                    self._path("lc", *p), count=4, shape=(SEN12MS_IMAGE_SIZE,) * 2, dtype=np.uint16
+                )
+            return simplified_igbp_label(lc[0])
 
-        with gdal_env():
-            labels = _parallel_map(label_of, patches, "SEN12MS labels")
+        labels = _parallel_map(label_of, patches, "SEN12MS labels")
         skipped: dict[str, int] = {}
         keep = [i for i, y in enumerate(labels) if y >= 0]
         if len(keep) < len(patches):
