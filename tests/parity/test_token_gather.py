@@ -473,3 +473,43 @@ def test_mpe_bf16_cuda():
         check_mpe(
             *(t.to(DEVICE) for t in (img, weight, bias, pos, ids)), P, dout.to(DEVICE), tag=f"bf16 {C_in}"
         )
+
+
+def test_autotune_prune_matches_keep_and_compile_specs():
+    """The autotuners' prune hooks apply keep(); every config they can keep for the presets' shapes
+    (C 768, C_in 2 / 12, P 8 / 16; copy widths 32..768) is in compile_specs."""
+    names = {(s["kernel"], s["config"]) for s in tg.compile_specs()}
+    for kernel, tensor_arg in (("fwd", "IMG"), ("dimg", "DOUT"), ("dw", "DOUT")):
+        configs = tg._gemm_triton_configs(kernel)
+        for dtype, tname in ((torch.float32, "fp32"), (torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+            esize = torch.empty((), dtype=dtype).element_size()
+            for c_in in (2, 12):
+                for patch in tg.COMPILE_PATCHES:
+                    R = c_in * patch * patch
+                    args = {"C": 768, "C_IN": c_in, tensor_arg: torch.empty(1, dtype=dtype)}
+                    pruned = tg._gemm_prune(kernel, tensor_arg)(configs, args, PATCH=patch)
+                    got = [
+                        (
+                            c.kwargs["BLOCK_M"],
+                            c.kwargs["BLOCK_N"],
+                            c.kwargs["BLOCK_R"],
+                            c.num_warps,
+                            c.num_stages,
+                        )
+                        for c in pruned
+                    ]
+                    assert got == tg.kept_gemm_configs(kernel, 768, R, esize) and got
+                    for m, n, r, w, s in got:
+                        assert (
+                            f"mpe_{kernel}",
+                            f"BM{m}-BN{n}-BR{r}-w{w}-s{s}-P{patch}-ieee-{tname}",
+                        ) in names
+    for kernel, rows in (("gather_fwd", "BLOCK_M"), ("gather_bwd", "BLOCK_N")):
+        configs = tg.copy_triton_configs(rows)
+        for C in (2, 12, 32, 100, 256, 768):
+            pruned = tg.copy_prune(rows)(configs, {"C": C})
+            got = [(c.kwargs[rows], c.kwargs["BLOCK_C"], c.num_warps) for c in pruned]
+            assert got == tg.kept_copy_configs(C) and got
+            for r, c, w in got:
+                prefix = f"B{'M' if rows == 'BLOCK_M' else 'N'}{r}-BC{c}-w{w}-"
+                assert any(k == kernel and cfg.startswith(prefix) for k, cfg in names), (kernel, prefix)
