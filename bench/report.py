@@ -214,7 +214,7 @@ def step_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def step_markdown(result: dict[str, Any]) -> str:
     head = ["preset", "variant/masking", "provider", "kernels", "precision", "compile", "batch"]
-    head += ["ms/step p20", "p50", "p80", "images/s", "peak mem MB", "step mem MB"]
+    head += ["ms/step p20", "p50", "p80", "images/s", "GFLOP/image", "peak mem MB", "step mem MB"]
     body = []
     for r in result["rows"]:
         if r.get("status") != "ok":
@@ -223,6 +223,7 @@ def step_markdown(result: dict[str, Any]) -> str:
         line = [r["preset"], f"{r['variant']}/{r['masking']}", r["provider"], kernels, r["precision"]]
         line += ["on" if r["compile"] else "off", str(r["batch"])]
         line += [_f(r[k]) for k in ("ms_p20", "ms_p50", "ms_p80", "images_per_s")]
+        line.append(_f(r.get("gflop_per_image")))
         line += [_f(r.get("peak_mem_mb")), _f(r.get("step_mem_mb"))]
         body.append(line)
     parts = [_header(result), "", _table(head, body)]
@@ -259,7 +260,9 @@ def step_markdown(result: dict[str, Any]) -> str:
     mem = result.get("settings", {}).get("memory_method")
     parts += [
         "",
-        "One step = masking + forward + backward + AdamW step (+ zero_grad). "
+        "One step = masking + forward + backward + AdamW step (+ zero_grad). GFLOP/image: matmul, "
+        "convolution and attention FLOPs of one step (forward + backward) counted by "
+        "torch.utils.flop_counter, i.e. the work each implementation really does. "
         + (f"Memory: {mem}." if mem else ""),
     ]
     prof = result.get("profile")

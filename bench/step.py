@@ -205,6 +205,13 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         images_per_s=cfg["batch"] / (timing.p50 / 1e3), mem_method=method,
         loss_first=losses[0], loss_last=losses[-1], params=sum(p.numel() for p in model.parameters()),
     )  # fmt: skip
+    if not cfg["compile"]:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        # matmul/conv/attention FLOPs of one whole step, forward and backward: deterministic, load-free
+        with FlopCounterMode(display=False) as counter:
+            step()
+        result["gflop_per_image"] = counter.get_total_flops() / cfg["batch"] / 1e9
     if cfg.get("profile"):
         result["profile"] = profile_worker(cfg, model, step)
     return result
