@@ -134,6 +134,47 @@ def xattn_markdown(result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def xattn_pivot_markdown(result: dict[str, Any], details: str | None = None) -> str:
+    """Compact form for the README: p50 ms per provider (columns) for every case and mode (rows)."""
+    rows = result["rows"]
+    providers = list(dict.fromkeys(r["provider"] for r in rows))
+    keys = list(dict.fromkeys((r["case"], r["dtype"], r["mode"]) for r in rows))
+    body = []
+    for case, dtype, mode in keys:
+        line = [case, dtype, mode]
+        for prov in providers:
+            hit = [
+                r
+                for r in rows
+                if (r["case"], r["dtype"], r["mode"], r["provider"]) == (case, dtype, mode, prov)
+            ]
+            r = hit[0] if hit else None
+            if r is None:
+                line.append("")
+            elif r.get("status") != "ok":
+                line.append("skip" if r.get("status") == "skipped" else "error")
+            elif "label" in r:
+                line.append(f"({_f(r['ms_p50'])}, interpreter)")
+            else:
+                bad = "" if r.get("check_ok", True) else " WRONG"
+                line.append(f"{_f(r['ms_p50'])}{bad}")
+        body.append(line)
+    parts = [_header(result), "", "p50 milliseconds per call (lower is better):", ""]
+    parts.append(_table(["case", "dtype", "mode", *providers], body))
+    ratios = xattn_ratios(result, "fwd")
+    if ratios:
+        text = "; ".join(f"{r['case']} vs {r['vs']} {r['ratio']:.2f}x" for r in ratios)
+        parts += ["", f"Forward, time of X / time of `torch-reference` (> 1: our torch path faster): {text}."]
+    reasons = dict.fromkeys(
+        f"`{r['provider']}`: {r['reason']}" for r in rows if r.get("status") in ("skipped", "error")
+    )
+    if reasons:
+        parts += ["", "skip / error = not measured: " + "; ".join(reasons) + "."]
+    if details:
+        parts += ["", f"p20/p80, TFLOP/s (useful 2·n1·n2 work only), GB/s and mask-only times: `{details}`."]
+    return "\n".join(parts)
+
+
 def xattn_plot(result: dict[str, Any], path: Path) -> None:
     """p50 ms per provider: bars for the Fus-MAE shapes, lines over L for the long-L sweep."""
     import matplotlib
@@ -364,7 +405,7 @@ def readme_section(prefer_full: bool = False) -> str:
         "it ran on; the GPU table is a prediction."
     )
     for title, pattern, fmt in (
-        ("Eq. 2 cross-modal attention (measured)", "xattn_*.json", xattn_markdown),
+        ("Eq. 2 cross-modal attention (measured)", "xattn_*.json", "pivot"),
         ("Whole pretraining step (measured)", "step_*.json", step_markdown),
     ):
         got = _newest(pattern, prefer_full)
@@ -373,9 +414,13 @@ def readme_section(prefer_full: bool = False) -> str:
             parts.append(f"(no results yet: run the benchmark; looked for bench/results/{pattern})")
             continue
         path, data = got
-        parts.append(f"From `{path.relative_to(devices.REPO)}`.")
+        rel = path.relative_to(devices.REPO)
+        parts.append(f"From `{rel}`.")
         parts.append("")
-        parts.append(fmt(data))
+        if fmt == "pivot":
+            parts.append(xattn_pivot_markdown(data, details=str(rel.with_suffix(".md"))))
+        else:
+            parts.append(fmt(data))
     parts += ["", f"### GPU roofline ({ROOFLINE_LABEL})", ""]
     roof = devices.RESULTS / "roofline.json"
     if roof.exists():
