@@ -284,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         "--json", default=os.path.join(tempfile.gettempdir(), "fusmae_fast_compile_check.json")
     )
     parser.add_argument("--jobs", type=int, default=1, help="parallel compile processes (default 1)")
+    parser.add_argument(
+        "--per-kernel",
+        type=int,
+        default=0,
+        help="at most this many specs per kernel, in listed order, after --only (0 = all; quick checks)",
+    )
     args = parser.parse_args(argv)
     targets = [int(t) for t in args.targets.split(",") if t]
     modules = [m for m in args.modules.split(",") if m]
@@ -292,6 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         pattern = re.compile(args.only)
         specs = [(m, s) for m, s in specs if pattern.search(f"{s['kernel']}/{s['config']}")]
+    if args.per_kernel > 0:
+        seen: dict[str, int] = {}
+        kept = []
+        for m, s in specs:
+            key = f"{m}.{s['kernel']}"
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] <= args.per_kernel:
+                kept.append((m, s))
+        specs = kept
     rows = run(specs, targets, max(1, args.jobs))
     print(format_table(rows))
     bad = [r for r in rows if r.problems]

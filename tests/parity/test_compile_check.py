@@ -3,12 +3,12 @@
 compile_check is always run in a subprocess: it must not share a process with the interpreter-mode
 kernels of the other tests (it removes TRITON_INTERPRET so that ``@triton.jit`` gives compilable
 functions). The full run (every spec, sm_80/sm_86/sm_90) takes tens of minutes on this 2-core box
-and is done by ``python -m fusmae_fast.kernels.compile_check --jobs 2``; here the run covers every
-spec of the token/loss modules and, of the attention, every kernel at the head dims and dtypes that
-stress it most (fp16/bf16 at D=64 and D=72, fp32 at D=128) for sm_86, plus one config per kernel on
-sm_80 and sm_90. Two fixture packages check that the tool fails when it must (a module with
-``@triton.jit`` kernels but no ``compile_specs()``; a config over the shared-memory limit and one
-that spills registers on sm_86).
+and is done by ``python -m fusmae_fast.kernels.compile_check --jobs 2``; here the run covers, for
+sm_86, every fp16 spec of the token/loss modules and, of the attention, every kernel at the head dims
+and dtypes that stress it most (fp16/bf16 at D=64 and D=72, fp32 at D=128), plus one fp16 config per
+kernel on sm_80 and sm_90 (``--per-kernel 1``). Two fixture packages check that the tool fails when
+it must (a module with ``@triton.jit`` kernels but no ``compile_specs()``; a config over the
+shared-memory limit and one that spills registers on sm_86).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import textwrap
 
 import pytest
 
-ATTN_STRESS = r"^(?!xattn_)|xattn_.*-D(64|72)-.*-(fp16|bf16)$|xattn_.*-D128-.*-fp32$"
+ATTN_STRESS = r"^(?!xattn_).*-fp16$|xattn_.*-D(64|72)-.*-(fp16|bf16)$|xattn_.*-D128-.*-fp32$"
 
 
 def _run(
@@ -58,6 +58,7 @@ def test_compile_check_sm86(tmp_path):
     rows = report["rows"]
     kernels = {r["kernel"] for r in rows}
     assert {"xattn_fwd", "xattn_dq", "xattn_dkdv", "xattn_bwd_preprocess"} <= kernels
+    assert {"mpe_fwd", "mpe_dimg", "mpe_dw", "gather_fwd", "scatter_bwd", "mse_fwd", "mse_bwd"} <= kernels
     for r in rows:
         assert r["ok"] and r["target"] == "sm_86"
         assert r["regs"] > 0 and r["spill_stores"] == 0 and r["spill_loads"] == 0
@@ -69,11 +70,19 @@ def test_compile_check_sm86(tmp_path):
 
 
 def test_compile_check_sm80_sm90(tmp_path):
-    only = r"^(?!xattn_)|xattn_(fwd|dq|dkdv)/BM32-BN32-D64-w4-s2-fp16$|xattn_bwd_preprocess/.*-D64-.*fp16$"
-    proc, report = _run(["--targets", "80,90", "--only", only], tmp_path)
+    only = (
+        r"^(?!xattn_).*-fp16$|xattn_(fwd|dq|dkdv)/BM32-BN32-D64-w4-s2-fp16$"
+        r"|xattn_bwd_preprocess/.*-D64-.*fp16$"
+    )
+    proc, report = _run(["--targets", "80,90", "--only", only, "--per-kernel", "1"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     targets = {r["target"] for r in report["rows"]}
     assert targets == {"sm_80", "sm_90"}
+    per_kernel: dict[tuple[str, str], int] = {}
+    for r in report["rows"]:
+        per_kernel[(r["kernel"], r["target"])] = per_kernel.get((r["kernel"], r["target"]), 0) + 1
+    assert set(per_kernel.values()) == {1}, per_kernel  # --per-kernel 1
+    assert len(per_kernel) >= 2 * 12
     assert all(r["ok"] and r["smem"] <= 101376 for r in report["rows"])
 
 
