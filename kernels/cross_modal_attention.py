@@ -614,6 +614,14 @@ def _aligned_le32(d: int) -> bool:
     return d % 16 == 0 and d <= 32
 
 
+def _not_aligned_80_112(d: int) -> bool:  # spills on sm_86 at the aligned head dims padded to 128
+    return not (d % 16 == 0 and 64 < d < 128)
+
+
+def _aligned_not_80_112(d: int) -> bool:
+    return d % 16 == 0 and not 64 < d < 128
+
+
 def _le64(d: int) -> bool:
     return d <= 64
 
@@ -636,7 +644,7 @@ _TABLE: dict[tuple[str, int], tuple[tuple[Conf, Callable[[int], bool]], ...]] = 
     ),
     ("dq", 2): (
         ((32, 32, 8, 2), _any),
-        ((32, 32, 4, 2), _aligned),
+        ((32, 32, 4, 2), _aligned_not_80_112),
         ((64, 32, 4, 2), _aligned),
         ((128, 32, 8, 2), _aligned),
         ((64, 64, 4, 2), _aligned_le64),
@@ -650,7 +658,7 @@ _TABLE: dict[tuple[str, int], tuple[tuple[Conf, Callable[[int], bool]], ...]] = 
     ),
     ("fwd", 4): (
         ((32, 32, 8, 2), _any),
-        ((16, 32, 4, 2), _any),
+        ((16, 32, 4, 2), _not_aligned_80_112),
         ((32, 32, 4, 2), _aligned_le64),
     ),
     ("dq", 4): (
