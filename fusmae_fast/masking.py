@@ -67,6 +67,23 @@ class Masking:
         """(B, N): the sequence row of each S2 patch, or >= K when masked."""
         return self.ids_restore[:, self.num_patches :]
 
+    def masked_rows(self, modality: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the masked patches of one modality are, for computing rows of masked patches only.
+
+        ``count`` must be the number of masked patches of that modality in every sample (true for
+        consistent masking: N - K/2). Returns ``ids_masked`` (B, count), the raster indices of the
+        masked patches, ascending, and ``ids_back`` (B, N): for each patch its row in ``ids_masked``,
+        or ``count`` when visible (the ``scatter_tokens`` convention, so that rows computed for the
+        masked patches go back to their places with zeros elsewhere).
+        """
+        mask = self.mask_s1 if modality == 1 else self.mask_s2 if modality == 2 else None
+        if mask is None:
+            raise ValueError(f"modality must be 1 or 2, got {modality}")
+        ids_masked = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :count]
+        rank = torch.cumsum(mask.to(torch.int64), dim=1) - 1
+        ids_back = torch.where(mask, rank, torch.full_like(rank, count))
+        return ids_masked, ids_back
+
     def ids_keep_modality(self, modality: int) -> torch.Tensor:
         """(B, K) raster patch indices of modality 1 (S1) or 2 (S2) at their sequence rows, -1 elsewhere.
 

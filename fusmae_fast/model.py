@@ -158,12 +158,31 @@ class ModalityDecoder(nn.Module):
         self.norm = nn.LayerNorm(d, eps=LN_EPS)
         self.pred = nn.Linear(d, cfg.patch_size**2 * channels)
 
-    def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor, kernels: str) -> torch.Tensor:
+    def forward(
+        self,
+        latent: torch.Tensor,
+        ids_restore: torch.Tensor,
+        kernels: str,
+        masked_rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """(B, K, C) latent -> (B, N, P*P*channels) prediction.
+
+        With ``masked_rows`` (``Masking.masked_rows``), the final projection runs on the masked patches
+        only and visible rows of the result are 0: all the loss needs, for (1 - mask ratio) fewer
+        projection FLOPs (the projection is the decoder's widest layer: decoder_dim x P*P*channels).
+        """
         x = self.embed(latent)
-        x = ops.scatter_tokens(x, ids_restore, self.mask_token, self.pos_embed.to(x.dtype), kernels=kernels)
+        pos = self.pos_embed.to(x.dtype)
+        x = ops.scatter_tokens(x, ids_restore, self.mask_token.to(x.dtype), pos, kernels=kernels)
         for blk in self.blocks:
             x = blk(x)
-        return self.pred(self.norm(x))
+        x = self.norm(x)
+        if masked_rows is None:
+            return self.pred(x)
+        ids_masked, ids_back = masked_rows
+        rows = self.pred(ops.gather_tokens(x, ids_masked, kernels=kernels))
+        zero = rows.new_zeros(rows.shape[-1])
+        return ops.scatter_tokens(rows, ids_back, zero, kernels=kernels)
 
 
 @dataclass
@@ -310,8 +329,11 @@ class FusMAE(nn.Module):
             if img is None:
                 continue
             ids = masking.ids_keep_modality(modality)
+            # Custom (Triton) ops are not autocast: run the projection in the autocast dtype on both paths.
+            dev = img.device.type
+            dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else img.dtype
             part = ops.masked_patch_embed(
-                img, conv.weight.to(img.dtype), conv.bias.to(img.dtype), self.pos_embed.to(img.dtype), ids,
+                img.to(dt), conv.weight.to(dt), conv.bias.to(dt), self.pos_embed.to(dt), ids,
                 self.config.patch_size, kernels=k,
             )  # fmt: skip
             tokens = part if tokens is None else tokens + part
@@ -336,11 +358,15 @@ class FusMAE(nn.Module):
         generator: torch.Generator | None = None,
         seeds: torch.Tensor | None = None,
         masking: Masking | None = None,
+        loss_only: bool = False,
     ) -> FusMAEOutput:
         """Mask, encode, decode both modalities and compute the loss.
 
         The masking is drawn from ``seeds`` (one int64 per sample) or ``generator``; a precomputed
-        ``masking`` (same batch size) may be given instead.
+        ``masking`` (same batch size) may be given instead. ``loss_only=True`` (pretraining) lets the
+        decoders project only the masked patches when every sample masks the same number per modality
+        (consistent masking): the loss and its gradients are unchanged, ``pred_s1``/``pred_s2`` are 0
+        on visible patches. Independent masking (ragged counts) always projects every patch.
         """
         cfg = self.config
         if s1 is None or s2 is None:
@@ -363,8 +389,12 @@ class FusMAE(nn.Module):
         latent = x[:, : masking.num_kept]
         if cfg.variant == "xad":
             latent = self.xattn_decoder(latent, masking.split, self.kernels)
-        pred_s1 = self.decoder_s1(latent, masking.ids_restore_s1, self.kernels)
-        pred_s2 = self.decoder_s2(latent, masking.ids_restore_s2, self.kernels)
+        rows1 = rows2 = None
+        if loss_only and cfg.masking == "consistent" and masking.num_kept % 2 == 0:
+            count = cfg.num_patches - masking.num_kept // 2
+            rows1, rows2 = masking.masked_rows(1, count), masking.masked_rows(2, count)
+        pred_s1 = self.decoder_s1(latent, masking.ids_restore_s1, self.kernels, rows1)
+        pred_s2 = self.decoder_s2(latent, masking.ids_restore_s2, self.kernels, rows2)
         p = cfg.patch_size
         loss_s1 = ops.masked_mse(pred_s1, s1, masking.mask_s1, p, cfg.norm_pix_loss, kernels=self.kernels)
         loss_s2 = ops.masked_mse(pred_s2, s2, masking.mask_s2, p, cfg.norm_pix_loss, kernels=self.kernels)

@@ -493,7 +493,7 @@ def run_pretraining(
                 else contextlib.nullcontext()
             )
             with ctx:
-                out = train_model(s1, s2, seeds=seeds)
+                out = train_model(s1, s2, seeds=seeds, loss_only=True)
             loss = out.loss
             finite = torch.isfinite(loss.detach()).to(torch.float32)
             if distinfo.world > 1:

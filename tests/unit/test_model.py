@@ -213,3 +213,41 @@ def test_pos_embed_matches_mae_layout():
     assert torch.equal(pe[0], torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]))
     # raster order: index 1 is (row 0, col 1): the first half (x / width) changes, the second does not
     assert pe[1, 0] != 0 and pe[1, 4] == 0
+
+
+@pytest.mark.parametrize("variant", ["xae", "xad"])
+def test_loss_only_projects_masked_rows_with_the_same_loss_and_grads(variant):
+    """loss_only=True: the decoders project only masked patches (consistent masking); the loss and
+    every gradient equal the full projection's, and visible prediction rows are exactly 0."""
+    torch.manual_seed(0)
+    model = build_model("tiny", variant=variant, masking="consistent").double()
+    s1 = torch.randn(3, 2, 120, 120, dtype=torch.float64)
+    s2 = torch.randn(3, 12, 120, 120, dtype=torch.float64)
+    seeds = torch.tensor([4, 5, 6])
+    results = []
+    for loss_only in (False, True):
+        model.zero_grad()
+        out = model(s1, s2, seeds=seeds, loss_only=loss_only)
+        out.loss.backward()
+        results.append((out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (full, g_full), (part, g_part) = results
+    torch.testing.assert_close(part.loss, full.loss, rtol=1e-12, atol=1e-12)
+    assert g_full.keys() == g_part.keys()
+    for name in g_full:
+        torch.testing.assert_close(g_part[name], g_full[name], rtol=1e-10, atol=1e-12, msg=name)
+    pairs = ((part.pred_s1, full.pred_s1, part.mask_s1), (part.pred_s2, full.pred_s2, part.mask_s2))
+    for pred_p, pred_f, mask in pairs:
+        assert (pred_p[~mask] == 0).all()
+        torch.testing.assert_close(pred_p[mask], pred_f[mask], rtol=1e-12, atol=1e-12)
+
+
+def test_masked_rows_maps_back():
+    from fusmae_fast.masking import random_masking
+
+    m = random_masking(4, 9, 0.6, "consistent", seeds=torch.arange(4))
+    count = 9 - m.num_kept // 2
+    ids_masked, ids_back = m.masked_rows(2, count)
+    for b in range(4):
+        assert ids_masked[b].tolist() == torch.nonzero(m.mask_s2[b])[:, 0].tolist()
+        assert (ids_back[b][~m.mask_s2[b]] == count).all()
+        assert ids_back[b][ids_masked[b]].tolist() == list(range(count))
