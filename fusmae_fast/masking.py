@@ -105,7 +105,7 @@ def _finish(ids_keep: torch.Tensor, num_patches: int, device: torch.device | str
     mask = torch.ones(b, total, dtype=torch.bool)
     mask.scatter_(1, ids_keep, False)
     # ids_shuffle = kept (ascending) then masked (ascending); argsort of it is MAE's ids_restore.
-    masked = torch.nonzero(mask)[:, 1].reshape(b, total - k)
+    masked = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, : total - k]  # masked, ascending
     ids_shuffle = torch.cat([ids_keep, masked], dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     split = (ids_keep < num_patches).sum(dim=1)

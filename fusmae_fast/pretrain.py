@@ -44,6 +44,7 @@ from fusmae_fast.checkpoint import (
     save_checkpoint,
 )
 from fusmae_fast.config import KERNELS, MASKINGS, VARIANTS, XATTN_WEIGHTS, ModelConfig
+from fusmae_fast.masking import random_masking
 from fusmae_fast.model import FusMAE
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -493,7 +494,13 @@ def run_pretraining(
                 else contextlib.nullcontext()
             )
             with ctx:
-                out = train_model(s1, s2, seeds=seeds, loss_only=True)
+                # the masking is drawn eagerly (per-sample seeded host RNG), so that a compiled model
+                # is one graph without breaks
+                mcfg = model.config
+                masking = random_masking(
+                    s1.shape[0], mcfg.num_patches, mcfg.mask_ratio, mcfg.masking, seeds=seeds, device=device
+                )
+                out = train_model(s1, s2, masking=masking, loss_only=True)
             loss = out.loss
             finite = torch.isfinite(loss.detach()).to(torch.float32)
             if distinfo.world > 1:

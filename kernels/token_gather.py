@@ -102,6 +102,11 @@ def masked_patch_embed_ref(
     valid = ids_keep >= 0
     safe = ids_keep.clamp(min=0)
     kept = torch.gather(patches, 1, safe[..., None].expand(b, k, patches.shape[-1]))
+    if torch.compiler.is_compiling():
+        # No data-dependent branch or shape under torch.compile (no graph break): project every slot
+        # and zero the empty ones; torch.where sends no gradient into the unselected rows.
+        full = torch.nn.functional.linear(kept, flat_w, bias) + pos[safe]
+        return torch.where(valid[..., None], full, full.new_zeros(()))
     if bool(valid.all()):
         return torch.nn.functional.linear(kept, flat_w, bias) + pos[safe]
     out = kept.new_zeros(b, k, dim)
