@@ -212,8 +212,6 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         with FlopCounterMode(display=False) as counter:
             step()
         result["gflop_per_image"] = counter.get_total_flops() / cfg["batch"] / 1e9
-    if cfg.get("profile"):
-        result["profile"] = profile_worker(cfg, model, step)
     return result
 
 
@@ -237,12 +235,8 @@ REGIONS = ("step/masking", "step/forward", "fwd/embed", "fwd/xattn_block", "fwd/
            "fwd/decoders", "fwd/loss", "step/backward", "step/optimizer")  # fmt: skip
 
 
-def profile_worker(cfg: dict[str, Any], model: Any, step: Any, steps: int = 3) -> dict[str, Any]:
-    """torch.profiler over a few steps: top ops by self CPU time, and CPU time per model region."""
-    from torch.profiler import ProfilerActivity, profile
-
-    if cfg["compile"]:
-        return {"note": "not profiled: regions are not visible inside a compiled graph"}
+def _instrument(model: Any, provider: str) -> None:
+    """record_function ranges around the model's regions (profiling workers only)."""
     _wrap(model, "embed", "fwd/embed")
     block = getattr(model, "xattn_encoder", None) or getattr(model, "xattn_decoder", None)
     _wrap(block, "forward", "fwd/xattn_block")
@@ -250,7 +244,7 @@ def profile_worker(cfg: dict[str, Any], model: Any, step: Any, steps: int = 3) -
         _wrap(blk, "forward", "fwd/vit_blocks")
     for dec in (model.decoder_s1, model.decoder_s2):
         _wrap(dec, "forward", "fwd/decoders")
-    if cfg["provider"] == "plain":
+    if provider == "plain":
         import plain_model
 
         _wrap(plain_model, "forward_loss", "fwd/loss")
@@ -258,20 +252,39 @@ def profile_worker(cfg: dict[str, Any], model: Any, step: Any, steps: int = 3) -
         from fusmae_fast import ops
 
         _wrap(ops, "masked_mse", "fwd/loss")
+
+
+def profile_pair(cfg: dict[str, Any], steps: int = 3) -> dict[str, Any]:
+    """torch.profiler of both providers in one process, one step each in turn (so a burst of foreign
+    load hits both alike): top ops by self CPU time and CPU time per model region, per step."""
+    import devices
+    from torch.profiler import ProfilerActivity, profile
+
+    devices.pin_threads(cfg["threads"])
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg["device"] == "cuda" else [])
-    step()
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            step()
-    events = prof.key_averages()
-    regions = {e.key: e.cpu_time_total / 1e3 / steps for e in events if e.key in REGIONS}
-    ops_ = [
-        {"op": e.key, "self_ms": e.self_cpu_time_total / 1e3 / steps, "calls": e.count / steps}
-        for e in events
-        if e.key not in REGIONS and not e.key.startswith("step/") and not e.key.startswith("fwd/")
-    ]
-    ops_.sort(key=lambda o: -o["self_ms"])
-    return {"regions": regions, "top": ops_[:12], "all": ops_, "steps": steps}
+    runs = {}
+    for provider in ("fusmae", "plain"):
+        model, step, _, _ = build({**cfg, "provider": provider, "kernels": "torch", "compile": False})
+        _instrument(model, provider)
+        step()
+        step()
+        runs[provider] = (step, {}, {})
+    for _ in range(steps):
+        for step, ops_acc, reg_acc in runs.values():
+            with profile(activities=activities) as prof:
+                step()
+            for e in prof.key_averages():
+                if e.key in REGIONS:
+                    reg_acc[e.key] = reg_acc.get(e.key, 0.0) + e.cpu_time_total / 1e3 / steps
+                elif not e.key.startswith(("step/", "fwd/")):
+                    ms, calls = ops_acc.get(e.key, (0.0, 0.0))
+                    ops_acc[e.key] = (ms + e.self_cpu_time_total / 1e3 / steps, calls + e.count / steps)
+    out = {}
+    for provider, (_, ops_acc, reg_acc) in runs.items():
+        ops_ = [{"op": k, "self_ms": v[0], "calls": v[1]} for k, v in ops_acc.items()]
+        ops_.sort(key=lambda o: -o["self_ms"])
+        out[provider] = {"regions": reg_acc, "top": ops_[:12], "all": ops_, "steps": steps}
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -290,8 +303,6 @@ def configs(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
                             "compile": comp == "on", "batch": args.batches[preset], "variant": args.variant,
                             "masking": args.masking, "device": device, "seed": args.seed,
                             "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
-                            "profile": preset == args.profile and precision == "fp32" and comp == "off"
-                                       and kern in ("torch", "-"),
                         })  # fmt: skip
     return out
 
@@ -331,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         cfg = json.loads(args.worker)
         try:
-            res = run_worker(cfg)
+            res = profile_pair(cfg) if cfg.get("mode") == "profile" else run_worker(cfg)
         except Exception as exc:  # reported by the parent as an error row
             import traceback
 
@@ -353,7 +364,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print("# --quick: tiny B=16 and small B=8 only (no base), fp32, eager, 6 timed steps")
     rows: list[dict[str, Any]] = []
-    profile: dict[str, Any] = {}
     t_start = time.perf_counter()
     results: list[list[dict[str, Any]]] = [[] for _ in cfgs]
     for rnd in range(args.rounds):
@@ -366,10 +376,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"SKIP  {_name(cfg)}: {reason}")
                 results[i].append({"status": "skipped", "reason": reason})
                 continue
-            res = run_config({**cfg, "profile": cfg["profile"] and rnd == 0})
-            prof = res.pop("profile", None)
-            if prof:
-                profile[cfg["provider"]] = prof
+            res = run_config(cfg)
             results[i].append(res)
             if res["status"] == "ok":
                 print(f"{_name(cfg)}: {res['ms_p50']:.1f} ms/step [{res['ms_p20']:.1f}, {res['ms_p80']:.1f}] "
@@ -386,6 +393,27 @@ def main(argv: list[str] | None = None) -> int:
         if ok:
             row["rounds_ms_p50"] = [r["ms_p50"] for r in ok]
         rows.append(row)
+    profile_result: dict[str, Any] | None = None
+    profile_error: str | None = None
+    if args.profile:
+        pcfg = {
+            "mode": "profile", "preset": args.profile, "batch": args.batches[args.profile],
+            "precision": "fp32", "variant": args.variant, "masking": args.masking, "device": device.type,
+            "seed": args.seed, "threads": args.threads,
+        }  # fmt: skip
+        print(f"# profiling {args.profile} (both providers, interleaved, torch.profiler)")
+        prof = run_config(pcfg)
+        if prof.get("status") == "error":
+            print(f"ERROR profile: {prof['reason']}")
+            profile_error = prof["reason"]
+        else:
+            names = {"fusmae": "fusmae (torch)", "plain": "plain"}
+            profile_result = {
+                "what": f"{args.profile}, batch {pcfg['batch']}, fp32, eager, {args.variant}/{args.masking}, "
+                "one step of each provider in turn",
+                "providers": {names[k]: v for k, v in prof.items()},
+                "regions": {names[k]: v["regions"] for k, v in prof.items()},
+            }
     info["loadavg_end"] = devices.loadavg()
     info["seconds"] = round(time.perf_counter() - t_start, 1)
     result: dict[str, Any] = {
@@ -409,13 +437,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rows": rows,
     }
-    if profile:
-        p = next(c for c in cfgs if c["profile"])
-        result["profile"] = {
-            "what": f"{p['preset']}, batch {p['batch']}, fp32, eager, {p['variant']}/{p['masking']}",
-            "providers": {("fusmae (torch)" if k == "fusmae" else k): v for k, v in profile.items()},
-            "regions": {("fusmae (torch)" if k == "fusmae" else k): v["regions"] for k, v in profile.items()},
-        }
+    if profile_result is not None:
+        result["profile"] = profile_result
+    if profile_error is not None:
+        result["profile_error"] = profile_error
     out_dir = Path(args.out_dir) if args.out_dir else devices.RESULTS
     stem = f"step_{devices.device_tag(device)}{'_quick' if args.quick else ''}"
     devices.write_json_atomic(out_dir / f"{stem}.json", result)
