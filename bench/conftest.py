@@ -26,4 +26,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     machine_info["fusmae_threads"] = getattr(config, "_fusmae_threads", None)
-    machine_info["loadavg"] = devices.loadavg()
+
+
+@pytest.fixture(autouse=True)
+def _record_load(benchmark):
+    """The machine's load average next to each result (extra_info: not part of the machine check)."""
+    benchmark.extra_info["loadavg_before"] = devices.loadavg()
+    yield
+    benchmark.extra_info["loadavg_after"] = devices.loadavg()

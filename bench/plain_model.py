@@ -102,7 +102,9 @@ class PlainCrossAttention(nn.Module):
         q = F.linear(x, qkv.weight[:c], None if qkv.bias is None else qkv.bias[:c])
         kv = F.linear(y, qkv.weight[c:], None if qkv.bias is None else qkv.bias[c:])
         k, v = kv.split(c, dim=-1)
-        o = F.scaled_dot_product_attention(_heads(q, self.heads), _heads(k, self.heads), _heads(v, self.heads))
+        o = F.scaled_dot_product_attention(
+            _heads(q, self.heads), _heads(k, self.heads), _heads(v, self.heads)
+        )
         return proj(o.transpose(1, 2).reshape(x.shape))
 
     def forward(self, z: torch.Tensor, split: torch.Tensor) -> torch.Tensor:
@@ -176,7 +178,9 @@ def patchify(img: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(b, h * w, p * p * c)
 
 
-def forward_loss(img: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, p: int, norm_pix: bool) -> torch.Tensor:
+def forward_loss(
+    img: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, p: int, norm_pix: bool
+) -> torch.Tensor:
     """MAE's forward_loss: full patchify, (normalised) target, error on every patch, then the mask."""
     target = patchify(img.float(), p)
     if norm_pix:
