@@ -331,7 +331,8 @@ def profile_markdown(prof: dict[str, Any]) -> str:
         parts.append("")
     if prof.get("regions"):
         parts.append(
-            "Time by model region (record_function ranges, ms per step, incl. backward where noted):"
+            "Time by model region (record_function ranges, CPU ms per step; the fwd/* regions are parts of "
+            "step/forward, their backward is inside step/backward):"
         )
         parts.append("")
         names = list(prof["regions"])
