@@ -1,9 +1,11 @@
 """The op API the model calls (SPEC §3); every op dispatches on ``kernels="torch" | "triton"``.
 
 ``torch`` is the reference path: the ``*_ref`` functions of ``fusmae_fast.kernels`` (pure PyTorch,
-differentiable by autograd, runs anywhere). ``triton`` calls the Triton implementation of the same
-kernel module (``*_triton``), which runs on CUDA tensors, and on CPU tensors only under Triton's
-interpreter (``TRITON_INTERPRET=1`` set before the kernels are imported; the tests do this).
+differentiable by autograd, runs anywhere); for the cross-modal attention its SDPA form
+``cross_modal_attention_sdpa`` (exact same op, fused SDPA kernels, tested equal to the ref).
+``triton`` calls the Triton implementation of the same kernel module (``*_triton``), which runs on
+CUDA tensors, and on CPU tensors only under Triton's interpreter (``TRITON_INTERPRET=1`` set before
+the kernels are imported; the tests do this).
 
 This module is the only importer of ``fusmae_fast.kernels``. Inputs are validated here, once, so that
 both paths see the same checked arguments and users get one clear error for bad input.
@@ -18,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref
+from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_sdpa
 from fusmae_fast.kernels.masked_loss import masked_mse_ref, patchify, unpatchify
 from fusmae_fast.kernels.token_gather import gather_tokens_ref, masked_patch_embed_ref
 from fusmae_fast.kernels.token_scatter import scatter_tokens_ref
@@ -123,7 +125,7 @@ def cross_modal_attention(
     if split.numel() and _checking_values() and (int(split.min()) < 0 or int(split.max()) > q.shape[1]):
         raise ValueError(f"split values must lie in [0, L={q.shape[1]}]")
     if kernels == "torch":
-        return cross_modal_attention_ref(q, k, v, split)
+        return cross_modal_attention_sdpa(q, k, v, split)
     fn = _triton_impl("cross_modal_attention", "cross_modal_attention_triton", q.device)
     return fn(q, k, v, split)
 

@@ -90,6 +90,25 @@ def cross_modal_attention_ref(
     return out.transpose(1, 2)
 
 
+def cross_modal_attention_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor
+) -> torch.Tensor:
+    """The torch path the model runs: the same op through ``scaled_dot_product_attention``.
+
+    SDPA gets the boolean cross-modal mask; a sample with split 0 or L has no key for any row, so its
+    rows are let attend every key (finite, no NaN anywhere) and the result is then replaced by exact
+    zeros with ``torch.where``, which also sends exactly zero gradient into those rows. Equal to
+    :func:`cross_modal_attention_ref` up to rounding (tested); faster on CPU (fused SDPA kernels).
+    """
+    length = q.shape[1]
+    allowed = cross_modal_mask(split, length)  # (B, L, L)
+    has_key = ((split > 0) & (split < length))[:, None, None]  # (B, 1, 1): both modalities present
+    attn_mask = (allowed | ~has_key)[:, None]  # (B, 1, L, L)
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask).transpose(1, 2)
+    return torch.where(has_key[..., None], out, out.new_zeros(()))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Work model (used by the benchmarks)
 # ----------------------------------------------------------------------------------------------------
