@@ -98,10 +98,14 @@ def masked_patch_embed_ref(
     b, k = ids_keep.shape
     dim = weight.shape[0]
     flat_w = weight.reshape(dim, -1)
-    patches = patches_of(img, patch)  # a view/copy of the image, no FLOPs
     valid = ids_keep >= 0
     safe = ids_keep.clamp(min=0)
-    kept = torch.gather(patches, 1, safe[..., None].expand(b, k, patches.shape[-1]))
+    # Read only the kept patches, straight from a view of the image (no full patchify copy): indexing
+    # (B, C, h, P, w, P) at [b, :, row, :, col, :] gives (B, K, C, P, P), Conv2d weight order (c, p, q).
+    c_in, grid_w = img.shape[1], img.shape[3] // patch
+    view = img.reshape(b, c_in, img.shape[2] // patch, patch, grid_w, patch)
+    batch_idx = torch.arange(b, device=img.device)[:, None].expand(b, k)
+    kept = view[batch_idx, :, safe // grid_w, :, safe % grid_w, :].reshape(b, k, c_in * patch * patch)
     if torch.compiler.is_compiling():
         # No data-dependent branch or shape under torch.compile (no graph break): project every slot
         # and zero the empty ones; torch.where sends no gradient into the unselected rows.
