@@ -27,48 +27,7 @@ from torch import nn
 
 from fusmae_fast.config import ModelConfig
 from fusmae_fast.masking import Masking, random_masking
-from fusmae_fast.model import sincos_pos_embed_2d
-
-LN_EPS = 1e-6
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class Attention(nn.Module):
-    """Textbook multi-head self-attention (timm's ViT Attention with SDPA)."""
-
-    def __init__(self, dim: int, heads: int, qkv_bias: bool) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(o.transpose(1, 2).reshape(b, n, c))
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, qkv_bias: bool) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.attn = Attention(dim, heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+from fusmae_fast.model import LN_EPS, Block, Mlp, sincos_pos_embed_2d  # the same textbook ViT blocks
 
 
 def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
