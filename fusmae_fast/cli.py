@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -53,7 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, OSError, NotImplementedError) as exc:
+        # Bad input, missing files, unsupported settings: one clear line, not a traceback.
+        if os.environ.get("FUSMAE_DEBUG"):
+            raise
+        print(f"fusmae-fast {args.command}: error: {exc}", file=sys.stderr)
+        print("(set FUSMAE_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
