@@ -154,8 +154,7 @@ def build(cfg: dict[str, Any]):
             masking = random_masking(b, mcfg.num_patches, mcfg.mask_ratio, mcfg.masking, generator=mask_gen,
                                      device=device)  # fmt: skip
         with rf("step/forward"), autocast:
-            # FusMAE as pretraining runs it (loss_only: the decoders project the masked rows only)
-            out = fwd(s1, s2, masking=masking) if is_plain else fwd(s1, s2, masking=masking, loss_only=True)
+            out = fwd(s1, s2, masking=masking)  # FusMAE as pretraining runs it by default
             loss = out if is_plain else out.loss
         with rf("step/backward"):
             loss.backward()

@@ -201,3 +201,16 @@ def test_three_steps_triton_equal_torch(tmp_path):
     assert sorted(a) == [1, 2, 3]
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-4)
+
+
+def test_masked_projection_gives_the_same_losses(tmp_path):
+    """--masked-projection (decoders project masked rows only) changes no loss of a short run."""
+    data = RandomPairs(8, size=120)
+    runs = {}
+    for flag in (False, True):
+        out = tmp_path / f"mp{int(flag)}"
+        run_pretraining(_cfg(out, masking="consistent", masked_projection=flag, epochs=1), train_set=data)
+        runs[flag] = _losses(out)
+    assert runs[False].keys() == runs[True].keys() and len(runs[False]) >= 2
+    for step, loss in runs[False].items():
+        assert abs(runs[True][step] - loss) <= 1e-5 * abs(loss), (step, loss, runs[True][step])
