@@ -36,9 +36,10 @@ The fusions
        statistics in the backward, so it does more FLOPs than the textbook loss (8 + 7 per masked
        element vs 9 + 2 per element of every patch) while moving a fraction of the bytes.
     5. decoder projection on masked tokens only (per decoder): the head Linear(d, D_i) runs on all N
-       tokens although the loss reads only the m_i masked ones. model.py (``loss_only=True``, used by
-       pretraining, consistent masking) gathers the masked rows (gather_tokens), projects them and
-       scatters them back with zeros on visible rows (scatter_tokens); counted as exactly those passes.
+       tokens although the loss reads only the m_i masked ones. model.py (``loss_only=True``, pretraining's
+       opt-in ``--masked-projection``, consistent masking) gathers the masked rows (gather_tokens),
+       projects them and scatters them back with zeros on visible rows (scatter_tokens); counted as
+       exactly those passes.
        It removes FLOPs; the extra gather/scatter passes cost bytes (the GEMM-prologue gather that
        would avoid them is not written).
 """
@@ -309,7 +310,7 @@ def loss(s: Shapes) -> Fusion:
 
 
 def masked_projection(s: Shapes) -> Fusion:
-    f = Fusion("5 decoder projection on masked tokens", "in use (consistent masking)")
+    f = Fusion("5 decoder projection on masked tokens", "opt-in (--masked-projection), off by default")
     B, N, d, e = s.B, s.N, s.d, s.e
     for i in range(2):
         D, m, tag = s.R(i), s.m(i), _mod(i)
