@@ -31,6 +31,7 @@ import zlib
 
 import pytest
 import torch
+from error_report import ErrorReport, max_abs_error  # tests/parity is on sys.path under pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,7 +51,10 @@ HEAD_DIMS = (16, 40, 64)
 FP32_ATOL = 1e-5
 FP32_RTOL = 1e-5
 LOW_ATOL = 1e-4
-MAX_ERR: dict[str, float] = {}
+REPORT = ErrorReport("cross_modal_attention max |error| vs float64 reference:", width=28)
+_err = max_abs_error
+_record = REPORT.record
+_print_errors = REPORT.fixture()
 
 
 def _splits(kinds: list[str], L: int, gen: torch.Generator) -> list[int]:
@@ -98,26 +102,8 @@ def _run(fn, q, k, v, do, split):
     return [o.detach(), dq, dk, dv]
 
 
-def _err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double().cpu() - b.double().cpu()).abs().max().item() if a.numel() else 0.0
 
 
-def _record(key: str, err: float) -> None:
-    MAX_ERR[key] = max(MAX_ERR.get(key, 0.0), err)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _print_errors(request):
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not MAX_ERR:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line("cross_modal_attention max |error| vs float64 reference:")
-        for key in sorted(MAX_ERR):
-            reporter.write_line(f"  {key:<28s} {MAX_ERR[key]:.3e}")
 
 
 def check_parity(q, k, v, do, split, dtype, tag=""):

@@ -19,6 +19,7 @@ import zlib
 
 import pytest
 import torch
+from error_report import ErrorReport, max_abs_error  # tests/parity is on sys.path under pytest
 
 from fusmae_fast import ops
 from fusmae_fast.kernels import masked_loss as ml
@@ -31,30 +32,15 @@ FP32_ATOL = 1e-5
 FP32_RTOL = 1e-5
 LOSS_ATOL = 1e-6
 LOW_ATOL = 1e-4
-MAX_ERR: dict[str, float] = {}
+REPORT = ErrorReport("masked_mse max |error| vs float64 reference (grads scaled to O(1)):")
+_err = max_abs_error
+_record = REPORT.record
+_print_errors = REPORT.fixture()
 IMAGE_SIZES = {"8x8-P4": (8, 4), "120x120-P8": (120, 8), "64x64-P16": (64, 16)}
 
 
-def _err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double().cpu() - b.double().cpu()).abs().max().item() if a.numel() else 0.0
 
 
-def _record(key: str, err: float) -> None:
-    MAX_ERR[key] = max(MAX_ERR.get(key, 0.0), err)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _print_errors(request):
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not MAX_ERR:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line("masked_mse max |error| vs float64 reference (grads scaled to O(1)):")
-        for key in sorted(MAX_ERR):
-            reporter.write_line(f"  {key:<34s} {MAX_ERR[key]:.3e}")
 
 
 def _inputs(B, C_in, H, P, gen, img_scale=3.0):
