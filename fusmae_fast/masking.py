@@ -79,7 +79,7 @@ class Masking:
         mask = self.mask_s1 if modality == 1 else self.mask_s2 if modality == 2 else None
         if mask is None:
             raise ValueError(f"modality must be 1 or 2, got {modality}")
-        ids_masked = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :count]
+        ids_masked = _masked_positions(mask, count)
         rank = torch.cumsum(mask.to(torch.int64), dim=1) - 1
         ids_back = torch.where(mask, rank, torch.full_like(rank, count))
         return ids_masked, ids_back
@@ -99,13 +99,19 @@ class Masking:
         raise ValueError(f"modality must be 1 or 2, got {modality}")
 
 
+def _masked_positions(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, count) positions of the True entries of each row of ``mask``, ascending; every row must hold
+    ``count`` of them. A stable sort rather than ``nonzero``: no data-dependent shape (torch.compile)."""
+    return torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :count]
+
+
 def _finish(ids_keep: torch.Tensor, num_patches: int, device: torch.device | str) -> Masking:
     b, k = ids_keep.shape
     total = 2 * num_patches
     mask = torch.ones(b, total, dtype=torch.bool)
     mask.scatter_(1, ids_keep, False)
     # ids_shuffle = kept (ascending) then masked (ascending); argsort of it is MAE's ids_restore.
-    masked = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, : total - k]  # masked, ascending
+    masked = _masked_positions(mask, total - k)
     ids_shuffle = torch.cat([ids_keep, masked], dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     split = (ids_keep < num_patches).sum(dim=1)

@@ -78,14 +78,6 @@ import triton
 import triton.language as tl
 
 
-def patches_of(img: torch.Tensor, patch: int) -> torch.Tensor:
-    """(B, C_in, H, W) -> (B, N, C_in*P*P), per patch in Conv2d weight order (c, p, q), raster patches."""
-    b, c, hh, ww = img.shape
-    h, w = hh // patch, ww // patch
-    x = img.reshape(b, c, h, patch, w, patch).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, h * w, c * patch * patch)
-
-
 def masked_patch_embed_ref(
     img: torch.Tensor,
     weight: torch.Tensor,
