@@ -363,7 +363,8 @@ class FusMAE(nn.Module):
         """Mask, encode, decode both modalities and compute the loss.
 
         The masking is drawn from ``seeds`` (one int64 per sample) or ``generator``; a precomputed
-        ``masking`` (same batch size) may be given instead. ``loss_only=True`` (pretraining) lets the
+        ``masking`` (same batch size) may be given instead. ``loss_only=True`` (pretraining's opt-in
+        ``--masked-projection``) lets the
         decoders project only the masked patches when every sample masks the same number per modality
         (consistent masking): the loss and its gradients are unchanged, ``pred_s1``/``pred_s2`` are 0
         on visible patches. Independent masking (ragged counts) always projects every patch.
