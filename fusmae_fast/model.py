@@ -223,6 +223,14 @@ class EncoderFeatures:
         return self.tokens.mean(dim=1)
 
 
+def _has_non_finite(img: torch.Tensor) -> bool:
+    """True if img holds a NaN or an Inf. One fast sum first (a NaN/Inf anywhere makes it non-finite);
+    only when it is (a bad value, or an fp32 overflow of huge values) the exact elementwise check runs."""
+    if bool(torch.isfinite(img.sum(dtype=torch.float32))):
+        return False
+    return not bool(torch.isfinite(img).all())
+
+
 class FusMAE(nn.Module):
     """The Fus-MAE model: ``model(s1, s2)`` pretrains, ``model.encode(s1, s2)`` extracts features."""
 
@@ -303,7 +311,7 @@ class FusMAE(nn.Module):
             )
         if not img.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {img.dtype}")
-        if cfg.validate_inputs and not torch.compiler.is_compiling() and not bool(torch.isfinite(img).all()):
+        if cfg.validate_inputs and not torch.compiler.is_compiling() and _has_non_finite(img):
             bad = int((~torch.isfinite(img)).sum())
             raise ValueError(
                 f"{name} holds {bad} NaN/Inf values; clean the data (or use the reader's nan_policy)"

