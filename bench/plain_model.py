@@ -14,9 +14,11 @@ differs; it is what our fusions are measured against:
 - loss: MAE's ``forward_loss``: a full ``patchify`` of the image, per-patch normalisation, the squared
   error on every patch, then the mask applied.
 
-The ViT blocks (self-attention with SDPA, MLP) are written here too, textbook pre-norm, so that later
-changes to ``fusmae_fast.model`` never change the baseline silently (a renamed parameter makes
-``load_state_dict`` fail loudly instead).
+The ViT blocks (pre-norm self-attention with SDPA, MLP: ``Block`` and ``Mlp``) are imported from
+``fusmae_fast.model``: both models run the very same blocks, so a step's ``ours / plain`` ratio
+measures only the parts above, and ``bench/step_parts.py`` can bound it (Amdahl). Everything else is
+written here, so that later changes to ``fusmae_fast.model`` never change the baseline silently (a
+renamed parameter makes ``load_state_dict`` fail loudly instead).
 """
 
 from __future__ import annotations

@@ -312,6 +312,43 @@ def step_markdown(result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def step_parts_markdown(result: dict[str, Any]) -> str:
+    """The Amdahl table of ``bench/step_parts.py`` and, per configuration, its part times."""
+    info = result["info"]
+    lines = [
+        f"Measured on **{info['device_name']}** ({info['device']}), torch {info['torch']}, "
+        f"{info['threads']['intra_op']} intra-op threads, git {info['git']['sha'][:10]}, "
+        f"{info['timestamp']}; "
+        "fp32, eager, kernels=torch. p50 of forward + backward of each part alone (ms).",
+        "",
+        "| preset | masking | B | plain step | ours step | shared parts | shared / plain step | "
+        "ours / plain measured | bound: plain step / shared |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['preset']} | {r['variant']}/{r['masking']} | {r['batch']} | {r['step_ms']['plain']:.1f} | "
+            f"{r['step_ms']['fusmae']:.1f} | {r['shared_total_ms']:.1f} | "
+            f"{100 * r['shared_fraction_of_plain']:.0f}% | {r['ratio_measured']:.2f}x | "
+            f"{r['ratio_bound']:.2f}x |"
+        )
+    for r in result["rows"]:
+        lines += ["", f"{r['preset']}, {r['variant']}/{r['masking']}, batch {r['batch']}:", ""]
+        lines += ["| part | fusmae ms | plain ms |", "|---|---|---|"]
+        for name, ms in r["shared_ms"].items():
+            lines.append(f"| shared: {name} | {ms:.2f} | (same code) |")
+        for name, both in r["own_ms"].items():
+            lines.append(f"| own: {name} | {both['fusmae']:.2f} | {both['plain']:.2f} |")
+    lines += [
+        "",
+        "Shared parts run the same code with the same weights in both models, so however fast our own "
+        "parts get, ours / plain cannot exceed the bound column (Amdahl). The bound is an estimate: parts "
+        "timed alone carry their own allocator and cache costs and do not add up exactly to a step, so a "
+        "bound near (or just under) the measured ratio means the shared parts are all of the step.",
+    ]
+    return "\n".join(lines)
+
+
 def profile_markdown(prof: dict[str, Any]) -> str:
     """Where a step's time goes (torch.profiler, self CPU time by op), ours next to plain."""
     parts = [f"Where the time goes ({prof['what']}; torch.profiler self CPU time, top ops):", ""]
@@ -383,13 +420,16 @@ def roofline_markdown(result: dict[str, Any], detail: bool = False) -> str:
 # --------------------------------------------------------------------------------------------- README
 
 
-def _newest(pattern: str, prefer_full: bool) -> tuple[Path, dict[str, Any]] | None:
+def _newest(pattern: str, prefer_full: bool, benchmark: str) -> tuple[Path, dict[str, Any]] | None:
+    """The newest result file matching ``pattern`` whose JSON says it is ``benchmark``."""
     found = []
     for path in devices.RESULTS.glob(pattern):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             print(f"warning: cannot read {path}: {exc}", file=sys.stderr)
+            continue
+        if data.get("benchmark") != benchmark:
             continue
         found.append((not data.get("quick") if prefer_full else True, data["info"]["timestamp"], path, data))
     if not found:
@@ -402,14 +442,17 @@ def readme_section(prefer_full: bool = False) -> str:
     parts = ["## Benchmarks", ""]
     parts.append(
         "Regenerate with `python bench/xattn.py [--quick]`, `python bench/step.py [--quick]`, "
-        "`python bench/roofline.py`, then `python bench/report.py`. Every measured table names the device "
-        "it ran on; the GPU table is a prediction."
+        "`python bench/step_parts.py`, `python bench/roofline.py`, then `python bench/report.py`. "
+        "Every measured table names the device it ran on; the GPU table is a prediction."
     )
     for title, pattern, fmt in (
         ("Eq. 2 cross-modal attention (measured)", "xattn_*.json", "pivot"),
         ("Whole pretraining step (measured)", "step_*.json", step_markdown),
-    ):
-        got = _newest(pattern, prefer_full)
+        ("Where a step's time goes: the most fusion can gain (measured)", "step_parts_*.json",
+         step_parts_markdown),
+    ):  # fmt: skip
+        benchmark = pattern.split("_*")[0]
+        got = _newest(pattern, prefer_full, benchmark)
         parts += ["", f"### {title}", ""]
         if got is None:
             parts.append(f"(no results yet: run the benchmark; looked for bench/results/{pattern})")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import itertools
 import json
 import os
 import resource
@@ -58,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", default="off,on", help="torch.compile the model: off and/or on")
     p.add_argument("--batch", type=int, default=None, help="batch for every preset (default per preset)")
     p.add_argument("--variant", default="xae", choices=("xae", "xad"))
-    p.add_argument("--masking", default="consistent", choices=("consistent", "independent"))
+    p.add_argument("--masking", default="consistent", help="consistent and/or independent (comma list)")
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile happens here)")
     p.add_argument("--threads", type=int, default=None)
@@ -290,10 +291,14 @@ def profile_pair(cfg: dict[str, Any], steps: int = 3) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ main
 
 
+def _items(csv: str) -> list[str]:
+    return [x for x in csv.split(",") if x]
+
+
 def configs(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
     kernels = (args.kernels or ("torch,triton" if device == "cuda" else "torch")).split(",")
     out = []
-    for preset in [p for p in args.presets.split(",") if p]:
+    for preset, masking in itertools.product(_items(args.presets), _items(args.masking)):
         for precision in [p for p in args.precision.split(",") if p]:
             for comp in [c for c in args.compile.split(",") if c]:
                 for provider in [p for p in args.providers.split(",") if p]:
@@ -301,7 +306,7 @@ def configs(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
                         out.append({
                             "preset": preset, "provider": provider, "kernels": kern, "precision": precision,
                             "compile": comp == "on", "batch": args.batches[preset], "variant": args.variant,
-                            "masking": args.masking, "device": device, "seed": args.seed,
+                            "masking": masking, "device": device, "seed": args.seed,
                             "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
                         })  # fmt: skip
     return out
@@ -316,6 +321,8 @@ def skip_reason(cfg: dict[str, Any]) -> str | None:
         return f"unknown kernels {cfg['kernels']!r}"
     if cfg["precision"] not in ("fp32", "bf16"):
         return f"unknown precision {cfg['precision']!r}"
+    if cfg["masking"] not in ("consistent", "independent"):
+        return f"unknown masking {cfg['masking']!r}"
     if cfg["kernels"] == "triton" and cfg["device"] != "cuda":
         return "kernels=triton needs CUDA (Triton's CPU interpreter is a test tool, not a timing)"
     return None
@@ -398,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         pcfg = {
             "mode": "profile", "preset": args.profile, "batch": args.batches[args.profile],
-            "precision": "fp32", "variant": args.variant, "masking": args.masking, "device": device.type,
+            "precision": "fp32", "variant": args.variant, "masking": _items(args.masking)[0],
+            "device": device.type,
             "seed": args.seed, "threads": args.threads,
         }  # fmt: skip
         print(f"# profiling {args.profile} (both providers, interleaved, torch.profiler)")
@@ -409,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             names = {"fusmae": "fusmae (torch)", "plain": "plain"}
             profile_result = {
-                "what": f"{args.profile}, batch {pcfg['batch']}, fp32, eager, {args.variant}/{args.masking}, "
-                "one step of each provider in turn",
+                "what": f"{args.profile}, batch {pcfg['batch']}, fp32, eager, "
+                f"{args.variant}/{pcfg['masking']}, one step of each provider in turn",
                 "providers": {names[k]: v for k, v in prof.items()},
                 "regions": {names[k]: v["regions"] for k, v in prof.items()},
             }

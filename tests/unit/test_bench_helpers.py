@@ -86,3 +86,19 @@ def test_percentiles_and_peaks():
     assert devices.gpu_peak("NVIDIA H100 80GB HBM3").name == "H100 SXM"
     assert devices.gpu_peak("NVIDIA H100 PCIe") is None
     assert devices.gpu_peak("Tesla T4") is None
+
+
+def test_step_parts_bound_is_consistent_and_tabulated(tmp_path):
+    import report
+    import step_parts
+
+    row = step_parts.measure_parts("tiny", 2, "independent", "xae", torch.device("cpu"), seed=0, reps=1)
+    assert set(row["step_ms"]) == {"fusmae", "plain"}
+    assert row["shared_total_ms"] == pytest.approx(sum(row["shared_ms"].values()))
+    assert row["ratio_bound"] == pytest.approx(row["step_ms"]["plain"] / row["shared_total_ms"])
+    assert row["ratio_measured"] == pytest.approx(row["step_ms"]["plain"] / row["step_ms"]["fusmae"])
+    assert all(v > 0 for v in row["shared_ms"].values())
+    assert set(row["own_ms"]) == {"patch embedding (S1 + S2)", "cross-modal block", "loss (S1 + S2)"}
+    info = devices.run_info(torch.device("cpu"), devices.pin_threads(None))
+    table = report.step_parts_markdown({"benchmark": "step_parts", "info": info, "rows": [row]})
+    assert "| tiny | xae/independent | 2 |" in table and "shared: AdamW step" in table
