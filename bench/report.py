@@ -239,6 +239,15 @@ STEP_KEY = ("preset", "variant", "masking", "precision", "compile", "batch")
 """Fields that must match for a FusMAE row and a plain row to be compared."""
 
 
+UNSTABLE_SPREAD = 3.0
+"""A step row whose p80 exceeds this many times its p20 did not run at a steady speed (typically
+torch.compile recompiling for new shapes); its ratio is flagged, not trusted."""
+
+
+def _unstable(row: dict[str, Any]) -> bool:
+    return row.get("ms_p80", 0.0) > UNSTABLE_SPREAD * row.get("ms_p20", float("inf"))
+
+
 def step_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     """images/s of FusMAE over images/s of `plain` for every FusMAE row that has a plain twin."""
     ok = [r for r in result["rows"] if r.get("status") == "ok"]
@@ -249,6 +258,7 @@ def step_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
         if r["provider"] == "fusmae" and twin is not None:
             entry = {k: r[k] for k in STEP_KEY}
             entry.update(kernels=r["kernels"], ratio=r["images_per_s"] / twin["images_per_s"])
+            entry["unstable"] = [name for name, row in (("ours", r), ("plain", twin)) if _unstable(row)]
             out.append(entry)
     return out
 
@@ -284,12 +294,22 @@ def step_markdown(result: dict[str, Any]) -> str:
                         r["precision"],
                         "on" if r["compile"] else "off",
                         str(r["batch"]),
-                        f"{r['ratio']:.2f}x",
+                        f"{r['ratio']:.2f}x"
+                        + (f" (unstable: {' and '.join(r['unstable'])} p80 > {UNSTABLE_SPREAD:g} x p20)"
+                           if r["unstable"] else ""),
                     ]
                     for r in ratios
                 ],
             ),  # fmt: skip
         ]
+        if any(r["unstable"] for r in ratios):
+            parts += [
+                "",
+                f"Unstable: p80 > {UNSTABLE_SPREAD:g} x p20 over the timed steps, so no steady speed was "
+                "measured and that ratio means nothing. Seen with `plain` + torch.compile + independent "
+                "masking: plain's attention runs per group of samples with the same split, so its shapes "
+                "change every step and torch.compile recompiles.",
+            ]
     skips = [r for r in result["rows"] if r.get("status") in ("skipped", "error")]
     if skips:
         parts += ["", "Not measured:", ""]

@@ -102,3 +102,17 @@ def test_step_parts_bound_is_consistent_and_tabulated(tmp_path):
     info = devices.run_info(torch.device("cpu"), devices.pin_threads(None))
     table = report.step_parts_markdown({"benchmark": "step_parts", "info": info, "rows": [row]})
     assert "| tiny | xae/independent | 2 |" in table and "shared: AdamW step" in table
+
+
+def test_step_ratio_flags_unsteady_rows():
+    import report
+
+    def row(provider, p20, p50, p80):
+        return {"status": "ok", "preset": "tiny", "variant": "xae", "masking": "independent",
+                "precision": "fp32", "compile": True, "batch": 32, "provider": provider, "kernels": "torch",
+                "ms_p20": p20, "ms_p50": p50, "ms_p80": p80, "images_per_s": 32e3 / p50}  # fmt: skip
+
+    steady = report.step_ratios({"rows": [row("fusmae", 100, 110, 120), row("plain", 140, 150, 160)]})
+    assert steady[0]["ratio"] == pytest.approx(150 / 110) and steady[0]["unstable"] == []
+    storm = report.step_ratios({"rows": [row("fusmae", 100, 110, 120), row("plain", 139, 19670, 46150)]})
+    assert storm[0]["unstable"] == ["plain"]

@@ -84,6 +84,17 @@ def test_float_weights_and_strided_mask():
     torch.testing.assert_close(got[1].double(), ref[1], atol=1e-5, rtol=1e-5)
 
 
+def test_non_contiguous_image():
+    pred, img, mask = _case(2, 3, 16, 4, seed=10)
+    wide = torch.cat([img, img], dim=1).float()[:, 1:4]  # a channel slice: not contiguous
+    assert not wide.is_contiguous()
+    up = _upstream(pred, mask)
+    ref = _loss_and_grad(masked_mse_ref, pred, wide.double(), mask, 4, True, up)
+    got = _loss_and_grad(masked_mse_torch, pred.float(), wide, mask, 4, True, up)
+    torch.testing.assert_close(got[0].double(), ref[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(got[1].double(), ref[1], atol=1e-5, rtol=1e-5)
+
+
 def test_nothing_masked_gives_zero_loss_and_zero_grad():
     pred, img, _ = _case(2, 2, 16, 4, seed=4)
     mask = torch.zeros(2, 16, dtype=torch.bool)
