@@ -213,6 +213,14 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def write_results(out_dir: Path, stem: str, result: dict[str, Any], table: str) -> None:
+    """``<stem>.json`` (the result) and ``<stem>.md`` (its table) in out_dir, atomically; prints the table."""
+    write_json_atomic(out_dir / f"{stem}.json", result)
+    write_text_atomic(out_dir / f"{stem}.md", table + "\n")
+    print()
+    print(table)
+
+
 def device_tag(device: torch.device) -> str:
     """Short tag for result file names: 'cpu' or 'cuda'."""
     return device.type

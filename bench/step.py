@@ -451,11 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         result["profile_error"] = profile_error
     out_dir = Path(args.out_dir) if args.out_dir else devices.RESULTS
     stem = f"step_{devices.device_tag(device)}{'_quick' if args.quick else ''}"
-    devices.write_json_atomic(out_dir / f"{stem}.json", result)
-    table = report.step_markdown(result)
-    devices.write_text_atomic(out_dir / f"{stem}.md", table + "\n")
-    print()
-    print(table)
+    devices.write_results(out_dir, stem, result, report.step_markdown(result))
     print(f"\nwrote {out_dir / stem}.json/.md in {info['seconds']} s")
     return 0 if all(r["status"] != "error" for r in rows) else 1
 

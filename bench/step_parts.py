@@ -177,11 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "step_parts", "info": info, "rows": rows}
     out_dir = Path(args.out_dir) if args.out_dir else devices.RESULTS
     stem = f"step_parts_{devices.device_tag(device)}"
-    devices.write_json_atomic(out_dir / f"{stem}.json", result)
-    table = report.step_parts_markdown(result)
-    devices.write_text_atomic(out_dir / f"{stem}.md", table + "\n")
-    print()
-    print(table)
+    devices.write_results(out_dir, stem, result, report.step_parts_markdown(result))
     print(f"\nwrote {out_dir / stem}.json/.md in {info['seconds']} s")
     return 0
 

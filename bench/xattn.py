@@ -339,11 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out_dir = Path(args.out_dir) if args.out_dir else devices.RESULTS
     stem = f"xattn_{devices.device_tag(device)}{'_quick' if args.quick else ''}"
-    devices.write_json_atomic(out_dir / f"{stem}.json", result)
-    table = report.xattn_markdown(result)
-    devices.write_text_atomic(out_dir / f"{stem}.md", table + "\n")
-    print()
-    print(table)
+    devices.write_results(out_dir, stem, result, report.xattn_markdown(result))
     if not args.no_plot:
         report.xattn_plot(result, out_dir / f"{stem}.png")
     print(f"\nwrote {out_dir / stem}.json/.md{'' if args.no_plot else '/.png'} in {info['seconds']} s")
