@@ -332,8 +332,8 @@ def step_markdown(result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def step_parts_markdown(result: dict[str, Any]) -> str:
-    """The Amdahl table of ``bench/step_parts.py`` and, per configuration, its part times."""
+def step_parts_markdown(result: dict[str, Any], detail: bool = True) -> str:
+    """The Amdahl table of ``bench/step_parts.py`` and (``detail``) per configuration its part times."""
     info = result["info"]
     lines = [
         f"Measured on **{info['device_name']}** ({info['device']}), torch {info['torch']}, "
@@ -352,7 +352,7 @@ def step_parts_markdown(result: dict[str, Any]) -> str:
             f"{100 * r['shared_fraction_of_plain']:.0f}% | {r['ratio_measured']:.2f}x | "
             f"{r['ratio_bound']:.2f}x |"
         )
-    for r in result["rows"]:
+    for r in result["rows"] if detail else []:
         lines += ["", f"{r['preset']}, {r['variant']}/{r['masking']}, batch {r['batch']}:", ""]
         lines += ["| part | fusmae ms | plain ms |", "|---|---|---|"]
         for name, ms in r["shared_ms"].items():
@@ -462,14 +462,15 @@ def readme_section(prefer_full: bool = False) -> str:
     parts = ["## Benchmarks", ""]
     parts.append(
         "Regenerate with `python bench/xattn.py [--quick]`, `python bench/step.py [--quick]`, "
-        "`python bench/step_parts.py`, `python bench/roofline.py`, then `python bench/report.py`. "
+        "`python bench/step_parts.py`, `python bench/roofline.py`, then `python bench/report.py` "
+        "(`--prefer-full`: full runs over newer `--quick` ones). "
         "Every measured table names the device it ran on; the GPU table is a prediction."
     )
     for title, pattern, fmt in (
         ("Eq. 2 cross-modal attention (measured)", "xattn_*.json", "pivot"),
         ("Whole pretraining step (measured)", "step_*.json", step_markdown),
         ("Where a step's time goes: the most fusion can gain (measured)", "step_parts_*.json",
-         step_parts_markdown),
+         "parts"),
     ):  # fmt: skip
         benchmark = pattern.split("_*")[0]
         got = _newest(pattern, prefer_full, benchmark)
@@ -483,6 +484,9 @@ def readme_section(prefer_full: bool = False) -> str:
         parts.append("")
         if fmt == "pivot":
             parts.append(xattn_pivot_markdown(data, details=str(rel.with_suffix(".md"))))
+        elif fmt == "parts":
+            parts.append(step_parts_markdown(data, detail=False))
+            parts += ["", f"Time of every part, both models: `{rel.with_suffix('.md')}`."]
         else:
             parts.append(fmt(data))
     parts += ["", f"### GPU roofline ({ROOFLINE_LABEL})", ""]
