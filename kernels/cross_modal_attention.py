@@ -103,8 +103,13 @@ def cross_modal_attention_sdpa(
     length = q.shape[1]
     allowed = cross_modal_mask(split, length)  # (B, L, L)
     has_key = ((split > 0) & (split < length))[:, None, None]  # (B, 1, 1): both modalities present
-    attn_mask = (allowed | ~has_key)[:, None]  # (B, 1, L, L)
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
+    # In eager mode, when every sample has both modalities (the pretraining case), skip the fix-up
+    # passes; under torch.compile keep one data-independent graph.
+    if not torch.compiler.is_compiling() and bool(has_key.all()):
+        out = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed[:, None])
+        return out.transpose(1, 2)
+    attn_mask = (allowed | ~has_key)[:, None]  # (B, 1, L, L)
     out = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask).transpose(1, 2)
     return torch.where(has_key[..., None], out, out.new_zeros(()))
 
