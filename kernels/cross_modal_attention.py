@@ -95,22 +95,36 @@ def cross_modal_attention_sdpa(
 ) -> torch.Tensor:
     """The torch path the model runs: the same op through ``scaled_dot_product_attention``.
 
-    SDPA gets the boolean cross-modal mask; a sample with split 0 or L has no key for any row, so its
-    rows are let attend every key (finite, no NaN anywhere) and the result is then replaced by exact
-    zeros with ``torch.where``, which also sends exactly zero gradient into those rows. Equal to
-    :func:`cross_modal_attention_ref` up to rounding (tested); faster on CPU (fused SDPA kernels).
+    Three forms, all equal to :func:`cross_modal_attention_ref` up to rounding (tested):
+    - one split for the whole batch (consistent masking; eager): two unmasked SDPA calls on the halves
+      (S1 queries on S2 keys, S2 queries on S1 keys) and a concatenation: only the useful n1 x n2
+      score blocks are computed (CPU, B=2, L=1024: fwd + bwd 59 vs 105 ms for the masked call);
+    - ragged splits, every sample with both modalities (independent masking; eager): one SDPA call
+      with the boolean cross-modal mask (one call beats a call per group of equal splits at B=32);
+    - otherwise (a sample with split 0 or L, or under torch.compile, which needs one data-independent
+      graph): the masked call with rows that have no key let attend every key (finite, no NaN
+      anywhere), then exact zeros put back with ``torch.where``, which also sends exactly zero
+      gradient into those rows.
     """
     length = q.shape[1]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
+    if not torch.compiler.is_compiling() and split.numel():
+        # Eager mode may look at the split points (under torch.compile: one data-independent graph).
+        lo, hi = int(split.min()), int(split.max())
+        if lo == hi and 0 < lo < length:
+            # One split for the whole batch (consistent masking): the two directions as two unmasked
+            # SDPA calls on the halves, half the score work of the masked L x L call.
+            s = lo
+            x_to_y = sdpa(qh[:, :, :s], kh[:, :, s:], vh[:, :, s:])
+            y_to_x = sdpa(qh[:, :, s:], kh[:, :, :s], vh[:, :, :s])
+            return torch.cat([x_to_y, y_to_x], dim=2).transpose(1, 2)
+        if lo > 0 and hi < length:  # ragged, every sample has both modalities: no fix-up passes
+            return sdpa(qh, kh, vh, attn_mask=cross_modal_mask(split, length)[:, None]).transpose(1, 2)
     allowed = cross_modal_mask(split, length)  # (B, L, L)
     has_key = ((split > 0) & (split < length))[:, None, None]  # (B, 1, 1): both modalities present
-    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
-    # In eager mode, when every sample has both modalities (the pretraining case), skip the fix-up
-    # passes; under torch.compile keep one data-independent graph.
-    if not torch.compiler.is_compiling() and bool(has_key.all()):
-        out = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed[:, None])
-        return out.transpose(1, 2)
     attn_mask = (allowed | ~has_key)[:, None]  # (B, 1, L, L)
-    out = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask).transpose(1, 2)
+    out = sdpa(qh, kh, vh, attn_mask=attn_mask).transpose(1, 2)
     return torch.where(has_key[..., None], out, out.new_zeros(()))
 
 

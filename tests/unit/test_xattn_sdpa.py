@@ -9,8 +9,8 @@ from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref,
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
     ("L", "splits"),
-    # with a sample lacking a modality (fix-up path) and with every sample having both (eager fast path)
-    [(1, [0, 1]), (7, [0, 3, 7]), (50, [25, 1, 49, 0]), (50, [25, 1, 49]), (113, [56])],
+    # a sample lacking a modality (fix-up path), ragged splits (masked call), one split (two calls)
+    [(1, [0, 1]), (7, [0, 3, 7]), (50, [25, 1, 49, 0]), (50, [25, 1, 49]), (50, [20, 20, 20]), (113, [56])],
 )
 def test_sdpa_form_equals_reference(dtype, L, splits):
     g = torch.Generator().manual_seed(L)
