@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -440,10 +441,11 @@ def roofline_markdown(result: dict[str, Any], detail: bool = False) -> str:
 # --------------------------------------------------------------------------------------------- README
 
 
-def _newest(pattern: str, prefer_full: bool, benchmark: str) -> tuple[Path, dict[str, Any]] | None:
-    """The newest result file matching ``pattern`` whose JSON says it is ``benchmark``."""
+def _newest(benchmark: str, prefer_full: bool) -> tuple[Path, dict[str, Any]] | None:
+    """The newest ``bench/results/<benchmark>_*.json`` whose JSON says it is ``benchmark``
+    (``step_*`` also matches ``step_parts_*``)."""
     found = []
-    for path in devices.RESULTS.glob(pattern):
+    for path in devices.RESULTS.glob(f"{benchmark}_*.json"):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -458,6 +460,23 @@ def _newest(pattern: str, prefer_full: bool, benchmark: str) -> tuple[Path, dict
     return found[-1][2], found[-1][3]
 
 
+README_SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any], Path], str]], ...] = (
+    (
+        "Eq. 2 cross-modal attention (measured)",
+        "xattn",
+        lambda data, rel: xattn_pivot_markdown(data, details=str(rel.with_suffix(".md"))),
+    ),
+    ("Whole pretraining step (measured)", "step", lambda data, rel: step_markdown(data)),
+    (
+        "Where a step's time goes: the most fusion can gain (measured)",
+        "step_parts",
+        lambda data, rel: step_parts_markdown(data, detail=False)
+        + f"\n\nTime of every part, both models: `{rel.with_suffix('.md')}`.",
+    ),
+)
+"""(title, benchmark, render(result, path relative to the repository)) of the measured README tables."""
+
+
 def readme_section(prefer_full: bool = False) -> str:
     parts = ["## Benchmarks", ""]
     parts.append(
@@ -466,29 +485,15 @@ def readme_section(prefer_full: bool = False) -> str:
         "(`--prefer-full`: full runs over newer `--quick` ones). "
         "Every measured table names the device it ran on; the GPU table is a prediction."
     )
-    for title, pattern, fmt in (
-        ("Eq. 2 cross-modal attention (measured)", "xattn_*.json", "pivot"),
-        ("Whole pretraining step (measured)", "step_*.json", step_markdown),
-        ("Where a step's time goes: the most fusion can gain (measured)", "step_parts_*.json",
-         "parts"),
-    ):  # fmt: skip
-        benchmark = pattern.split("_*")[0]
-        got = _newest(pattern, prefer_full, benchmark)
+    for title, benchmark, render in README_SECTIONS:
+        got = _newest(benchmark, prefer_full)
         parts += ["", f"### {title}", ""]
         if got is None:
-            parts.append(f"(no results yet: run the benchmark; looked for bench/results/{pattern})")
+            parts.append(f"(no results yet: run the benchmark; looked for bench/results/{benchmark}_*.json)")
             continue
         path, data = got
         rel = path.relative_to(devices.REPO)
-        parts.append(f"From `{rel}`.")
-        parts.append("")
-        if fmt == "pivot":
-            parts.append(xattn_pivot_markdown(data, details=str(rel.with_suffix(".md"))))
-        elif fmt == "parts":
-            parts.append(step_parts_markdown(data, detail=False))
-            parts += ["", f"Time of every part, both models: `{rel.with_suffix('.md')}`."]
-        else:
-            parts.append(fmt(data))
+        parts += [f"From `{rel}`.", "", render(data, rel)]
     parts += ["", f"### GPU roofline ({ROOFLINE_LABEL})", ""]
     roof = devices.RESULTS / "roofline.json"
     if roof.exists():

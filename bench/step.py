@@ -296,19 +296,17 @@ def _items(csv: str) -> list[str]:
 
 
 def configs(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
-    kernels = (args.kernels or ("torch,triton" if device == "cuda" else "torch")).split(",")
+    kernels = _items(args.kernels or ("torch,triton" if device == "cuda" else "torch"))
     out = []
-    for preset, masking in itertools.product(_items(args.presets), _items(args.masking)):
-        for precision in [p for p in args.precision.split(",") if p]:
-            for comp in [c for c in args.compile.split(",") if c]:
-                for provider in [p for p in args.providers.split(",") if p]:
-                    for kern in kernels if provider == "fusmae" else ["-"]:
-                        out.append({
-                            "preset": preset, "provider": provider, "kernels": kern, "precision": precision,
-                            "compile": comp == "on", "batch": args.batches[preset], "variant": args.variant,
-                            "masking": masking, "device": device, "seed": args.seed,
-                            "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
-                        })  # fmt: skip
+    axes = (args.presets, args.masking, args.precision, args.compile, args.providers)
+    for preset, masking, precision, comp, provider in itertools.product(*map(_items, axes)):
+        for kern in kernels if provider == "fusmae" else ["-"]:
+            out.append({
+                "preset": preset, "provider": provider, "kernels": kern, "precision": precision,
+                "compile": comp == "on", "batch": args.batches[preset], "variant": args.variant,
+                "masking": masking, "device": device, "seed": args.seed,
+                "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
+            })  # fmt: skip
     return out
 
 
