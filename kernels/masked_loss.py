@@ -60,13 +60,22 @@ EPS = 1.0e-6
 """The norm_pix variance epsilon (MAE's)."""
 
 
+def _patch_view(img: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H/P, W/P, P, P, C), MAE's patchify order (nchpwq -> nhwpqc), without a copy
+    when img's layout allows."""
+    b, c, hh, ww = img.shape
+    return img.reshape(b, c, hh // patch, patch, ww // patch, patch).permute(0, 2, 4, 3, 5, 1)
+
+
 def patchify(img: torch.Tensor, patch: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, N, P*P*C) in MAE's order (nchpwq -> nhwpqc)."""
-    b, c, hh, ww = img.shape
-    h, w = hh // patch, ww // patch
-    x = img.reshape(b, c, h, patch, w, patch)
-    x = torch.einsum("nchpwq->nhwpqc", x)
-    return x.reshape(b, h * w, patch * patch * c)
+    b, h, w = img.shape[0], img.shape[2] // patch, img.shape[3] // patch
+    return _patch_view(img, patch).reshape(b, h * w, -1)
+
+
+def _check_norm_pix(norm_pix: bool, elements: int) -> None:
+    if norm_pix and elements < 2:
+        raise ValueError("norm_pix needs at least 2 elements per patch (unbiased variance)")
 
 
 def unpatchify(x: torch.Tensor, patch: int, channels: int, height: int, width: int) -> torch.Tensor:
@@ -95,7 +104,7 @@ def masked_mse_ref(
 
 
 class _MaskedMSETorch(torch.autograd.Function):
-    """masked_mse in a few in-place passes with a hand-written backward (the torch backend, eager).
+    """masked_mse in a few in-place passes with a hand-written backward (the torch backend).
 
     Autograd of the reference keeps every intermediate of patchify / normalise / square / mean and
     runs one backward op per forward op; here the normalised target is built in one buffer without
@@ -107,12 +116,10 @@ class _MaskedMSETorch(torch.autograd.Function):
     def forward(ctx, pred, img, mask, patch: int, norm_pix: bool):  # type: ignore[override]
         acc = torch.promote_types(pred.dtype, torch.float32)
         d = pred.shape[-1]
-        b, c, hh, ww = img.shape
-        h, w = hh // patch, ww // patch
-        t = torch.empty(b * h * w, d, dtype=acc, device=img.device)  # fresh: modified in place below
-        # patchify (nchpwq -> nhwpqc) and the cast to the accumulation dtype in one copy
-        src = img.reshape(b, c, h, patch, w, patch).permute(0, 2, 4, 3, 5, 1)
-        t.view(b, h, w, patch, patch, c).copy_(src)
+        view = _patch_view(img, patch)
+        t = torch.empty(view.shape, dtype=acc, device=img.device)  # fresh: modified in place below
+        t.copy_(view)  # patchify and the cast to the accumulation dtype in one copy
+        t = t.view(-1, d)
         if norm_pix:
             t.sub_(t.mean(dim=1, keepdim=True))
             # unbiased variance from the centred rows; the norm is one fast reduction
@@ -145,8 +152,7 @@ def masked_mse_torch(
     """
     if img.requires_grad or mask.requires_grad:
         return masked_mse_ref(pred, img, mask, patch, norm_pix)
-    if norm_pix and pred.shape[-1] < 2:
-        raise ValueError("norm_pix needs at least 2 elements per patch (unbiased variance)")
+    _check_norm_pix(norm_pix, pred.shape[-1])
     return _MaskedMSETorch.apply(pred, img, mask, int(patch), bool(norm_pix))
 
 
@@ -522,8 +528,7 @@ def masked_mse_triton(
             f"P*P*C_in = {D} exceeds the Triton path's limit of {MAX_PATCH_ELEMENTS} elements per patch "
             "(a patch is held in registers); use kernels='torch' for such patches"
         )
-    if norm_pix and D < 2:
-        raise ValueError("norm_pix needs at least 2 elements per patch (unbiased variance)")
+    _check_norm_pix(norm_pix, D)
     loss, _ = torch.ops.fusmae_fast.masked_mse_fwd(pred, img, mask, int(patch), bool(norm_pix))
     return loss
 
