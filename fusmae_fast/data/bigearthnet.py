@@ -96,41 +96,30 @@ def _parallel_map(fn: Any, items: Sequence[Any], desc: str) -> list[Any]:
         return list(tqdm(pool.map(fn, items, chunksize=64), total=len(items), desc=desc, leave=False))
 
 
+def _read_bands(
+    folder: Path, stem: str, bands: tuple[str, ...] | list[str], size: int, dtype: type, nan_policy: NanPolicy
+) -> np.ndarray:
+    """(bands, size, size) of ``dtype``: one single-band GeoTIFF ``<stem>_<band>.tif`` per band."""
+    return np.stack(
+        [
+            read_geotiff(
+                folder / f"{stem}_{b}.tif", count=1, shape=(size, size), dtype=dtype, nan_policy=nan_policy
+            )[0]
+            for b in bands
+        ]
+    )
+
+
 def read_ben_s2(folder: Path, stem: str, nan_policy: NanPolicy) -> tuple[np.ndarray, ...]:
     """The S2 band groups of one patch folder: uint16 (bands, n, n) per native resolution."""
-    groups = []
-    for names, size in BEN_S2_GROUPS:
-        groups.append(
-            np.stack(
-                [
-                    read_geotiff(
-                        folder / f"{stem}_{b}.tif",
-                        count=1,
-                        shape=(size, size),
-                        dtype=np.uint16,
-                        nan_policy=nan_policy,
-                    )[0]
-                    for b in names
-                ]
-            )
-        )
-    return tuple(groups)
+    return tuple(
+        _read_bands(folder, stem, names, size, np.uint16, nan_policy) for names, size in BEN_S2_GROUPS
+    )
 
 
 def read_ben_s1(folder: Path, stem: str, nan_policy: NanPolicy) -> np.ndarray:
     """(2, 120, 120) float32 dB [VV, VH] of one S1 patch folder."""
-    return np.stack(
-        [
-            read_geotiff(
-                folder / f"{stem}_{p}.tif",
-                count=1,
-                shape=(BEN_IMAGE_SIZE, BEN_IMAGE_SIZE),
-                dtype=np.float32,
-                nan_policy=nan_policy,
-            )[0]
-            for p in S1_BANDS
-        ]
-    )
+    return _read_bands(folder, stem, S1_BANDS, BEN_IMAGE_SIZE, np.float32, nan_policy)
 
 
 def read_split_pairs(path: str | os.PathLike[str]) -> list[tuple[str, str | None]]:
