@@ -19,7 +19,7 @@ import zlib
 
 import pytest
 import torch
-from error_report import ErrorReport, max_abs_error  # tests/parity is on sys.path under pytest
+from error_report import FP32_ATOL, ErrorReport  # tests/parity is on sys.path under pytest
 
 from fusmae_fast import ops
 from fusmae_fast.kernels import masked_loss as ml
@@ -28,19 +28,10 @@ from fusmae_fast.masking import random_masking
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
-FP32_ATOL = 1e-5
-FP32_RTOL = 1e-5
 LOSS_ATOL = 1e-6
-LOW_ATOL = 1e-4
 REPORT = ErrorReport("masked_mse max |error| vs float64 reference (grads scaled to O(1)):")
-_err = max_abs_error
-_record = REPORT.record
 _print_errors = REPORT.fixture()
 IMAGE_SIZES = {"8x8-P4": (8, 4), "120x120-P8": (120, 8), "64x64-P16": (64, 16)}
-
-
-
-
 
 
 def _inputs(B, C_in, H, P, gen, img_scale=3.0):
@@ -79,20 +70,10 @@ def check_mse(pred, img, mask, patch, norm_pix, tag: str) -> None:
     visible = ~(mask.bool() if mask.dtype == torch.bool else mask != 0)
     assert not tri[1][visible].any(), f"{tag}: d pred nonzero on a visible patch"
     dtype = pred.dtype if pred.dtype != torch.float32 else img.dtype
-    dname = str(dtype)[6:]
     for i, (name, t, r, lo) in enumerate(zip(names, tri, ref, low, strict=True)):
         assert torch.isfinite(t).all(), f"{tag} {name} not finite"
-        err = _err(t, r)
-        _record(f"{dname} triton {name}", err)
-        if dtype == torch.float32:
-            atol = LOSS_ATOL if i == 0 else FP32_ATOL
-            bad = (t.double().cpu() - r.cpu()).abs() > atol + FP32_RTOL * r.abs().cpu()
-            assert not bad.any(), f"{tag} {name}: max err {err:.3e}"
-        else:
-            err_low = _err(lo, r)
-            _record(f"{dname} torch {name}", err_low)
-            factor = 2.0 if i == 0 else 3.0
-            assert err <= factor * err_low + LOW_ATOL, f"{tag} {name}: {err:.3e} > {factor} x {err_low:.3e}"
+        REPORT.check(name, t, r, lo, dtype, tag, factor=2.0 if i == 0 else 3.0,
+                     atol=LOSS_ATOL if i == 0 else FP32_ATOL)  # fmt: skip
 
 
 CASES = [
