@@ -63,6 +63,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .compile_spec import compile_spec, signature
+
 
 def cross_modal_mask(split: torch.Tensor, length: int) -> torch.Tensor:
     """Boolean (B, L, L) mask: True where query t may attend key u (different modalities)."""
@@ -957,18 +959,8 @@ COMPILE_HEAD_DIMS: tuple[int, ...] = tuple(range(16, 129, 8))
 """Head dims compiled by compile_check: every head dim the Triton path accepts."""
 
 
-def _sig(names: Sequence[str], ptrs: dict[str, str], consts: Sequence[str]) -> dict[str, str]:
-    sig = {}
-    for name in names:
-        if name in ptrs:
-            sig[name] = ptrs[name]
-        elif name in consts:
-            sig[name] = "constexpr"
-        elif name in ("qk_scale", "sm_scale"):
-            sig[name] = "fp32"
-        else:
-            sig[name] = "i32"
-    return sig
+_FP32_SCALARS = {"qk_scale": "fp32", "sm_scale": "fp32"}
+"""Scalar kernel arguments that are fp32 (every other non-pointer, non-constexpr argument is i32)."""
 
 
 def _aligned_args(sig: dict[str, str], head_dim: int) -> list[str]:
@@ -996,38 +988,39 @@ def compile_specs() -> list[dict]:
             for kname, (fn, data_ptrs, f32_ptrs) in kernels.items():
                 ptrs = {n: f"*{tname}" for n in data_ptrs} | {n: "*fp32" for n in f32_ptrs}
                 ptrs["SPLIT"] = "*i64"
-                sig = _sig(fn.arg_names, ptrs, consts)
+                sig = signature(fn, ptrs, consts, _FP32_SCALARS)
                 for bm, bn, warps, stages in kept_configs(kname, head_dim, esize):
                     specs.append(
-                        {
-                            "kernel": f"xattn_{kname}",
-                            "config": f"BM{bm}-BN{bn}-D{head_dim}-w{warps}-s{stages}-{tname}",
-                            "fn": fn,
-                            "signature": sig,
-                            "constexprs": {
+                        compile_spec(
+                            f"xattn_{kname}",
+                            f"BM{bm}-BN{bn}-D{head_dim}-w{warps}-s{stages}-{tname}",
+                            fn,
+                            sig,
+                            {
                                 "BLOCK_M": bm,
                                 "BLOCK_N": bn,
                                 "BLOCK_D": block_d,
                                 "HEAD_DIM": head_dim,
                                 "DOT_PRECISION": "ieee",
                             },
-                            "num_warps": warps,
-                            "num_stages": stages,
-                            "divisible_by_16": _aligned_args(sig, head_dim),
-                        }
+                            num_warps=warps,
+                            num_stages=stages,
+                            divisible_by_16=_aligned_args(sig, head_dim),
+                        )
                     )
             ptrs = {"O": f"*{tname}", "DO": f"*{tname}", "DELTA": "*fp32"}
-            sig = _sig(_xattn_bwd_preprocess_kernel.arg_names, ptrs, ("BLOCK_M", "BLOCK_D", "HEAD_DIM"))
+            pre_consts = ("BLOCK_M", "BLOCK_D", "HEAD_DIM")
+            sig = signature(_xattn_bwd_preprocess_kernel, ptrs, pre_consts, _FP32_SCALARS)
             specs.append(
-                {
-                    "kernel": "xattn_bwd_preprocess",
-                    "config": f"BM{PREPROCESS_BLOCK_M}-D{head_dim}-w4-s1-{tname}",
-                    "fn": _xattn_bwd_preprocess_kernel,
-                    "signature": sig,
-                    "constexprs": {"BLOCK_M": PREPROCESS_BLOCK_M, "BLOCK_D": block_d, "HEAD_DIM": head_dim},
-                    "num_warps": 4,
-                    "num_stages": 1,
-                    "divisible_by_16": _aligned_args(sig, head_dim),
-                }
+                compile_spec(
+                    "xattn_bwd_preprocess",
+                    f"BM{PREPROCESS_BLOCK_M}-D{head_dim}-w4-s1-{tname}",
+                    _xattn_bwd_preprocess_kernel,
+                    sig,
+                    {"BLOCK_M": PREPROCESS_BLOCK_M, "BLOCK_D": block_d, "HEAD_DIM": head_dim},
+                    num_warps=4,
+                    num_stages=1,
+                    divisible_by_16=_aligned_args(sig, head_dim),
+                )
             )
     return specs

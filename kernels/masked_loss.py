@@ -56,6 +56,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .compile_spec import compile_spec, signature
+
 EPS = 1.0e-6
 """The norm_pix variance epsilon (MAE's)."""
 
@@ -543,21 +545,11 @@ COMPILE_BLOCK_D: tuple[int, ...] = tuple(1 << k for k in range(4, 13))
 
 
 def _spec(kernel: str, config: str, fn, sig: dict, constexprs: dict, warps: int) -> dict:
-    return {
-        "kernel": kernel,
-        "config": config,
-        "fn": fn,
-        "signature": sig,
-        "constexprs": constexprs,
-        "num_warps": warps,
-        "num_stages": 1,
-        # fresh torch allocations are 16-byte aligned; the mask is a view (maybe offset), so not listed
-        "divisible_by_16": [n for n, t in sig.items() if t.startswith("*") and n != "MASK"],
-    }
-
-
-def _signature(fn, ptrs: dict[str, str], consts: tuple[str, ...]) -> dict[str, str]:
-    return {n: ptrs.get(n, "constexpr" if n in consts else "i32") for n in fn.arg_names}
+    # fresh torch allocations are 16-byte aligned; the mask is a view (maybe offset), so not listed
+    aligned = [n for n, t in sig.items() if t.startswith("*") and n != "MASK"]
+    return compile_spec(
+        kernel, config, fn, sig, constexprs, num_warps=warps, num_stages=1, divisible_by_16=aligned
+    )
 
 
 def compile_specs() -> list[dict]:
@@ -566,12 +558,12 @@ def compile_specs() -> list[dict]:
     uint8 (a bool mask's view)."""
     specs = []
     for tname in _TT_DTYPE.values():
-        fwd_sig = _signature(
+        fwd_sig = signature(
             _mse_fwd_kernel,
             {"PRED": f"*{tname}", "IMG": "*fp32", "MASK": "*u8", "PART": "*fp32"},
             ("BLOCK_M", "BLOCK_D"),
         )
-        bwd_sig = _signature(
+        bwd_sig = signature(
             _mse_bwd_kernel,
             {"PRED": f"*{tname}", "IMG": "*fp32", "MASK": "*u8", "WSUM": "*fp32", "DLOSS": "*fp32",
              "DPRED": f"*{tname}", "DIMG": "*fp32"},
@@ -583,7 +575,7 @@ def compile_specs() -> list[dict]:
             tag = f"BM{bm}-BD{bd}-w{warps}-{tname}"
             specs.append(_spec("mse_fwd", tag, _mse_fwd_kernel, fwd_sig, consts, warps))
             specs.append(_spec("mse_bwd", tag, _mse_bwd_kernel, bwd_sig, consts, warps))
-    sig = _signature(_mse_finish_kernel, {"PART": "*fp32", "LOSS": "*fp32", "WSUM": "*fp32"}, ("BLOCK",))
+    sig = signature(_mse_finish_kernel, {"PART": "*fp32", "LOSS": "*fp32", "WSUM": "*fp32"}, ("BLOCK",))
     specs.append(
         _spec("mse_finish", f"B{FINISH_BLOCK}-w4", _mse_finish_kernel, sig, {"BLOCK": FINISH_BLOCK}, 4)
     )

@@ -77,6 +77,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .compile_spec import compile_spec, signature
+
 
 def masked_patch_embed_ref(
     img: torch.Tensor,
@@ -1227,21 +1229,6 @@ def masked_patch_embed_triton(
 # ----------------------------------------------------------------------------------------------------
 
 
-def signature(fn, ptrs: dict[str, str], consts: tuple[str, ...], i64: tuple[str, ...] = ()) -> dict[str, str]:
-    """Triton signature of ``fn``: pointer types from ``ptrs``, constexprs, i64 ints, the rest i32."""
-    sig = {}
-    for name in fn.arg_names:
-        if name in ptrs:
-            sig[name] = ptrs[name]
-        elif name in consts:
-            sig[name] = "constexpr"
-        elif name in i64:
-            sig[name] = "i64"
-        else:
-            sig[name] = "i32"
-    return sig
-
-
 def make_spec(
     kernel: str, config: str, fn, sig: dict[str, str], constexprs: dict, warps: int, stages: int
 ) -> dict:
@@ -1250,16 +1237,9 @@ def make_spec(
     aligned = [
         n for n, t in sig.items() if t.startswith("*") or (n.startswith("stride_") and t != "constexpr")
     ]
-    return {
-        "kernel": kernel,
-        "config": config,
-        "fn": fn,
-        "signature": sig,
-        "constexprs": constexprs,
-        "num_warps": warps,
-        "num_stages": stages,
-        "divisible_by_16": aligned,
-    }
+    return compile_spec(
+        kernel, config, fn, sig, constexprs, num_warps=warps, num_stages=stages, divisible_by_16=aligned
+    )
 
 
 COMPILE_WIDTHS: tuple[int, ...] = (32, 256, 768)

@@ -41,6 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .compile_spec import signature
 from .token_gather import (
     _TT_DTYPE,
     COMPILE_WIDTHS,
@@ -56,7 +57,6 @@ from .token_gather import (
     launch_copy,
     make_spec,
     reduce_splits,
-    signature,
     sum_rows,
     value_checks_enabled,
 )
