@@ -13,11 +13,10 @@ at the end of the module.
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
 from error_report import ErrorReport, max_abs_error  # tests/parity is on sys.path under pytest
+from token_cases import GRID_N, TOKEN_CASE_IDS, TOKEN_CASES, case_seed
 
 from fusmae_fast import ops
 from fusmae_fast.kernels import token_gather as tg
@@ -29,11 +28,6 @@ REPORT = ErrorReport("token_gather max |error| vs float64 reference:")
 _err = max_abs_error
 _record = REPORT.record
 _print_errors = REPORT.fixture()
-GRID_N = {"8x8-P4": 4, "120x120-P8": 225, "64x64-P16": 16}
-
-
-def _seed(tag: str) -> int:
-    return zlib.crc32(tag.encode())
 
 
 def _keep_ids(B: int, N: int, K: int, gen: torch.Generator) -> torch.Tensor:
@@ -71,23 +65,13 @@ def check_gather(x, ids, pos, dout, tag: str) -> None:
         REPORT.check("dpos", dpos, ref[2], dpos_t, dtype, tag, factor=3.0)
 
 
-GATHER_CASES = [
-    (grid, C, ratio, dtype, with_pos)
-    for grid in GRID_N
-    for C, ratio, with_pos in ((2, 0.0, True), (12, 0.75, True), (12, 1.0, True), (2, 0.75, False))
-    for dtype in (torch.float32, torch.float16)
-]
-
-
-@pytest.mark.parametrize(
-    "case", GATHER_CASES, ids=[f"{g}-C{c}-r{r}-{str(d)[6:]}-pos{int(p)}" for g, c, r, d, p in GATHER_CASES]
-)
+@pytest.mark.parametrize("case", TOKEN_CASES, ids=TOKEN_CASE_IDS)
 def test_gather_parity(case):
     grid, C, ratio, dtype, with_pos = case
     N = GRID_N[grid]
     B = 3
     K = int(N * (1.0 - ratio))
-    gen = torch.Generator().manual_seed(_seed(str(case)))
+    gen = torch.Generator().manual_seed(case_seed(case))
     x = torch.randn(B, N, C, generator=gen).to(dtype)
     pos = torch.randn(N, C, generator=gen).to(dtype) if with_pos else None
     ids = _keep_ids(B, N, K, gen)
@@ -275,7 +259,7 @@ def test_mpe_parity_ragged(case):
     size, C_in, dtype = case
     H, P = IMAGE_SIZES[size]
     N = (H // P) ** 2
-    gen = torch.Generator().manual_seed(_seed(str(case)))
+    gen = torch.Generator().manual_seed(case_seed(case))
     img, weight, bias, pos = (t.to(dtype) for t in _mpe_inputs(3, C_in, H, P, EMBED, gen))
     ids = _ragged_ids(N, [N, N // 4, 0], gen)
     dout = torch.randn(3, N, EMBED, generator=gen).to(dtype)
