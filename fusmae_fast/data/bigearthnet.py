@@ -1,6 +1,6 @@
 """BigEarthNet-MM readers: v1.0 folders (``BigEarthNetV1``) and v2.0 / reBEN (``BigEarthNetV2``).
 
-v1.0 layout (SPEC §5)::
+v1.0 layout (docs/design.md §5)::
 
     BigEarthNet-v1.0/<S2 name>/<S2 name>_B01.tif .. _B12.tif, _B8A.tif, <S2 name>_labels_metadata.json
     BigEarthNet-S1-v1.0/<S1 name>/<S1 name>_VV.tif, _VH.tif, <S1 name>_labels_metadata.json
@@ -8,8 +8,9 @@ v1.0 layout (SPEC §5)::
 S2 names look like ``S2A_MSIL2A_20170613T101031_87_48`` and the hour may have one digit
 (``..T93020_69_24``): names are never parsed, only used as folder/file stems. S1 JSONs carry
 ``corresponding_s2_patch``. Pairing S1 <-> S2 uses the split CSV (``S2name,S1name`` per line) when
-given, else the S1 JSONs. Labels come from the S2 JSON (CORINE-43 names, mapped to the 19 classes of
-SPEC §5); patches whose names all map to nothing are skipped and counted in ``info.skipped``.
+given, else the S1 JSONs. Labels come from the S2 JSON (CORINE-43 names, mapped to the 19 classes
+of docs/design.md §5); patches whose names all map to nothing are skipped and counted in
+``info.skipped``.
 
 v2.0 (reBEN) layout::
 
@@ -26,9 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,8 @@ from fusmae_fast.data.bands import BEN_IMAGE_SIZE, BEN_S2_GROUPS, S1_BANDS
 from fusmae_fast.data.errors import DatasetError, MissingDataError
 from fusmae_fast.data.geotiff import NanPolicy, check_nan_policy, gdal_env, read_geotiff
 from fusmae_fast.data.labels import ben19_multi_hot
-from fusmae_fast.data.raw_dataset import BEN_LAYOUT, DatasetInfo, RawDataset, RawSample
+from fusmae_fast.data.raw_dataset import RawDataset, log_skipped, modalities_of, parallel_map
+from fusmae_fast.data.raw_sample import BEN_LAYOUT, DatasetInfo, RawSample
 from fusmae_fast.data.splits import canonical_split, read_name_list, read_rows
 from fusmae_fast.data.transforms import Fit, ItemTransform
 
@@ -50,18 +50,6 @@ V2_METADATA = "metadata.parquet"
 SNOW_LIST = "patches_with_seasonal_snow.csv"
 CLOUD_LIST = "patches_with_cloud_and_shadow.csv"
 V2_COLUMNS = ("patch_id", "labels", "split", "s1_name")
-
-BANDS_CHOICES = ("all", "s1", "s2")
-
-
-def _modalities(bands: str) -> tuple[str, ...]:
-    if bands not in BANDS_CHOICES:
-        raise ValueError(f"bands must be one of {BANDS_CHOICES}, got {bands!r}")
-    return ("s1", "s2") if bands == "all" else (bands,)
-
-
-def _log(msg: str) -> None:
-    print(f"[fusmae-fast] {msg}", file=sys.stderr)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -84,16 +72,6 @@ def json_labels(path: Path) -> list[str]:
     if not isinstance(labels, list):
         raise DatasetError(f"{path}: no 'labels' list in the metadata JSON")
     return labels
-
-
-def _parallel_map(fn: Any, items: Sequence[Any], desc: str) -> list[Any]:
-    """Ordered map over a thread pool (JSON reads are I/O bound), with a progress bar when long."""
-    if len(items) < 512:
-        return [fn(x) for x in items]
-    from tqdm import tqdm
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(tqdm(pool.map(fn, items, chunksize=64), total=len(items), desc=desc, leave=False))
 
 
 def _read_bands(
@@ -167,8 +145,8 @@ class BigEarthNetV1(RawDataset):
         s1_root: the ``BigEarthNet-S1-v1.0`` folder (not needed when ``bands="s2"``).
         split_file: a split file (see :func:`read_split_pairs`); None = every S2 patch that has an S1
             pair (pairing through the S1 JSONs' ``corresponding_s2_patch``).
-        normalize: SPEC §5 normalisation; False returns raw values (10 m bands as stored, coarser bands
-            bilinearly upsampled to 120x120).
+        normalize: docs/design.md §5 normalisation; False returns raw values (10 m bands as stored,
+            coarser bands bilinearly upsampled to 120x120).
         bands: 'all' (S1 and S2), 's2' or 's1' (the item then holds only that modality).
         image_size, fit: see :class:`ItemTransform`.
         nan_policy: 'error' or 'zero' for NaN/Inf pixels.
@@ -189,7 +167,7 @@ class BigEarthNetV1(RawDataset):
         exclude_files: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         check_nan_policy(nan_policy)
-        self.modalities = _modalities(bands)
+        self.modalities = modalities_of(bands)
         self.s2_root = Path(s2_root) if s2_root is not None else None
         self.s1_root = Path(s1_root) if s1_root is not None else None
         for mod, root, label in (("s2", self.s2_root, "s2_root"), ("s1", self.s1_root, "s1_root")):
@@ -247,11 +225,11 @@ class BigEarthNetV1(RawDataset):
                 path = self.s1_root / s1 / f"{s1}_labels_metadata.json"
             return ben19_multi_hot(json_labels(path), str(path))
 
-        labels = _parallel_map(label_of, pairs, "BigEarthNet v1 labels")
+        labels = parallel_map(label_of, pairs, "BigEarthNet v1 labels")
         keep = [i for i, y in enumerate(labels) if y.any()]
         if len(keep) < len(pairs):
             skipped["no_19_class_label"] = len(pairs) - len(keep)
-            _log(f"BigEarthNetV1: skipped {len(pairs) - len(keep)} patch(es) with no 19-class label")
+            log_skipped("BigEarthNetV1", len(pairs) - len(keep), "no 19-class label")
         self.names = [pairs[i][0] for i in keep]
         self.s1_names = [pairs[i][1] for i in keep]
         self.labels = (
@@ -283,7 +261,7 @@ class BigEarthNetV1(RawDataset):
             return s2
 
         out: dict[str, str] = {}
-        for s1, s2 in zip(s1_names, _parallel_map(s2_of, s1_names, "BigEarthNet v1 S1 pairing"), strict=True):
+        for s1, s2 in zip(s1_names, parallel_map(s2_of, s1_names, "BigEarthNet v1 S1 pairing"), strict=True):
             if s2 in out:
                 raise DatasetError(f"{self.s1_root}: S2 patch {s2} is paired with both {out[s2]} and {s1}")
             out[s2] = s1
@@ -344,7 +322,7 @@ class BigEarthNetV2(RawDataset):
         import pyarrow.parquet as pq
 
         check_nan_policy(nan_policy)
-        self.modalities = _modalities(bands)
+        self.modalities = modalities_of(bands)
         root = Path(root)
         self.split = canonical_split(split)
         meta_path = Path(metadata) if metadata is not None else root / V2_METADATA
@@ -391,7 +369,7 @@ class BigEarthNetV2(RawDataset):
             s1_names.append(cols["s1_name"][i])
             labels.append(y)
         if skipped.get("no_19_class_label"):
-            _log(f"BigEarthNetV2: skipped {skipped['no_19_class_label']} patch(es) with no 19-class label")
+            log_skipped("BigEarthNetV2", skipped["no_19_class_label"], "no 19-class label")
         self.names, self.s1_names = names, s1_names
         self.labels = np.stack(labels).astype(np.float32) if labels else np.zeros((0, 19), np.float32)
         self.nan_policy = nan_policy

@@ -1,8 +1,8 @@
 """Label vocabularies: CORINE (43) -> BigEarthNet-19, and IGBP (17) -> simplified IGBP (10).
 
-The 19-class order is the official ``label_indices.json`` order of BigEarthNet (SPEC §5). The mapping
-drops 11 CORINE names that have no 19-class counterpart; a patch whose labels are all dropped has no
-19-class label and is skipped by the readers (with a count).
+The 19-class order is the official ``label_indices.json`` order of BigEarthNet (docs/design.md §5).
+The mapping drops 11 CORINE names that have no 19-class counterpart; a patch whose labels are all
+dropped has no 19-class label and is skipped by the readers (with a count).
 """
 
 from __future__ import annotations
@@ -110,27 +110,6 @@ def ben19_multi_hot(names: Iterable[str], source: str) -> np.ndarray:
             out[idx] = 1.0
     return out
 
-
-IGBP_NAMES: tuple[str, ...] = (
-    "Evergreen Needleleaf Forests",
-    "Evergreen Broadleaf Forests",
-    "Deciduous Needleleaf Forests",
-    "Deciduous Broadleaf Forests",
-    "Mixed Forests",
-    "Closed (Dense) Shrublands",
-    "Open (Sparse) Shrublands",
-    "Woody Savannas",
-    "Savannas",
-    "Grasslands",
-    "Permanent Wetlands",
-    "Croplands",
-    "Urban and Built-Up Lands",
-    "Cropland/Natural Vegetation Mosaics",
-    "Permanent Snow and Ice",
-    "Barren",
-    "Water Bodies",
-)
-"""The 17 IGBP classes; IGBP code = position + 1 (SEN12MS LC layer 1)."""
 
 SIMPLIFIED_IGBP_NAMES: tuple[str, ...] = (
     "Forest",

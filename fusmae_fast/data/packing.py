@@ -39,7 +39,8 @@ import numpy as np
 from fusmae_fast.data.bands import S1_BANDS, S2_BANDS
 from fusmae_fast.data.errors import DatasetError
 from fusmae_fast.data.labels import BEN19_NAMES, SIMPLIFIED_IGBP_NAMES
-from fusmae_fast.data.raw_dataset import RawDataset, RawSample, S2Layout
+from fusmae_fast.data.raw_dataset import RawDataset
+from fusmae_fast.data.raw_sample import RawSample, S2Layout
 from fusmae_fast.data.store import (
     INDEX_NAME,
     S1_DTYPES,

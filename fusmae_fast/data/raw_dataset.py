@@ -1,89 +1,50 @@
-"""What every reader and the packed store share: the raw sample, the S2 layout, the Dataset base.
+"""The Dataset base of every reader and the packed store, and the helpers readers share while indexing.
 
-A reader produces :class:`RawSample` s: the values exactly as stored on disk (S2 uint16 at each band
-group's native resolution, S1 float32 dB), the decoded label and the patch name. The Dataset's
-``__getitem__`` turns one into the item dict through :class:`~fusmae_fast.data.transforms.ItemTransform`
+A reader produces :class:`~fusmae_fast.data.raw_sample.RawSample` s; the Dataset's ``__getitem__``
+turns one into the item dict through :class:`~fusmae_fast.data.transforms.ItemTransform`
 (upsampling, fitting to the image size, normalisation). The packed store keeps raw samples, so a
 packed dataset and a direct read go through the very same transform and give identical items.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fusmae_fast.data.bands import BEN_S2_GROUPS, S2_BANDS, SEN12MS_IMAGE_SIZE
+from fusmae_fast.data.raw_sample import DatasetInfo, RawSample, S2Layout
 from fusmae_fast.data.transforms import ItemTransform
 
-
-@dataclass(frozen=True)
-class S2Layout:
-    """How S2 bands are stored: groups of bands sharing a native pixel size (side length)."""
-
-    groups: tuple[tuple[tuple[str, ...], int], ...]
-    """(band names, side in pixels) per group; together the groups hold each of the 12 bands once."""
-
-    def __post_init__(self) -> None:
-        bands = [b for names, _ in self.groups for b in names]
-        if sorted(bands) != sorted(S2_BANDS):
-            raise ValueError(f"S2 layout must hold each of {S2_BANDS} once, got {bands}")
-        for names, size in self.groups:
-            if size < 1 or not names:
-                raise ValueError(f"bad S2 layout group {names} of size {size}")
-
-    @property
-    def full_size(self) -> int:
-        """Side of the finest group: every band is brought to this size before fitting."""
-        return max(size for _, size in self.groups)
-
-    def positions(self) -> list[tuple[int, int]]:
-        """For each output band (in :data:`S2_BANDS` order): (group index, index within the group)."""
-        where = {b: (g, j) for g, (names, _) in enumerate(self.groups) for j, b in enumerate(names)}
-        return [where[b] for b in S2_BANDS]
-
-    def to_json(self) -> list[dict[str, Any]]:
-        return [{"bands": list(names), "size": size} for names, size in self.groups]
-
-    @staticmethod
-    def from_json(obj: list[dict[str, Any]]) -> S2Layout:
-        return S2Layout(tuple((tuple(g["bands"]), int(g["size"])) for g in obj))
+BANDS_CHOICES: tuple[str, ...] = ("all", "s1", "s2")
+"""The ``bands`` argument of the readers: both modalities, or only S1 or S2."""
 
 
-BEN_LAYOUT = S2Layout(BEN_S2_GROUPS)
-"""BigEarthNet v1/v2: 10 m bands 120x120, 20 m bands 60x60, 60 m bands 20x20."""
-
-SEN12MS_LAYOUT = S2Layout(((S2_BANDS, SEN12MS_IMAGE_SIZE),))
-"""SEN12MS: all 12 kept bands at 256x256 (the dataset is distributed resampled to 10 m)."""
-
-
-@dataclass
-class RawSample:
-    """One patch as stored: no resampling, no normalisation."""
-
-    s1: np.ndarray | None
-    """(2, N, N) float32 dB [VV, VH], or None when S1 is not read."""
-    s2: tuple[np.ndarray, ...] | None
-    """One uint16 array (bands, n, n) per :class:`S2Layout` group, or None when S2 is not read."""
-    label: np.ndarray
-    """(19,) float32 multi-hot (BigEarthNet) or () int64 class id (SEN12MS)."""
-    name: str
-    """The patch name (the S2 patch name for BigEarthNet, the S2 file stem for SEN12MS)."""
+def modalities_of(bands: str) -> tuple[str, ...]:
+    """A reader's ``bands`` argument -> the modalities its items hold (('s1', 's2'), ('s1',) or ('s2',))."""
+    if bands not in BANDS_CHOICES:
+        raise ValueError(f"bands must be one of {BANDS_CHOICES}, got {bands!r}")
+    return ("s1", "s2") if bands == "all" else (bands,)
 
 
-@dataclass
-class DatasetInfo:
-    """Facts about a dataset that the packed store's index records."""
+def log_skipped(reader: str, count: int, reason: str) -> None:
+    """One stderr line saying how many patches ``reader`` left out while indexing, and why."""
+    print(f"[fusmae-fast] {reader}: skipped {count} patch(es) with {reason}", file=sys.stderr)
 
-    kind: str
-    """'bigearthnet' (19-class multi-hot) or 'sen12ms' (10-class id)."""
-    source: dict[str, Any] = field(default_factory=dict)
-    """Format name, paths and options of the source."""
-    skipped: dict[str, int] = field(default_factory=dict)
-    """Patches left out while indexing, by reason (e.g. 'no_19_class_label', 'excluded')."""
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], desc: str) -> list[Any]:
+    """Ordered map over a thread pool (label and metadata reads are I/O bound), with a progress bar
+    when long."""
+    if len(items) < 512:
+        return [fn(x) for x in items]
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(tqdm(pool.map(fn, items, chunksize=64), total=len(items), desc=desc, leave=False))
 
 
 class RawDataset(Dataset):

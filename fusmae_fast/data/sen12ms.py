@@ -9,8 +9,8 @@ Layout (as the mediaTUM tarballs extract; a per-tarball parent folder such as
     (seasons ROIs1158_spring, ROIs1868_summer, ROIs1970_fall, ROIs2017_winter), all 256x256.
 
 Sample name: the S2 file stem (``ROIs1158_spring_s2_1_p30``), as in the official split lists.
-Label: simplified IGBP class id 0..9 = argmax of the class histogram of the IGBP layer (SPEC §5 /
-issue 5 mapping; ties -> lower id). Patches without a valid IGBP pixel are skipped and counted.
+Label: simplified IGBP class id 0..9 = argmax of the class histogram of the IGBP layer
+(docs/design.md §5; ties -> lower id). Patches without a valid IGBP pixel are skipped and counted.
 
 Splits, in order of precedence:
 1. ``split_file``: one entry a line: a file name or stem of any modality
@@ -29,18 +29,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from fusmae_fast.data.bands import SEN12MS_IMAGE_SIZE, SEN12MS_S2_BANDS
-from fusmae_fast.data.bigearthnet import _modalities, _parallel_map
 from fusmae_fast.data.errors import DatasetError, MissingDataError
 from fusmae_fast.data.geotiff import NanPolicy, check_nan_policy, gdal_env, read_geotiff
 from fusmae_fast.data.labels import simplified_igbp_label
-from fusmae_fast.data.raw_dataset import SEN12MS_LAYOUT, DatasetInfo, RawDataset, RawSample
+from fusmae_fast.data.raw_dataset import RawDataset, log_skipped, modalities_of, parallel_map
+from fusmae_fast.data.raw_sample import SEN12MS_LAYOUT, DatasetInfo, RawSample
 from fusmae_fast.data.splits import canonical_split, read_name_list
 from fusmae_fast.data.transforms import Fit, ItemTransform
 
@@ -96,7 +95,7 @@ class SEN12MS(RawDataset):
     Args:
         root: folder holding the season folders.
         split_file: a split list (see module docstring); overrides ``split``.
-        normalize: SPEC §5 (BigEarthNet) normalisation; False returns raw values.
+        normalize: docs/design.md §5 (BigEarthNet) normalisation; False returns raw values.
         split: 'train' | 'validation' | 'test' | 'all' when no ``split_file`` is given.
         image_size, fit: output size and 'crop' (default) or 'resize'.
         nan_policy: 'error' or 'zero' for NaN/Inf pixels.
@@ -119,7 +118,7 @@ class SEN12MS(RawDataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise MissingDataError(f"{self.root}: SEN12MS root folder not found")
-        self.modalities = _modalities(bands)
+        self.modalities = modalities_of(bands)
         self.split = canonical_split(split)
         self.nan_policy = nan_policy
         self.transform = ItemTransform(image_size=image_size, normalize=normalize, fit=fit)
@@ -151,15 +150,12 @@ class SEN12MS(RawDataset):
                 )
             return simplified_igbp_label(lc[0])
 
-        labels = _parallel_map(label_of, patches, "SEN12MS labels")
+        labels = parallel_map(label_of, patches, "SEN12MS labels")
         skipped: dict[str, int] = {}
         keep = [i for i, y in enumerate(labels) if y >= 0]
         if len(keep) < len(patches):
             skipped["no_valid_igbp"] = len(patches) - len(keep)
-            print(
-                f"[fusmae-fast] SEN12MS: skipped {skipped['no_valid_igbp']} patch(es) with no IGBP label",
-                file=sys.stderr,
-            )
+            log_skipped("SEN12MS", skipped["no_valid_igbp"], "no IGBP label")
         self.patches = [patches[i] for i in keep]
         self.names = [f"{s}_s2_{sc}_p{n}" for s, sc, n in self.patches]
         self.labels = np.array([labels[i] for i in keep], dtype=np.int64)

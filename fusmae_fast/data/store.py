@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from fusmae_fast.data.errors import DatasetError, MissingDataError
-from fusmae_fast.data.raw_dataset import DatasetInfo, RawDataset, RawSample, S2Layout
+from fusmae_fast.data.raw_dataset import RawDataset
+from fusmae_fast.data.raw_sample import DatasetInfo, RawSample, S2Layout
 from fusmae_fast.data.splits import canonical_split
 from fusmae_fast.data.transforms import Fit, ItemTransform
 
@@ -96,7 +97,7 @@ class PackedDataset(RawDataset):
         root: the store folder.
         split: 'train' | 'validation' ('val') | 'test' | 'all' (every sample of the store).
         image_size: output side (default: the native size, 120 for both kinds after fitting).
-        normalize: SPEC §5 normalisation; False returns raw values.
+        normalize: docs/design.md §5 normalisation; False returns raw values.
         fit: 'resize' or 'crop' (default: 'resize' for BigEarthNet, 'crop' for SEN12MS).
         verify: recompute every array's sha256 against the index first (reads the whole store).
     """

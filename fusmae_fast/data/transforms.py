@@ -1,4 +1,4 @@
-"""Raw sample -> model item: upsample, fit to the image size, normalise (SPEC §5).
+"""Raw sample -> model item: upsample, fit to the image size, normalise (docs/design.md §5).
 
 Order of operations, the same for every source and for the packed store:
 
@@ -9,24 +9,22 @@ Order of operations, the same for every source and for the packed store:
 2. Fit to ``image_size`` when it differs from the native size: ``fit="resize"`` resamples bilinearly
    (antialiased when shrinking), ``fit="crop"`` takes the centred ``image_size`` window (keeps the
    10 m pixel size; SEN12MS's default, 256 -> 120).
-3. ``normalize=True``: per band (x - mean) / std with the BigEarthNet statistics of SPEC §5, for
-   every source (the encoder is pretrained with them).
+3. ``normalize=True``: per band (x - mean) / std with the BigEarthNet statistics of docs/design.md
+   §5, for every source (the encoder is pretrained with them).
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fusmae_fast.data.bands import S1_MEAN, S1_STD, S2_BANDS, S2_MEAN, S2_STD
-
-if TYPE_CHECKING:
-    from fusmae_fast.data.raw_dataset import RawSample, S2Layout
+from fusmae_fast.data.raw_sample import RawSample, S2Layout
 
 Fit = Literal["resize", "crop"]
 FITS: tuple[str, ...] = ("resize", "crop")
@@ -102,7 +100,7 @@ class ItemTransform:
     image_size: int = 120
     """Side of the output images in pixels."""
     normalize: bool = True
-    """Per-band (x - mean) / std with the SPEC §5 statistics; False returns raw values."""
+    """Per-band (x - mean) / std with the docs/design.md §5 statistics; False returns raw values."""
     fit: Fit = "resize"
     """How to reach ``image_size`` from the native size: 'resize' (bilinear) or 'crop' (centre)."""
 

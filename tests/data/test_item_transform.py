@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fusmae_fast.data.bands import S1_MEAN, S1_STD, S2_BANDS, S2_MEAN, S2_STD
-from fusmae_fast.data.raw_dataset import BEN_LAYOUT, SEN12MS_LAYOUT, RawSample, S2Layout
+from fusmae_fast.data.raw_sample import BEN_LAYOUT, SEN12MS_LAYOUT, RawSample, S2Layout
 from fusmae_fast.data.transforms import ItemTransform, center_crop, resize_bilinear, upsample_bilinear
 
 
