@@ -1,16 +1,11 @@
-"""pytest-benchmark set-up for ``pytest bench --benchmark-only``: bench/ on sys.path, threads pinned.
+"""pytest-benchmark set-up for ``pytest bench --benchmark-only``: threads pinned, load recorded.
 
 The repository's test run (``python -m pytest``, testpaths = tests) never collects this folder.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import devices  # noqa: E402
+from fusmae_fast.bench import devices
 
 
 def pytest_configure(config: pytest.Config) -> None:

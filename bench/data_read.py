@@ -31,10 +31,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import devices  # noqa: E402  (bench/ helper, after the path insert)
+from fusmae_fast.bench import devices
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -52,15 +52,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import devices  # noqa: E402
-
-from fusmae_fast.config import ModelConfig  # noqa: E402
-from fusmae_fast.kernels.token_gather import batch_splits, dw_splits  # noqa: E402
+from fusmae_fast.bench import devices
+from fusmae_fast.config import ModelConfig
+from fusmae_fast.kernels.masked_patch_embed import dw_splits
+from fusmae_fast.kernels.reductions import batch_splits
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fusion_savings.json"
 RTX3090_BYTES_PER_S = 936e9
-"""DRAM bandwidth of the SPEC's target GPU, used only to express removed bytes as a time (a model)."""
+"""DRAM bandwidth of the target GPU of docs/design.md §6, used only to express removed bytes as a time
+(a model)."""
 INDEX = 8
 INV = 4
 F32 = 4
@@ -254,28 +254,65 @@ def decoder_input(s: Shapes) -> Fusion:
     for i in range(2):
         k, m, tag = s.k[i], s.m(i), _mod(i)
         f.textbook += [
-            Pass(f"cat([x, mask tokens]) (B, 2N, d) ({tag})", "fwd", 0, B * K * d * e + d * e,
-                 2 * B * N * d * e, "read BKd e + d e; write 2BNd e"),
-            Pass(f"gather with ids_restore ({tag})", "fwd", 0, B * N * d * e + B * N * INDEX, B * N * d * e,
-                 "read BNd e + BN 8; write BNd e"),
-            Pass(f"+ decoder pos ({tag})", "fwd", B * N * d, B * N * d * e + N * d * e, B * N * d * e,
-                 "FLOPs BNd; read BNd e + Nd e; write BNd e"),
-            Pass(f"gather backward: zero (B, 2N, d), scatter ({tag})", "bwd", 0,
-                 B * N * d * e + B * N * INDEX, 2 * B * N * d * e + B * N * d * e,
-                 "read BNd e + BN 8; write 2BNd e + BNd e"),
-            Pass(f"cat backward: d mask_token = sum over the (B, 2N - K, d) slice ({tag})", "bwd",
-                 B * (2 * N - K) * d, B * (2 * N - K) * d * e, d * F32,
-                 "FLOPs B(2N-K)d; read B(2N-K)d e; write d f"),
-        ]  # fmt: skip
+            Pass(
+                f"cat([x, mask tokens]) (B, 2N, d) ({tag})",
+                "fwd",
+                0,
+                B * K * d * e + d * e,
+                2 * B * N * d * e,
+                "read BKd e + d e; write 2BNd e",
+            ),
+            Pass(
+                f"gather with ids_restore ({tag})",
+                "fwd",
+                0,
+                B * N * d * e + B * N * INDEX,
+                B * N * d * e,
+                "read BNd e + BN 8; write BNd e",
+            ),
+            Pass(
+                f"+ decoder pos ({tag})",
+                "fwd",
+                B * N * d,
+                B * N * d * e + N * d * e,
+                B * N * d * e,
+                "FLOPs BNd; read BNd e + Nd e; write BNd e",
+            ),
+            Pass(
+                f"gather backward: zero (B, 2N, d), scatter ({tag})",
+                "bwd",
+                0,
+                B * N * d * e + B * N * INDEX,
+                2 * B * N * d * e + B * N * d * e,
+                "read BNd e + BN 8; write 2BNd e + BNd e",
+            ),
+            Pass(
+                f"cat backward: d mask_token = sum over the (B, 2N - K, d) slice ({tag})",
+                "bwd",
+                B * (2 * N - K) * d,
+                B * (2 * N - K) * d * e,
+                d * F32,
+                "FLOPs B(2N-K)d; read B(2N-K)d e; write d f",
+            ),
+        ]
         f.ours += [
-            Pass(f"scatter_tokens ({tag})", "fwd", B * N * d,
-                 B * k * d * e + B * N * INDEX + N * d * e + d * F32, B * N * d * e,
-                 "FLOPs BNd; read Bk_id e + BN 8 + Nd e + d f; write BNd e"),
-            Pass(f"scatter_tokens backward: d latent rows, d mask_token partials ({tag})", "bwd",
-                 B * m * d, B * N * d * e + B * N * INDEX + S * N * d * F32,
-                 B * K * d * e + B * k * d * e + S * N * d * F32 + d * F32,
-                 "FLOPs Bm_id; read BNd e + BN 8 + SNd f; write BKd e (memset) + Bk_id e + SNd f + d f"),
-        ]  # fmt: skip
+            Pass(
+                f"scatter_tokens ({tag})",
+                "fwd",
+                B * N * d,
+                B * k * d * e + B * N * INDEX + N * d * e + d * F32,
+                B * N * d * e,
+                "FLOPs BNd; read Bk_id e + BN 8 + Nd e + d f; write BNd e",
+            ),
+            Pass(
+                f"scatter_tokens backward: d latent rows, d mask_token partials ({tag})",
+                "bwd",
+                B * m * d,
+                B * N * d * e + B * N * INDEX + S * N * d * F32,
+                B * K * d * e + B * k * d * e + S * N * d * F32 + d * F32,
+                "FLOPs Bm_id; read BNd e + BN 8 + SNd f; write BKd e (memset) + Bk_id e + SNd f + d f",
+            ),
+        ]
     return f
 
 
@@ -287,25 +324,66 @@ def loss(s: Shapes) -> Fusion:
         T = B * N * D
         f.textbook += [
             Pass(f"patchify copy ({tag})", "fwd", 0, T * ei, T * F32, "read BND_i e_img; write BND_i f"),
-            Pass(f"mean, var per patch ({tag})", "fwd", 4 * T, 2 * T * F32, 2 * B * N * F32,
-                 "FLOPs 4BND_i (mean 1, var 3); read 2BND_i f; write 2BN f"),
-            Pass(f"(target - mean) / std ({tag})", "fwd", 2 * T, 2 * T * F32, 2 * T * F32,
-                 "FLOPs 2BND_i; read 2BND_i f; write 2BND_i f"),
+            Pass(
+                f"mean, var per patch ({tag})",
+                "fwd",
+                4 * T,
+                2 * T * F32,
+                2 * B * N * F32,
+                "FLOPs 4BND_i (mean 1, var 3); read 2BND_i f; write 2BN f",
+            ),
+            Pass(
+                f"(target - mean) / std ({tag})",
+                "fwd",
+                2 * T,
+                2 * T * F32,
+                2 * T * F32,
+                "FLOPs 2BND_i; read 2BND_i f; write 2BND_i f",
+            ),
             Pass(f"pred.float() ({tag})", "fwd", 0, T * e, T * F32, "read BND_i e; write BND_i f"),
-            Pass(f"(pred - target)^2 over every patch ({tag})", "fwd", 2 * T, 3 * T * F32, 2 * T * F32,
-                 "FLOPs 2BND_i; read 3BND_i f; write 2BND_i f"),
-            Pass(f"mean over the patch, x mask, sum ({tag})", "fwd", T + 2 * B * N, T * F32 + B * N,
-                 B * N * F32, "FLOPs BND_i + 2BN; read BND_i f + BN; write BN f"),
-            Pass(f"backward: (B, N, D) grad of the square, cast to pred's dtype ({tag})", "bwd", 2 * T,
-                 2 * T * F32, T * F32 + T * e, "FLOPs 2BND_i; read 2BND_i f; write BND_i f + BND_i e"),
-        ]  # fmt: skip
+            Pass(
+                f"(pred - target)^2 over every patch ({tag})",
+                "fwd",
+                2 * T,
+                3 * T * F32,
+                2 * T * F32,
+                "FLOPs 2BND_i; read 3BND_i f; write 2BND_i f",
+            ),
+            Pass(
+                f"mean over the patch, x mask, sum ({tag})",
+                "fwd",
+                T + 2 * B * N,
+                T * F32 + B * N,
+                B * N * F32,
+                "FLOPs BND_i + 2BN; read BND_i f + BN; write BN f",
+            ),
+            Pass(
+                f"backward: (B, N, D) grad of the square, cast to pred's dtype ({tag})",
+                "bwd",
+                2 * T,
+                2 * T * F32,
+                T * F32 + T * e,
+                "FLOPs 2BND_i; read 2BND_i f; write BND_i f + BND_i e",
+            ),
+        ]
         f.ours += [
-            Pass(f"masked_mse forward over the masked patches ({tag})", "fwd", 8 * B * m * D,
-                 B * N + B * m * D * (e + ei), 0, "FLOPs 8Bm_iD_i; read BN (mask) + Bm_iD_i (e + e_img)"),
-            Pass(f"masked_mse backward: recompute the statistics, d pred, zeros on visible ({tag})", "bwd",
-                 7 * B * m * D, B * N + B * m * D * (e + ei), T * e,
-                 "FLOPs 7Bm_iD_i; read BN + Bm_iD_i (e + e_img); write BND_i e"),
-        ]  # fmt: skip
+            Pass(
+                f"masked_mse forward over the masked patches ({tag})",
+                "fwd",
+                8 * B * m * D,
+                B * N + B * m * D * (e + ei),
+                0,
+                "FLOPs 8Bm_iD_i; read BN (mask) + Bm_iD_i (e + e_img)",
+            ),
+            Pass(
+                f"masked_mse backward: recompute the statistics, d pred, zeros on visible ({tag})",
+                "bwd",
+                7 * B * m * D,
+                B * N + B * m * D * (e + ei),
+                T * e,
+                "FLOPs 7Bm_iD_i; read BN + Bm_iD_i (e + e_img); write BND_i e",
+            ),
+        ]
     return f
 
 
@@ -315,35 +393,81 @@ def masked_projection(s: Shapes) -> Fusion:
     for i in range(2):
         D, m, tag = s.R(i), s.m(i), _mod(i)
         f.textbook += [
-            Pass(f"head Linear(d, D_i) on all N tokens ({tag})", "fwd", 2 * B * N * d * D,
-                 B * N * d * e + d * D * e, B * N * D * e,
-                 "FLOPs 2BNdD_i; read BNd e + dD_i e; write BND_i e"),
-            Pass(f"head backward on all N tokens ({tag})", "bwd", 4 * B * N * d * D,
-                 B * N * D * e + B * N * d * e, B * N * d * e + d * D * F32,
-                 "FLOPs 4BNdD_i; read BND_i e + BNd e; write BNd e + dD_i f"),
-            Pass(f"loss backward writes d pred for all N tokens ({tag})", "bwd", 0, 0, B * (N - m) * D * e,
-                 "write B(N - m_i)D_i e (the visible rows' zeros)"),
-        ]  # fmt: skip
+            Pass(
+                f"head Linear(d, D_i) on all N tokens ({tag})",
+                "fwd",
+                2 * B * N * d * D,
+                B * N * d * e + d * D * e,
+                B * N * D * e,
+                "FLOPs 2BNdD_i; read BNd e + dD_i e; write BND_i e",
+            ),
+            Pass(
+                f"head backward on all N tokens ({tag})",
+                "bwd",
+                4 * B * N * d * D,
+                B * N * D * e + B * N * d * e,
+                B * N * d * e + d * D * F32,
+                "FLOPs 4BNdD_i; read BND_i e + BNd e; write BNd e + dD_i f",
+            ),
+            Pass(
+                f"loss backward writes d pred for all N tokens ({tag})",
+                "bwd",
+                0,
+                0,
+                B * (N - m) * D * e,
+                "write B(N - m_i)D_i e (the visible rows' zeros)",
+            ),
+        ]
         f.ours += [
-            Pass(f"gather_tokens: the masked rows of the decoder output ({tag})", "fwd", 0,
-                 B * m * d * e + B * m * INDEX, B * m * d * e,
-                 "read Bm_id e + Bm_i 8; write Bm_id e"),
-            Pass(f"head Linear(d, D_i) on the masked rows ({tag})", "fwd", 2 * B * m * d * D,
-                 B * m * d * e + d * D * e, B * m * D * e,
-                 "FLOPs 2Bm_idD_i; read Bm_id e + dD_i e; write Bm_iD_i e"),
-            Pass(f"scatter_tokens: rows back to (B, N, D_i), zeros on visible ({tag})", "fwd", 0,
-                 B * m * D * e + B * N * INDEX, B * N * D * e,
-                 "read Bm_iD_i e + BN 8; write BND_i e"),
-            Pass(f"scatter backward: d rows gathered from d pred ({tag})", "bwd", 0,
-                 B * m * D * e + B * N * INDEX, B * m * D * e,
-                 "read Bm_iD_i e + BN 8; write Bm_iD_i e"),
-            Pass(f"head backward on the masked rows ({tag})", "bwd", 4 * B * m * d * D,
-                 B * m * D * e + B * m * d * e, B * m * d * e + d * D * F32,
-                 "FLOPs 4Bm_idD_i; read Bm_iD_i e + Bm_id e; write Bm_id e + dD_i f"),
-            Pass(f"gather backward: d rows to (B, N, d), zeros on visible ({tag})", "bwd", 0,
-                 B * m * d * e + B * N * INDEX, B * N * d * e,
-                 "read Bm_id e + BN 8; write BNd e"),
-        ]  # fmt: skip
+            Pass(
+                f"gather_tokens: the masked rows of the decoder output ({tag})",
+                "fwd",
+                0,
+                B * m * d * e + B * m * INDEX,
+                B * m * d * e,
+                "read Bm_id e + Bm_i 8; write Bm_id e",
+            ),
+            Pass(
+                f"head Linear(d, D_i) on the masked rows ({tag})",
+                "fwd",
+                2 * B * m * d * D,
+                B * m * d * e + d * D * e,
+                B * m * D * e,
+                "FLOPs 2Bm_idD_i; read Bm_id e + dD_i e; write Bm_iD_i e",
+            ),
+            Pass(
+                f"scatter_tokens: rows back to (B, N, D_i), zeros on visible ({tag})",
+                "fwd",
+                0,
+                B * m * D * e + B * N * INDEX,
+                B * N * D * e,
+                "read Bm_iD_i e + BN 8; write BND_i e",
+            ),
+            Pass(
+                f"scatter backward: d rows gathered from d pred ({tag})",
+                "bwd",
+                0,
+                B * m * D * e + B * N * INDEX,
+                B * m * D * e,
+                "read Bm_iD_i e + BN 8; write Bm_iD_i e",
+            ),
+            Pass(
+                f"head backward on the masked rows ({tag})",
+                "bwd",
+                4 * B * m * d * D,
+                B * m * D * e + B * m * d * e,
+                B * m * d * e + d * D * F32,
+                "FLOPs 4Bm_idD_i; read Bm_iD_i e + Bm_id e; write Bm_id e + dD_i f",
+            ),
+            Pass(
+                f"gather backward: d rows to (B, N, d), zeros on visible ({tag})",
+                "bwd",
+                0,
+                B * m * d * e + B * N * INDEX,
+                B * N * d * e,
+                "read Bm_id e + BN 8; write BNd e",
+            ),
+        ]
     return f
 
 
@@ -352,9 +476,16 @@ def compute(
 ) -> dict[str, Any]:
     kept = int(cfg.num_patches * (1.0 - mask_ratio))  # consistent masking: per modality, exact
     s = Shapes(
-        B=batch, N=cfg.num_patches, k=(kept, kept), C=cfg.embed_dim, d=cfg.decoder_embed_dim,
-        chans=(cfg.s1_channels, cfg.s2_channels), P=cfg.patch_size, e=act_bytes, e_img=img_bytes,
-    )  # fmt: skip
+        B=batch,
+        N=cfg.num_patches,
+        k=(kept, kept),
+        C=cfg.embed_dim,
+        d=cfg.decoder_embed_dim,
+        chans=(cfg.s1_channels, cfg.s2_channels),
+        P=cfg.patch_size,
+        e=act_bytes,
+        e_img=img_bytes,
+    )
     fusions = [patch_embedding(s), token_assembly(s), decoder_input(s), loss(s), masked_projection(s)]
     rows = []
     for fu in fusions:
@@ -392,15 +523,34 @@ def _fmt(x: float, unit: str) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    head = ("fusion", "FLOPs textbook", "FLOPs ours", "FLOPs removed", "bytes textbook", "bytes ours",
-            "bytes removed", "DRAM us @936GB/s", "status")  # fmt: skip
+    head = (
+        "fusion",
+        "FLOPs textbook",
+        "FLOPs ours",
+        "FLOPs removed",
+        "bytes textbook",
+        "bytes ours",
+        "bytes removed",
+        "DRAM us @936GB/s",
+        "status",
+    )
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in result["fusions"]:
-        lines.append(" | ".join((
-            r["fusion"], _fmt(r["textbook_flops"], "FLOP"), _fmt(r["ours_flops"], "FLOP"),
-            _fmt(r["flops_removed"], "FLOP"), _fmt(r["textbook_bytes"], "B"), _fmt(r["ours_bytes"], "B"),
-            _fmt(r["bytes_removed"], "B"), f"{r['dram_time_removed_us_rtx3090_model']:.0f}", r["status"],
-        )))  # fmt: skip
+        lines.append(
+            " | ".join(
+                (
+                    r["fusion"],
+                    _fmt(r["textbook_flops"], "FLOP"),
+                    _fmt(r["ours_flops"], "FLOP"),
+                    _fmt(r["flops_removed"], "FLOP"),
+                    _fmt(r["textbook_bytes"], "B"),
+                    _fmt(r["ours_bytes"], "B"),
+                    _fmt(r["bytes_removed"], "B"),
+                    f"{r['dram_time_removed_us_rtx3090_model']:.0f}",
+                    r["status"],
+                )
+            )
+        )
     t = result["total_in_use"]
     flops, nbytes = _fmt(t["flops_removed"], "FLOP"), _fmt(t["bytes_removed"], "B")
     lines.append(f"fusions in use, total removed per step: {flops}, {nbytes}")
@@ -420,8 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     result = compute(cfg, args.batch, args.mask_ratio, args.act_bytes, args.img_bytes)
     result["preset"] = args.preset
     result["git"] = devices.git_sha()
-    print(f"Fusion savings per pretraining step (fwd + bwd), preset {args.preset}, batch {args.batch}, "
-          f"mask ratio {args.mask_ratio}: COMPUTED from formulas, not measured")  # fmt: skip
+    print(
+        f"Fusion savings per pretraining step (fwd + bwd), preset {args.preset}, batch {args.batch}, "
+        f"mask ratio {args.mask_ratio}: COMPUTED from formulas, not measured"
+    )
     print(format_table(result))
     devices.write_json_atomic(args.out, result)
     print(f"JSON (every pass with its formula): {args.out}")

@@ -29,7 +29,8 @@ from torch import nn
 
 from fusmae_fast.config import ModelConfig
 from fusmae_fast.masking import Masking, random_masking
-from fusmae_fast.model import LN_EPS, Block, Mlp, sincos_pos_embed_2d  # the same textbook ViT blocks
+from fusmae_fast.model import LN_EPS, Block, Mlp  # the same textbook ViT blocks
+from fusmae_fast.patches import sincos_pos_embed_2d
 
 
 def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:

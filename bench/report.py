@@ -16,8 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import devices  # noqa: E402
+from fusmae_fast.bench import devices
 
 ROOFLINE_LABEL = "model, not measured"
 
@@ -69,9 +68,14 @@ def xattn_ratios(result: dict[str, Any], mode: str = "fwd") -> list[dict[str, An
         for other in ("sdpa-mask", "flex", "two-calls+cat", "fusmae-triton", "xformers"):
             if other in by:
                 out.append(
-                    {"case": case[0], "dtype": case[1], "mode": mode, "vs": other,
-                     "ratio": by[other]["ms_p50"] / ours["ms_p50"]}
-                )  # fmt: skip
+                    {
+                        "case": case[0],
+                        "dtype": case[1],
+                        "mode": mode,
+                        "vs": other,
+                        "ratio": by[other]["ms_p50"] / ours["ms_p50"],
+                    }
+                )
     return out
 
 
@@ -210,8 +214,11 @@ def xattn_plot(result: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7)
         ax = axes[1][j]
         for prov in providers:
-            pts = sorted((r["L"], r["ms_p50"]) for r in ok if r["group"] == "long" and r["mode"] == mode
-                         and r["provider"] == prov)  # fmt: skip
+            pts = sorted(
+                (r["L"], r["ms_p50"])
+                for r in ok
+                if r["group"] == "long" and r["mode"] == mode and r["provider"] == prov
+            )
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=prov, color=colors[prov])
         ax.set_xscale("log", base=2)
@@ -296,12 +303,15 @@ def step_markdown(result: dict[str, Any]) -> str:
                         "on" if r["compile"] else "off",
                         str(r["batch"]),
                         f"{r['ratio']:.2f}x"
-                        + (f" (unstable: {' and '.join(r['unstable'])} p80 > {UNSTABLE_SPREAD:g} x p20)"
-                           if r["unstable"] else ""),
+                        + (
+                            f" (unstable: {' and '.join(r['unstable'])} p80 > {UNSTABLE_SPREAD:g} x p20)"
+                            if r["unstable"]
+                            else ""
+                        ),
                     ]
                     for r in ratios
                 ],
-            ),  # fmt: skip
+            ),
         ]
         if any(r["unstable"] for r in ratios):
             parts += [
@@ -428,12 +438,43 @@ def roofline_markdown(result: dict[str, Any], detail: bool = False) -> str:
     parts.append(_table(head, body))
     if detail:
         parts += ["", "Per kernel and config (" + ROOFLINE_LABEL + "):", ""]
-        head = ["GPU", "shape", "kernel", "config", "regs", "smem B", "blocks/SM", "occupancy", "waves",
-                "exec GFLOP", "MB", "µs compute", "µs memory", "µs predicted", "bound"]  # fmt: skip
-        body = [[r["gpu"], r["shape"], r["kernel"], r["config"], str(r["regs"]), str(r["smem"]),
-                 str(r["blocks_per_sm"]), f"{r['occupancy']:.0%}", _f(r["waves"]),
-                 _f(r["executed_flops"] / 1e9), _f(r["bytes"] / 1e6), _f(r["t_compute_us"]),
-                 _f(r["t_memory_us"]), _f(r["t_pred_us"]), r["bound"]] for r in result["rows"]]  # fmt: skip
+        head = [
+            "GPU",
+            "shape",
+            "kernel",
+            "config",
+            "regs",
+            "smem B",
+            "blocks/SM",
+            "occupancy",
+            "waves",
+            "exec GFLOP",
+            "MB",
+            "µs compute",
+            "µs memory",
+            "µs predicted",
+            "bound",
+        ]
+        body = [
+            [
+                r["gpu"],
+                r["shape"],
+                r["kernel"],
+                r["config"],
+                str(r["regs"]),
+                str(r["smem"]),
+                str(r["blocks_per_sm"]),
+                f"{r['occupancy']:.0%}",
+                _f(r["waves"]),
+                _f(r["executed_flops"] / 1e9),
+                _f(r["bytes"] / 1e6),
+                _f(r["t_compute_us"]),
+                _f(r["t_memory_us"]),
+                _f(r["t_pred_us"]),
+                r["bound"],
+            ]
+            for r in result["rows"]
+        ]
         parts.append(_table(head, body))
     return "\n".join(parts)
 
@@ -470,8 +511,10 @@ README_SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any], Path], str]], .
     (
         "Where a step's time goes: the most fusion can gain (measured)",
         "step_parts",
-        lambda data, rel: step_parts_markdown(data, detail=False)
-        + f"\n\nTime of every part, both models: `{rel.with_suffix('.md')}`.",
+        lambda data, rel: (
+            step_parts_markdown(data, detail=False)
+            + f"\n\nTime of every part, both models: `{rel.with_suffix('.md')}`."
+        ),
     ),
 )
 """(title, benchmark, render(result, path relative to the repository)) of the measured README tables."""

@@ -37,8 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import devices  # noqa: E402
+from fusmae_fast.bench import devices
 
 LAUNCH_US = 3.0
 """Per-launch overhead added to every kernel (host launch + ramp), microseconds."""
@@ -136,8 +135,15 @@ def resident_blocks(gpu: devices.GpuPeak, regs: int, smem: int, warps: int) -> i
 def predict(gpu: devices.GpuPeak, work: dict[str, float], regs: int, smem: int, warps: int, dtype) -> dict:
     blocks = resident_blocks(gpu, regs, smem, warps)
     if blocks == 0:
-        return {"blocks_per_sm": 0, "occupancy": 0.0, "waves": math.inf, "t_compute_us": math.inf,
-                "t_memory_us": math.inf, "t_pred_us": math.inf, "bound": "does not fit"}  # fmt: skip
+        return {
+            "blocks_per_sm": 0,
+            "occupancy": 0.0,
+            "waves": math.inf,
+            "t_compute_us": math.inf,
+            "t_memory_us": math.inf,
+            "t_pred_us": math.inf,
+            "bound": "does not fit",
+        }
     waves = work["programs"] / (gpu.sms * blocks)
     quant = math.ceil(waves) / waves
     t_c = work["flops"] / gpu.peak_flops(dtype) * quant * 1e6
@@ -173,10 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile-json", default=str(devices.RESULTS / "compile_check_sm86.json"))
     p.add_argument("--out-dir", default=str(devices.RESULTS))
     args = p.parse_args(argv)
-    import report
     import torch
 
-    from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_flops, kept_configs
+    from fusmae_fast.bench import report
+    from fusmae_fast.cost_model import cross_modal_attention_flops
+    from fusmae_fast.kernels.cross_modal_attention import kept_configs
 
     src = Path(args.compile_json)
     crow = load_compile_rows(src)
@@ -208,10 +215,21 @@ def main(argv: list[str] | None = None) -> int:
             work = kernel_work(c["kernel"], bm, bn, block_d, shape, esize)
             for gpu in devices.GPU_PEAKS:
                 pred = predict(gpu, work, c["regs"], c["smem"], warps, dtype)
-                rows.append({"gpu": gpu.name, "shape": shape.name, "dtype": tname, "kernel": c["kernel"],
-                             "config": c["config"], "regs": c["regs"], "smem": c["smem"],
-                             "programs": work["programs"], "executed_flops": work["flops"],
-                             "bytes": work["bytes"], **pred})  # fmt: skip
+                rows.append(
+                    {
+                        "gpu": gpu.name,
+                        "shape": shape.name,
+                        "dtype": tname,
+                        "kernel": c["kernel"],
+                        "config": c["config"],
+                        "regs": c["regs"],
+                        "smem": c["smem"],
+                        "programs": work["programs"],
+                        "executed_flops": work["flops"],
+                        "bytes": work["bytes"],
+                        **pred,
+                    }
+                )
     summary = []
     for gpu in devices.GPU_PEAKS:
         for shape in shapes:
@@ -232,18 +250,23 @@ def main(argv: list[str] | None = None) -> int:
                 useful = cross_modal_attention_flops(
                     list(shape.splits), shape.length, shape.heads, shape.head_dim
                 )
-                summary.append({
-                    "gpu": gpu.name, "shape": shape.name, "dtype": tname,
-                    "fwd_us": best["xattn_fwd"]["t_pred_us"], "bwd_us": sum(r["t_pred_us"] for r in bwd),
-                    "fwd_bound": best["xattn_fwd"]["bound"],
-                    "bwd_bound": "/".join(r["bound"] for r in bwd),
-                    "fwd_config": best["xattn_fwd"]["config"],
-                    "fwd_occupancy": best["xattn_fwd"]["occupancy"],
-                    "bwd_configs": [r["config"] for r in bwd],
-                    "useful_fwd_flops": useful,
-                    "executed_fwd_flops": best["xattn_fwd"]["executed_flops"],
-                    "complete_bwd": len(bwd) == 3,
-                })  # fmt: skip
+                summary.append(
+                    {
+                        "gpu": gpu.name,
+                        "shape": shape.name,
+                        "dtype": tname,
+                        "fwd_us": best["xattn_fwd"]["t_pred_us"],
+                        "bwd_us": sum(r["t_pred_us"] for r in bwd),
+                        "fwd_bound": best["xattn_fwd"]["bound"],
+                        "bwd_bound": "/".join(r["bound"] for r in bwd),
+                        "fwd_config": best["xattn_fwd"]["config"],
+                        "fwd_occupancy": best["xattn_fwd"]["occupancy"],
+                        "bwd_configs": [r["config"] for r in bwd],
+                        "useful_fwd_flops": useful,
+                        "executed_fwd_flops": best["xattn_fwd"]["executed_flops"],
+                        "complete_bwd": len(bwd) == 3,
+                    }
+                )
     result = {
         "benchmark": "roofline",
         "label": report.ROOFLINE_LABEL,

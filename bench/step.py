@@ -1,7 +1,7 @@
 """Benchmark of a whole pretraining step: masking + forward + backward + AdamW, in images/s.
 
 Usage
-    python bench/step.py --quick          # tiny (B=16) and small (B=8), fp32, eager; + a profile; ~1-2 min
+    python bench/step.py --quick          # tiny (B=16) and small (B=8), fp32, eager; + a profile
     python bench/step.py                  # tiny, small, base; fp32 and bf16; compile off and on
     python bench/step.py --presets base --batch 16 --precision bf16 --compile on --kernels triton
 
@@ -37,12 +37,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
 DEFAULT_BATCH = {"tiny": 32, "small": 32, "base": 16}
-QUICK = {"presets": "tiny,small", "batch": {"tiny": 16, "small": 8}, "precision": "fp32", "compile": "off",
-         "steps": 6, "warmup": 2, "profile": "small"}  # fmt: skip
+QUICK = {
+    "presets": "tiny,small",
+    "batch": {"tiny": 16, "small": 8},
+    "precision": "fp32",
+    "compile": "off",
+    "steps": 6,
+    "warmup": 2,
+    "profile": "small",
+}
 """--quick: tiny at B=16 and small at B=8, fp32, eager, 6 timed steps after 2 warm-up steps, and the
 profile of the small preset."""
 WORKER_TIMEOUT_S = 1800
@@ -130,7 +134,7 @@ def build(cfg: dict[str, Any]):
     )
     model = FusMAE(mcfg)
     if cfg["provider"] == "plain":
-        from plain_model import plain_from
+        from fusmae_fast.bench.plain_model import plain_from
 
         model = plain_from(model)
     model = model.to(device).train()
@@ -152,8 +156,9 @@ def build(cfg: dict[str, Any]):
 
     def step() -> None:
         with rf("step/masking"):
-            masking = random_masking(b, mcfg.num_patches, mcfg.mask_ratio, mcfg.masking, generator=mask_gen,
-                                     device=device)  # fmt: skip
+            masking = random_masking(
+                b, mcfg.num_patches, mcfg.mask_ratio, mcfg.masking, generator=mask_gen, device=device
+            )
         with rf("step/forward"), autocast:
             out = fwd(s1, s2, masking=masking)  # FusMAE as pretraining runs it by default
             loss = out if is_plain else out.loss
@@ -170,9 +175,10 @@ def build(cfg: dict[str, Any]):
 
 
 def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
-    import devices
     import torch
-    from timing import time_cpu
+
+    from fusmae_fast.bench import devices
+    from fusmae_fast.bench.timing import time_cpu
 
     threads = devices.pin_threads(cfg["threads"])
     result: dict[str, Any] = {"threads": threads["intra_op"]}
@@ -192,8 +198,9 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     step()  # first step: compile (if on), optimizer state allocation
     result["first_step_s"] = time.perf_counter() - t0
-    timing = time_cpu(step, warmup=max(0, cfg["warmup"] - 1), reps=cfg["steps"], min_reps=cfg["steps"],
-                      budget_s=1e9)  # fmt: skip
+    timing = time_cpu(
+        step, warmup=max(0, cfg["warmup"] - 1), reps=cfg["steps"], min_reps=cfg["steps"], budget_s=1e9
+    )
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
         result.update(peak_mem_mb=peak / 2**20, step_mem_mb=(peak - base) / 2**20)
@@ -202,10 +209,17 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         peak_kb = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         result.update(peak_mem_mb=peak_kb / 1024, step_mem_mb=(peak_kb - (base_kb or 0)) / 1024)
     result.update(
-        status="ok", ms_p20=timing.p20, ms_p50=timing.p50, ms_p80=timing.p80, samples=timing.samples,
-        images_per_s=cfg["batch"] / (timing.p50 / 1e3), mem_method=method,
-        loss_first=losses[0], loss_last=losses[-1], params=sum(p.numel() for p in model.parameters()),
-    )  # fmt: skip
+        status="ok",
+        ms_p20=timing.p20,
+        ms_p50=timing.p50,
+        ms_p80=timing.p80,
+        samples=timing.samples,
+        images_per_s=cfg["batch"] / (timing.p50 / 1e3),
+        mem_method=method,
+        loss_first=losses[0],
+        loss_last=losses[-1],
+        params=sum(p.numel() for p in model.parameters()),
+    )
     if not cfg["compile"]:
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -232,8 +246,17 @@ def _wrap(obj: Any, attr: str, region: str) -> None:
     setattr(obj, attr, wrapped)
 
 
-REGIONS = ("step/masking", "step/forward", "fwd/embed", "fwd/xattn_block", "fwd/vit_blocks",
-           "fwd/decoders", "fwd/loss", "step/backward", "step/optimizer")  # fmt: skip
+REGIONS = (
+    "step/masking",
+    "step/forward",
+    "fwd/embed",
+    "fwd/xattn_block",
+    "fwd/vit_blocks",
+    "fwd/decoders",
+    "fwd/loss",
+    "step/backward",
+    "step/optimizer",
+)
 
 
 def _instrument(model: Any, provider: str) -> None:
@@ -246,7 +269,7 @@ def _instrument(model: Any, provider: str) -> None:
     for dec in (model.decoder_s1, model.decoder_s2):
         _wrap(dec, "forward", "fwd/decoders")
     if provider == "plain":
-        import plain_model
+        from fusmae_fast.bench import plain_model
 
         _wrap(plain_model, "forward_loss", "fwd/loss")
     else:
@@ -258,8 +281,9 @@ def _instrument(model: Any, provider: str) -> None:
 def profile_pair(cfg: dict[str, Any], steps: int = 3) -> dict[str, Any]:
     """torch.profiler of both providers in one process, one step each in turn (so a burst of foreign
     load hits both alike): top ops by self CPU time and CPU time per model region, per step."""
-    import devices
     from torch.profiler import ProfilerActivity, profile
+
+    from fusmae_fast.bench import devices
 
     devices.pin_threads(cfg["threads"])
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg["device"] == "cuda" else [])
@@ -301,12 +325,23 @@ def configs(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
     axes = (args.presets, args.masking, args.precision, args.compile, args.providers)
     for preset, masking, precision, comp, provider in itertools.product(*map(_items, axes)):
         for kern in kernels if provider == "fusmae" else ["-"]:
-            out.append({
-                "preset": preset, "provider": provider, "kernels": kern, "precision": precision,
-                "compile": comp == "on", "batch": args.batches[preset], "variant": args.variant,
-                "masking": masking, "device": device, "seed": args.seed,
-                "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
-            })  # fmt: skip
+            out.append(
+                {
+                    "preset": preset,
+                    "provider": provider,
+                    "kernels": kern,
+                    "precision": precision,
+                    "compile": comp == "on",
+                    "batch": args.batches[preset],
+                    "variant": args.variant,
+                    "masking": masking,
+                    "device": device,
+                    "seed": args.seed,
+                    "threads": args.threads,
+                    "steps": args.steps,
+                    "warmup": args.warmup,
+                }
+            )
     return out
 
 
@@ -356,16 +391,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res))
         return 0
 
-    import devices
-    import report
     import torch
+
+    from fusmae_fast.bench import devices, report
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     threads = devices.pin_threads(args.threads)
     info = devices.run_info(device, threads)
     cfgs = configs(args, device.type)
-    print(f"# step benchmark on {info['device_name']} ({device.type}), torch {info['torch']}, threads "
-          f"{threads['intra_op']}, load {info['loadavg_start']}: {len(cfgs)} configurations")  # fmt: skip
+    print(
+        f"# step benchmark on {info['device_name']} ({device.type}), torch {info['torch']}, threads "
+        f"{threads['intra_op']}, load {info['loadavg_start']}: {len(cfgs)} configurations"
+    )
     if args.quick:
         print("# --quick: tiny B=16 and small B=8 only (no base), fp32, eager, 6 timed steps")
     rows: list[dict[str, Any]] = []
@@ -384,14 +421,18 @@ def main(argv: list[str] | None = None) -> int:
             res = run_config(cfg)
             results[i].append(res)
             if res["status"] == "ok":
-                print(f"{_name(cfg)}: {res['ms_p50']:.1f} ms/step [{res['ms_p20']:.1f}, {res['ms_p80']:.1f}] "
-                      f"{res['images_per_s']:.1f} images/s, peak {res['peak_mem_mb']:.0f} MB, "
-                      f"loss {res['loss_first']:.4f} -> {res['loss_last']:.4f}")  # fmt: skip
+                print(
+                    f"{_name(cfg)}: {res['ms_p50']:.1f} ms/step [{res['ms_p20']:.1f}, {res['ms_p80']:.1f}] "
+                    f"{res['images_per_s']:.1f} images/s, peak {res['peak_mem_mb']:.0f} MB, "
+                    f"loss {res['loss_first']:.4f} -> {res['loss_last']:.4f}"
+                )
             else:
                 print(f"ERROR {_name(cfg)}: {res['reason']}")
     for cfg, runs in zip(cfgs, results, strict=True):
-        row = {k: cfg[k] for k in ("preset", "provider", "kernels", "precision", "compile", "batch",
-                                   "variant", "masking")}  # fmt: skip
+        row = {
+            k: cfg[k]
+            for k in ("preset", "provider", "kernels", "precision", "compile", "batch", "variant", "masking")
+        }
         ok = [r for r in runs if r["status"] == "ok"]
         best = min(ok, key=lambda r: r["ms_p50"]) if ok else runs[-1]
         row.update(best)
@@ -402,11 +443,16 @@ def main(argv: list[str] | None = None) -> int:
     profile_error: str | None = None
     if args.profile:
         pcfg = {
-            "mode": "profile", "preset": args.profile, "batch": args.batches[args.profile],
-            "precision": "fp32", "variant": args.variant, "masking": _items(args.masking)[0],
+            "mode": "profile",
+            "preset": args.profile,
+            "batch": args.batches[args.profile],
+            "precision": "fp32",
+            "variant": args.variant,
+            "masking": _items(args.masking)[0],
             "device": device.type,
-            "seed": args.seed, "threads": args.threads,
-        }  # fmt: skip
+            "seed": args.seed,
+            "threads": args.threads,
+        }
         print(f"# profiling {args.profile} (both providers, interleaved, torch.profiler)")
         prof = run_config(pcfg)
         if prof.get("status") == "error":
@@ -456,8 +502,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _name(row: dict[str, Any]) -> str:
     kern = f" kernels={row['kernels']}" if row["provider"] == "fusmae" else ""
-    return (f"{row['preset']:<5} {row['provider']:<6}{kern} {row['precision']} compile="
-            f"{'on' if row['compile'] else 'off'} B={row['batch']}")  # fmt: skip
+    return (
+        f"{row['preset']:<5} {row['provider']:<6}{kern} {row['precision']} compile="
+        f"{'on' if row['compile'] else 'off'} B={row['batch']}"
+    )
 
 
 if __name__ == "__main__":

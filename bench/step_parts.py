@@ -28,18 +28,13 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import devices  # noqa: E402
-import report  # noqa: E402
-import timing  # noqa: E402
-from plain_model import forward_loss, plain_from  # noqa: E402
-from step import build  # noqa: E402
-
-from fusmae_fast import ops  # noqa: E402
-from fusmae_fast.config import ModelConfig  # noqa: E402
-from fusmae_fast.masking import random_masking  # noqa: E402
-from fusmae_fast.model import FusMAE  # noqa: E402
+from fusmae_fast import ops
+from fusmae_fast.bench import devices, report, timing
+from fusmae_fast.bench.plain_model import forward_loss, plain_from
+from fusmae_fast.bench.step import build
+from fusmae_fast.config import ModelConfig
+from fusmae_fast.masking import random_masking
+from fusmae_fast.model import FusMAE
 
 
 def _fwd_bwd(fn: Callable[[], torch.Tensor], grad: torch.Tensor | None = None) -> Callable[[], None]:
@@ -120,31 +115,57 @@ def measure_parts(
             "plain": t(_fwd_bwd(lambda: xa_plain(tokens, mk.split))),
         },
         "loss (S1 + S2)": {
-            "fusmae": t(_fwd_bwd(lambda: (
-                ops.masked_mse(pred1, s1, mk.mask_s1, p, cfg.norm_pix_loss)
-                + ops.masked_mse(pred2, s2, mk.mask_s2, p, cfg.norm_pix_loss)
-            ), one)),  # fmt: skip
-            "plain": t(_fwd_bwd(lambda: (
-                forward_loss(s1, pred1, mk.mask[:, :n], p, cfg.norm_pix_loss)
-                + forward_loss(s2, pred2, mk.mask[:, n:], p, cfg.norm_pix_loss)
-            ), one)),  # fmt: skip
+            "fusmae": t(
+                _fwd_bwd(
+                    lambda: (
+                        ops.masked_mse(pred1, s1, mk.mask_s1, p, cfg.norm_pix_loss)
+                        + ops.masked_mse(pred2, s2, mk.mask_s2, p, cfg.norm_pix_loss)
+                    ),
+                    one,
+                )
+            ),
+            "plain": t(
+                _fwd_bwd(
+                    lambda: (
+                        forward_loss(s1, pred1, mk.mask[:, :n], p, cfg.norm_pix_loss)
+                        + forward_loss(s2, pred2, mk.mask[:, n:], p, cfg.norm_pix_loss)
+                    ),
+                    one,
+                )
+            ),
         },
     }
     steps: dict[str, float] = {}
     for provider in ("fusmae", "plain"):
-        scfg = dict(device=device.type, seed=seed, kernels="torch", provider=provider, preset=preset,
-                    variant=variant, masking=masking_kind, batch=batch, compile=False,
-                    precision="fp32")  # fmt: skip
+        scfg = dict(
+            device=device.type,
+            seed=seed,
+            kernels="torch",
+            provider=provider,
+            preset=preset,
+            variant=variant,
+            masking=masking_kind,
+            batch=batch,
+            compile=False,
+            precision="fp32",
+        )
         _, step, _, _ = build(scfg)
         steps[provider] = t(step)
     shared_ms = sum(shared.values())
     return {
-        "preset": preset, "batch": batch, "variant": variant, "masking": masking_kind, "kept_tokens": k,
-        "step_ms": steps, "shared_ms": shared, "shared_total_ms": shared_ms, "own_ms": own,
+        "preset": preset,
+        "batch": batch,
+        "variant": variant,
+        "masking": masking_kind,
+        "kept_tokens": k,
+        "step_ms": steps,
+        "shared_ms": shared,
+        "shared_total_ms": shared_ms,
+        "own_ms": own,
         "ratio_measured": steps["plain"] / steps["fusmae"],
         "ratio_bound": steps["plain"] / shared_ms,
         "shared_fraction_of_plain": shared_ms / steps["plain"],
-    }  # fmt: skip
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         for masking_kind in [x for x in args.masking.split(",") if x]:
             print(f"# {preset} {args.variant}/{masking_kind} B={args.batch}", flush=True)
             r = measure_parts(preset, args.batch, masking_kind, args.variant, device, args.seed, args.reps)
-            print(f"  plain {r['step_ms']['plain']:.1f} ms, ours {r['step_ms']['fusmae']:.1f} ms, shared "
-                  f"{r['shared_total_ms']:.1f} ms -> measured {r['ratio_measured']:.2f}x, "
-                  f"bound {r['ratio_bound']:.2f}x", flush=True)  # fmt: skip
+            print(
+                f"  plain {r['step_ms']['plain']:.1f} ms, ours {r['step_ms']['fusmae']:.1f} ms, shared "
+                f"{r['shared_total_ms']:.1f} ms -> measured {r['ratio_measured']:.2f}x, "
+                f"bound {r['ratio_bound']:.2f}x",
+                flush=True,
+            )
             rows.append(r)
     info["loadavg_end"] = devices.loadavg()
     info["seconds"] = round(time.perf_counter() - t0, 1)

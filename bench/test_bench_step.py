@@ -5,8 +5,8 @@ Run: ``pytest bench --benchmark-only``. Same weights, masks and optimizer for bo
 
 import pytest
 import torch
-from plain_model import plain_from
 
+from fusmae_fast.bench.plain_model import plain_from
 from fusmae_fast.masking import random_masking
 from fusmae_fast.model import build_model
 

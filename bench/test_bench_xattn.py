@@ -6,8 +6,8 @@ Shapes: B=4, L=112 (Fus-MAE's kept tokens), H=4, D=32, consistent (split 56) and
 
 import pytest
 import torch
-import xattn_providers as xp
 
+from fusmae_fast.bench import xattn_providers as xp
 from fusmae_fast.masking import random_masking
 
 CPU_PROVIDERS = ["torch-reference", "sdpa-mask", "two-calls+cat", "flex"]

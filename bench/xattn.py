@@ -2,7 +2,7 @@
 
 Usage
     python bench/xattn.py                 # full matrix on this device
-    python bench/xattn.py --quick         # small matrix, < 2 minutes on a 2-core CPU
+    python bench/xattn.py --quick         # small matrix (see QUICK)
     python bench/xattn.py --interpret     # CPU: also run our Triton kernel in Triton's interpreter
 
 Cases
@@ -54,7 +54,7 @@ TIMED_REGION = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python bench/xattn.py", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="small matrix (see QUICK), < 2 min on this CPU")
+    p.add_argument("--quick", action="store_true", help="small matrix (see QUICK)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (comma list; default cuda fp16, cpu fp32)")
     p.add_argument("--providers", default=None, help="comma list (default: all)")
@@ -139,15 +139,12 @@ class Runner:
     def run_case(
         self, case: dict[str, Any], dtype, dname: str, providers: list[str], modes: list[str]
     ) -> None:
-        import devices
         import torch
-        import xattn_providers as xp
 
-        from fusmae_fast.kernels.cross_modal_attention import (
-            cross_modal_attention_bytes,
-            cross_modal_attention_flops,
-            cross_modal_attention_ref,
-        )
+        from fusmae_fast.bench import devices
+        from fusmae_fast.bench import xattn_providers as xp
+        from fusmae_fast.cost_model import cross_modal_attention_bytes, cross_modal_attention_flops
+        from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref
 
         b, length, h, d, device = case["B"], case["L"], self.h, self.d, self.device
         split = case["split"].to(device)
@@ -175,15 +172,35 @@ class Runner:
         for provider in providers:
             for mode in modes:
                 row: dict[str, Any] = dict(
-                    case=case["name"], group=case["group"], B=b, L=length, H=h, D=d, masking=case["masking"],
-                    dtype=dname, provider=provider, mode=mode, useful_flops=flops[mode], bytes=traffic[mode],
-                    split_min=int(split.min()), split_max=int(split.max()),
-                )  # fmt: skip
+                    case=case["name"],
+                    group=case["group"],
+                    B=b,
+                    L=length,
+                    H=h,
+                    D=d,
+                    masking=case["masking"],
+                    dtype=dname,
+                    provider=provider,
+                    mode=mode,
+                    useful_flops=flops[mode],
+                    bytes=traffic[mode],
+                    split_min=int(split.min()),
+                    split_max=int(split.max()),
+                )
                 self.rows.append(row)
                 reason = xp.skip_reason(
-                    provider, device, dtype, mode, b=b, length=length, h=h, d=d, split=split,
-                    interpret=self.args.interpret, free_bytes=free,
-                )  # fmt: skip
+                    provider,
+                    device,
+                    dtype,
+                    mode,
+                    b=b,
+                    length=length,
+                    h=h,
+                    d=d,
+                    split=split,
+                    interpret=self.args.interpret,
+                    free_bytes=free,
+                )
                 if reason:
                     row.update(status="skipped", reason=reason)
                     self.skips.append(f"{case['name']} {dname} {provider} {mode}: {reason}")
@@ -231,7 +248,7 @@ class Runner:
         row["check_ok"] = bool(err <= self.TOL[row["dtype"]])
 
     def _time(self, row, xp, q, k, v, do, split) -> None:
-        from timing import measure
+        from fusmae_fast.bench.timing import measure
 
         args, device, provider, mode = self.args, self.device, row["provider"], row["mode"]
         call = _make_call(xp.FUNCTIONS[provider], mode, q, k, v, do, split)
@@ -243,8 +260,14 @@ class Runner:
         row.setdefault("rounds_ms_p50", []).append(timing.p50)
         if "ms_p50" in row and row["ms_p50"] <= timing.p50:
             return  # an earlier round was faster (less disturbed): keep it
-        row.update(status="ok", ms_p20=timing.p20, ms_p50=timing.p50, ms_p80=timing.p80,
-                   samples=timing.samples, timer=timing.method)  # fmt: skip
+        row.update(
+            status="ok",
+            ms_p20=timing.p20,
+            ms_p50=timing.p50,
+            ms_p80=timing.p80,
+            samples=timing.samples,
+            timer=timing.method,
+        )
         if interp:
             row["label"] = "interpreter, not a timing"
         else:
@@ -253,13 +276,20 @@ class Runner:
             row["gbs"] = row["bytes"] / sec / 1e9
             if self.peak is not None:
                 dtype = q.dtype
-                t_roof = max(row["useful_flops"] / self.peak.peak_flops(dtype),
-                             row["bytes"] / (self.peak.hbm_gbs * 1e9))  # fmt: skip
+                t_roof = max(
+                    row["useful_flops"] / self.peak.peak_flops(dtype),
+                    row["bytes"] / (self.peak.hbm_gbs * 1e9),
+                )
                 row["roofline_frac"] = t_roof / sec
         builder = xp.mask_builder(provider)
         if builder is not None and mode == "fwd" and not interp:
-            mt = measure(functools.partial(builder, split, row["L"]), device, warmup=args.warmup,
-                         reps=args.reps, budget_s=min(args.budget, 2.0))  # fmt: skip
+            mt = measure(
+                functools.partial(builder, split, row["L"]),
+                device,
+                warmup=args.warmup,
+                reps=args.reps,
+                budget_s=min(args.budget, 2.0),
+            )
             row["mask_ms_p50"] = mt.p50
 
 
@@ -270,10 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TRITON_INTERPRET"] = "1"
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import devices
-    import report
-    import xattn_providers as xp
+    from fusmae_fast.bench import devices, report
+    from fusmae_fast.bench import xattn_providers as xp
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -383,8 +411,10 @@ def _line(row: dict[str, Any]) -> str:
         + (f" roofline {row['roofline_frac']:.0%}" if "roofline_frac" in row else "")
     )
     check = "" if row.get("check_ok", True) else "  WRONG"
-    return (f"{row['case']:<24} {row['mode']:<8} {row['provider']:<16} p50 {row['ms_p50']:9.3f} ms "
-            f"[{row['ms_p20']:.3f}, {row['ms_p80']:.3f}]  {extra}{check}")  # fmt: skip
+    return (
+        f"{row['case']:<24} {row['mode']:<8} {row['provider']:<16} p50 {row['ms_p50']:9.3f} ms "
+        f"[{row['ms_p20']:.3f}, {row['ms_p80']:.3f}]  {extra}{check}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,22 +1,16 @@
 """The benchmark helpers tell the truth: baselines compute Eq. 2, the work model counts the kernels'
 own block walk, percentiles and GPU peak lookup behave.
 
-(bench/ is not a package and not collected by the test run; its modules are imported from its folder.)
+(bench/ is installed as ``fusmae_fast.bench``; the test run does not collect its own microbenchmarks.)
 """
-
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_flops, cross_modal_attention_ref
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import devices  # noqa: E402
-import roofline  # noqa: E402
-import timing  # noqa: E402
-import xattn_providers as xp  # noqa: E402
+from fusmae_fast.bench import devices, roofline, timing
+from fusmae_fast.bench import xattn_providers as xp
+from fusmae_fast.cost_model import cross_modal_attention_flops
+from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref
 
 CPU_EAGER = ["torch-reference", "sdpa-mask", "two-calls+cat"]
 
@@ -89,8 +83,7 @@ def test_percentiles_and_peaks():
 
 
 def test_step_parts_bound_is_consistent_and_tabulated(tmp_path):
-    import report
-    import step_parts
+    from fusmae_fast.bench import report, step_parts
 
     row = step_parts.measure_parts("tiny", 2, "independent", "xae", torch.device("cpu"), seed=0, reps=1)
     assert set(row["step_ms"]) == {"fusmae", "plain"}
@@ -105,12 +98,24 @@ def test_step_parts_bound_is_consistent_and_tabulated(tmp_path):
 
 
 def test_step_ratio_flags_unsteady_rows():
-    import report
+    from fusmae_fast.bench import report
 
     def row(provider, p20, p50, p80):
-        return {"status": "ok", "preset": "tiny", "variant": "xae", "masking": "independent",
-                "precision": "fp32", "compile": True, "batch": 32, "provider": provider, "kernels": "torch",
-                "ms_p20": p20, "ms_p50": p50, "ms_p80": p80, "images_per_s": 32e3 / p50}  # fmt: skip
+        return {
+            "status": "ok",
+            "preset": "tiny",
+            "variant": "xae",
+            "masking": "independent",
+            "precision": "fp32",
+            "compile": True,
+            "batch": 32,
+            "provider": provider,
+            "kernels": "torch",
+            "ms_p20": p20,
+            "ms_p50": p50,
+            "ms_p80": p80,
+            "images_per_s": 32e3 / p50,
+        }
 
     steady = report.step_ratios({"rows": [row("fusmae", 100, 110, 120), row("plain", 140, 150, 160)]})
     assert steady[0]["ratio"] == pytest.approx(150 / 110) and steady[0]["unstable"] == []

@@ -5,19 +5,13 @@ something if both compute the same function, which these tests check (loss and e
 every variant x masking x weight sharing, and with an empty modality).
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from fusmae_fast import patches
+from fusmae_fast.bench.plain_model import PlainFusMAE, patchify, plain_from
 from fusmae_fast.masking import Masking, random_masking
 from fusmae_fast.model import build_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from plain_model import PlainFusMAE, patchify, plain_from  # noqa: E402
-
-from fusmae_fast import ops  # noqa: E402
 
 
 def _images(b: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,4 +94,4 @@ def test_plain_equals_fusmae_with_an_empty_modality(xattn_weights):
 
 def test_plain_patchify_is_maes():
     img = torch.randn(2, 3, 16, 16)
-    torch.testing.assert_close(patchify(img, 8), ops.patchify(img, 8), rtol=0, atol=0)
+    torch.testing.assert_close(patchify(img, 8), patches.patchify(img, 8), rtol=0, atol=0)
