@@ -19,7 +19,7 @@ XATTN_WEIGHTS = ("shared", "per_direction")
 
 @dataclass
 class ModelConfig:
-    """Fus-MAE architecture (paper §3, SPEC §2)."""
+    """Fus-MAE architecture (paper §3, docs/design.md §2)."""
 
     img_size: int = 120
     """Height and width of both modalities' images in pixels (BigEarthNet: 120)."""

@@ -1,4 +1,5 @@
-"""Fus-MAE masking (paper §3.3, SPEC §2): which tokens the encoder sees, in the modality-sorted layout.
+"""Fus-MAE masking (paper §3.3, docs/design.md §2): which tokens the encoder sees, in the modality-sorted
+layout.
 
 Index spaces
     Each modality has N patches in raster order. The combined index space has 2N entries: S1 patch n is
@@ -7,7 +8,7 @@ Layout
     The encoder sees K tokens per sample (K is the same for every sample): first the kept S1 tokens, then
     the kept S2 tokens, each in raster order. ``split[b]`` is the number of kept S1 tokens of sample b,
     so tokens ``[0, split[b])`` are S1 and ``[split[b], K)`` are S2. This is the layout every kernel
-    works in (SPEC §2): no padding, no per-modality tensors.
+    works in (docs/design.md §2): no padding, no per-modality tensors.
 Strategies
     consistent: N' = int(N (1 - r)) raster positions drawn at random are kept in both modalities;
         K = 2N', split = N' for every sample.

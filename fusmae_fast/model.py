@@ -1,4 +1,4 @@
-"""Fus-MAE (paper §3, SPEC §2): patch embeddings, XAttnEncoder / XAttnDecoder blocks, ViT blocks,
+"""Fus-MAE (paper §3, docs/design.md §2): patch embeddings, XAttnEncoder / XAttnDecoder blocks, ViT blocks,
 one light decoder per modality, and the masked reconstruction loss.
 
 Tensor layouts
@@ -27,23 +27,9 @@ from torch import nn
 from fusmae_fast import ops
 from fusmae_fast.config import ModelConfig
 from fusmae_fast.masking import Masking, random_masking, single_modality
+from fusmae_fast.patches import patchify, sincos_pos_embed_2d, unpatchify
 
 LN_EPS = 1e-6
-
-
-def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
-    """MAE's fixed 2-D sine-cosine position embedding: (grid*grid, dim), raster order."""
-    if dim % 4:
-        raise ValueError(f"sin-cos position embedding needs a width divisible by 4, got {dim}")
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4.0))
-    coords = torch.arange(grid, dtype=torch.float64)
-    gy, gx = torch.meshgrid(coords, coords, indexing="ij")  # MAE: first half from w (x), second from h
-
-    def embed(pos: torch.Tensor) -> torch.Tensor:
-        out = pos.reshape(-1, 1) * omega[None, :]
-        return torch.cat([out.sin(), out.cos()], dim=1)
-
-    return torch.cat([embed(gx), embed(gy)], dim=1).float()
 
 
 class Mlp(nn.Module):
@@ -340,10 +326,10 @@ class FusMAE(nn.Module):
             # Custom (Triton) ops are not autocast: run the projection in the autocast dtype on both paths.
             dev = img.device.type
             dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else img.dtype
+            weight, bias, pos = conv.weight.to(dt), conv.bias.to(dt), self.pos_embed.to(dt)
             part = ops.masked_patch_embed(
-                img.to(dt), conv.weight.to(dt), conv.bias.to(dt), self.pos_embed.to(dt), ids,
-                self.config.patch_size, kernels=k,
-            )  # fmt: skip
+                img.to(dt), weight, bias, pos, ids, self.config.patch_size, kernels=k
+            )
             tokens = part if tokens is None else tokens + part
         assert tokens is not None
         return tokens
@@ -444,15 +430,15 @@ class FusMAE(nn.Module):
             ("s2", s2, out.pred_s2, out.mask_s2),
         ):
             pred = pred.detach().float()
-            target = ops.patchify(img.float(), p)
+            target = patchify(img.float(), p)
             if cfg.norm_pix_loss:
                 mean = target.mean(-1, keepdim=True)
                 std = (target.var(-1, keepdim=True) + 1e-6).sqrt()
                 pred = pred * std + mean
             pasted = torch.where(mask[..., None], pred, target)
             c, h, w = img.shape[1:]
-            result[name] = ops.unpatchify(pred, p, c, h, w)
-            result[f"{name}_pasted"] = ops.unpatchify(pasted, p, c, h, w)
+            result[name] = unpatchify(pred, p, c, h, w)
+            result[f"{name}_pasted"] = unpatchify(pasted, p, c, h, w)
         return result
 
     def num_parameters(self, trainable_only: bool = True) -> int:
@@ -464,4 +450,4 @@ def build_model(preset: str = "tiny", **overrides: object) -> FusMAE:
     return FusMAE(ModelConfig.from_name(preset, **overrides))
 
 
-__all__ = ["EncoderFeatures", "FusMAE", "FusMAEOutput", "build_model", "sincos_pos_embed_2d"]
+__all__ = ["EncoderFeatures", "FusMAE", "FusMAEOutput", "build_model"]

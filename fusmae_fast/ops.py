@@ -1,61 +1,57 @@
-"""The op API the model calls (SPEC §3); every op dispatches on ``kernels="torch" | "triton"``.
+"""The op API the model calls (docs/design.md §3); every op dispatches on ``kernels="torch" | "triton"``.
 
-``torch`` is the reference path: the ``*_ref`` functions of ``fusmae_fast.kernels`` (pure PyTorch,
-differentiable by autograd, runs anywhere); for the cross-modal attention its SDPA form
-``cross_modal_attention_sdpa`` (exact same op, fused SDPA kernels, tested equal to the ref), and for
-the loss ``masked_mse_torch`` (the ref's math with a hand-written backward, tested equal to the ref).
-``triton`` calls the Triton implementation of the same kernel module (``*_triton``), which runs on
-CUDA tensors, and on CPU tensors only under Triton's interpreter (``TRITON_INTERPRET=1`` set before
-the kernels are imported; the tests do this).
+``torch`` runs anywhere and is differentiable by autograd: the ``*_ref`` functions of
+``fusmae_fast.kernels`` (pure PyTorch), except where ``fusmae_fast.torch_ops`` holds a faster form of
+the same op (tested equal to the ref): ``cross_modal_attention_sdpa`` for the cross-modal attention
+and ``masked_mse_torch`` for the loss. ``triton`` calls the Triton implementation of the op's kernel
+module (``*_triton``), which runs on CUDA tensors, and on CPU tensors only under Triton's interpreter
+(``TRITON_INTERPRET=1`` set before the kernels are imported; the tests do this).
 
-This module is the only importer of ``fusmae_fast.kernels``. Inputs are validated here, once, so that
-both paths see the same checked arguments and users get one clear error for bad input.
+This module and ``fusmae_fast.torch_ops`` are the only importers of ``fusmae_fast.kernels``. Inputs
+are validated here, once, so that both paths see the same checked arguments and users get one clear
+error for bad input.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 
-from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_sdpa
-from fusmae_fast.kernels.masked_loss import masked_mse_torch, patchify, unpatchify
-from fusmae_fast.kernels.token_gather import gather_tokens_ref, masked_patch_embed_ref
-from fusmae_fast.kernels.token_scatter import scatter_tokens_ref
+from fusmae_fast.config import KERNELS
+from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_triton
+from fusmae_fast.kernels.masked_loss import masked_mse_triton
+from fusmae_fast.kernels.token_gather import (
+    gather_tokens_ref,
+    gather_tokens_triton,
+    masked_patch_embed_ref,
+    masked_patch_embed_triton,
+)
+from fusmae_fast.kernels.token_scatter import scatter_tokens_ref, scatter_tokens_triton
+from fusmae_fast.torch_ops import cross_modal_attention_sdpa, masked_mse_torch
 
 Kernels = Literal["torch", "triton"]
-KERNEL_CHOICES: tuple[str, ...] = ("torch", "triton")
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 """dtypes both paths support; the torch path also takes float64 (used as the tests' reference)."""
 
 __all__ = [
-    "KERNEL_CHOICES",
     "cross_modal_attention",
     "gather_tokens",
     "masked_mse",
     "masked_patch_embed",
-    "patchify",
     "scatter_tokens",
-    "unpatchify",
 ]
 
 
-def _triton_impl(module: str, name: str, device: torch.device) -> Callable[..., torch.Tensor]:
-    """Find ``fusmae_fast.kernels.<module>.<name>`` or raise a clear error."""
+def _check_triton_device(device: torch.device) -> None:
+    """The Triton kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter."""
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
         raise RuntimeError(
             f"kernels='triton' needs CUDA tensors (got {device}); on a CPU use kernels='torch', or set "
             "TRITON_INTERPRET=1 before importing fusmae_fast to run the kernels in Triton's interpreter "
             "(slow, for testing only)."
         )
-    mod = importlib.import_module(f"fusmae_fast.kernels.{module}")
-    fn = getattr(mod, name, None)
-    if fn is None:
-        raise NotImplementedError(f"the Triton implementation {module}.{name} is not available yet")
-    return fn
 
 
 def _checking_values() -> bool:
@@ -65,8 +61,8 @@ def _checking_values() -> bool:
 
 
 def _check_kernels(kernels: str) -> None:
-    if kernels not in KERNEL_CHOICES:
-        raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
 
 
 def _check_float(name: str, t: torch.Tensor, kernels: str) -> None:
@@ -127,8 +123,8 @@ def cross_modal_attention(
         raise ValueError(f"split values must lie in [0, L={q.shape[1]}]")
     if kernels == "torch":
         return cross_modal_attention_sdpa(q, k, v, split)
-    fn = _triton_impl("cross_modal_attention", "cross_modal_attention_triton", q.device)
-    return fn(q, k, v, split)
+    _check_triton_device(q.device)
+    return cross_modal_attention_triton(q, k, v, split)
 
 
 def masked_patch_embed(
@@ -166,8 +162,8 @@ def masked_patch_embed(
     _check_index("ids_keep", ids_keep, b, n, allow_empty_slot=True)
     if kernels == "torch":
         return masked_patch_embed_ref(img, weight, bias, pos, ids_keep, patch)
-    fn = _triton_impl("token_gather", "masked_patch_embed_triton", img.device)
-    return fn(img, weight, bias, pos, ids_keep, patch)
+    _check_triton_device(img.device)
+    return masked_patch_embed_triton(img, weight, bias, pos, ids_keep, patch)
 
 
 def gather_tokens(
@@ -183,8 +179,8 @@ def gather_tokens(
     _check_same_device(x=x, ids_keep=ids_keep, pos=pos)
     if kernels == "torch":
         return gather_tokens_ref(x, ids_keep, pos)
-    fn = _triton_impl("token_gather", "gather_tokens_triton", x.device)
-    return fn(x, ids_keep, pos)
+    _check_triton_device(x.device)
+    return gather_tokens_triton(x, ids_keep, pos)
 
 
 def scatter_tokens(
@@ -212,8 +208,8 @@ def scatter_tokens(
     _check_same_device(latent=latent, ids_restore=ids_restore, mask_token=mask_token, pos=pos)
     if kernels == "torch":
         return scatter_tokens_ref(latent, ids_restore, mask_token, pos)
-    fn = _triton_impl("token_scatter", "scatter_tokens_triton", latent.device)
-    return fn(latent, ids_restore, mask_token, pos)
+    _check_triton_device(latent.device)
+    return scatter_tokens_triton(latent, ids_restore, mask_token, pos)
 
 
 def masked_mse(
@@ -244,5 +240,5 @@ def masked_mse(
     _check_same_device(pred=pred, img=img, mask=mask)
     if kernels == "torch":
         return masked_mse_torch(pred, img, mask, patch, norm_pix)
-    fn = _triton_impl("masked_loss", "masked_mse_triton", pred.device)
-    return fn(pred, img, mask, patch, norm_pix)
+    _check_triton_device(pred.device)
+    return masked_mse_triton(pred, img, mask, patch, norm_pix)

@@ -5,14 +5,15 @@ What it computes
     modality 1 (S1), the rest to modality 2 (S2). ``split``: int64 (B,), ``0 <= split[b] <= L``.
     o[b, t, h] = sum_u softmax_u(q[b,t,h] . k[b,u,h] / sqrt(D)) v[b,u,h] where u ranges only over
     tokens of the *other* modality of sample b: ``(t < split[b]) != (u < split[b])``.
-    Concatenated, this is ``CA(x, y) (+) CA(y, x)`` of Eq. 2 without any torch.cat (SPEC §2).
+    Concatenated, this is ``CA(x, y) (+) CA(y, x)`` of Eq. 2 without any torch.cat (docs/design.md §2).
     A query with no key of the other modality (split 0 or L) gets o = 0 and zero gradients.
     The XAttnDecoder block (Eq. 10) is the same two-way pattern and uses the same op.
 
 dtypes: fp32, fp16, bf16 (and fp64 for the reference). The reference computes scores in the input
 dtype, the softmax in fp32 (fp64 for fp64 inputs).
 Limits of the reference: it materialises the (B, H, L, L) score tensor; it is the clear definition,
-not the fast path.
+not the fast path. ``kernels='torch'`` runs the same op through SDPA
+(``fusmae_fast.torch_ops.cross_modal_attention_sdpa``, tested equal to this reference).
 
 The Triton path (``cross_modal_attention_triton``)
     Forward: one launch, grid ``(cdiv(L, BLOCK_M), B * H)``. A program owns a block of queries of one
@@ -44,126 +45,23 @@ The Triton path (``cross_modal_attention_triton``)
     ``_bwd``, fake implementations and autograd), so ``torch.compile`` traces it without graph
     breaks. Double backward is not supported.
 
-Work and traffic (per sample with n1 = split, n2 = L - split, per head, head dim D)
-    Useful score entries: 2 * n1 * n2 (each pair, both directions) instead of L^2 for masked dense
-    attention. Forward FLOPs: 2 * n1 * n2 * (2D for QK^T + 2D for PV) = 8 * n1 * n2 * D.
-    Backward FLOPs: 2.5 x forward (recompute QK^T, dV, dP, dS->dQ, dS->dK: 5 matmuls instead of 2).
-    Compulsory bytes, forward: read q, k, v, write o: 4 * L * D * esize, + 4 * L bytes of LSE.
-    Backward: read q, k, v, o, dO, write dq, dk, dv: 8 * L * D * esize, + lse/Delta (12 * L bytes).
-    ``cross_modal_attention_flops`` and ``cross_modal_attention_bytes`` return these totals.
+Work and traffic
+    Only the 2 * n1 * n2 cross-modal score entries per head are computed (n1 = split, n2 = L - split),
+    and q, k, v, o (and their gradients) are read or written once; ``fusmae_fast.cost_model`` counts
+    these FLOPs and bytes for the benchmarks.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
 
 from .compile_spec import compile_spec, signature
-
-
-def cross_modal_mask(split: torch.Tensor, length: int) -> torch.Tensor:
-    """Boolean (B, L, L) mask: True where query t may attend key u (different modalities)."""
-    pos = torch.arange(length, device=split.device)
-    first = pos[None, :] < split[:, None]  # (B, L): token is modality 1
-    return first[:, :, None] != first[:, None, :]
-
-
-def cross_modal_attention_ref(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor
-) -> torch.Tensor:
-    """Pure-torch reference of the fused Eq. 2 attention; differentiable by autograd.
-
-    Shapes as in the module docstring; returns o with q's shape and dtype.
-    """
-    b, length, h, d = q.shape
-    allowed = cross_modal_mask(split, length)[:, None]  # (B, 1, L, L)
-    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
-    acc = torch.promote_types(q.dtype, torch.float32)  # softmax in fp32 (fp64 for an fp64 reference)
-    scores = torch.matmul(qh, kh.transpose(-1, -2)).to(acc) * (1.0 / math.sqrt(d))
-    scores = scores.masked_fill(~allowed, torch.finfo(acc).min)
-    has_key = allowed.any(-1, keepdim=True)  # (B, 1, L, 1)
-    probs = torch.softmax(scores, dim=-1) * has_key
-    out = torch.matmul(probs.to(q.dtype), vh)
-    return out.transpose(1, 2)
-
-
-def cross_modal_attention_sdpa(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor
-) -> torch.Tensor:
-    """The torch path the model runs: the same op through ``scaled_dot_product_attention``.
-
-    Three forms, all equal to :func:`cross_modal_attention_ref` up to rounding (tested):
-    - one split for the whole batch (consistent masking; eager): two unmasked SDPA calls on the halves
-      (S1 queries on S2 keys, S2 queries on S1 keys) and a concatenation: only the useful n1 x n2
-      score blocks are computed (CPU, B=2, L=1024: fwd + bwd 59 vs 105 ms for the masked call);
-    - ragged splits, every sample with both modalities (independent masking; eager): one SDPA call
-      with the boolean cross-modal mask (one call beats a call per group of equal splits at B=32);
-    - otherwise (a sample with split 0 or L, or under torch.compile, which needs one data-independent
-      graph): the masked call with rows that have no key let attend every key (finite, no NaN
-      anywhere), then exact zeros put back with ``torch.where``, which also sends exactly zero
-      gradient into those rows.
-    """
-    length = q.shape[1]
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
-    if not torch.compiler.is_compiling() and split.numel():
-        # Eager mode may look at the split points (under torch.compile: one data-independent graph).
-        lo, hi = int(split.min()), int(split.max())
-        if lo == hi and 0 < lo < length:
-            # One split for the whole batch (consistent masking): the two directions as two unmasked
-            # SDPA calls on the halves, half the score work of the masked L x L call.
-            s = lo
-            x_to_y = sdpa(qh[:, :, :s], kh[:, :, s:], vh[:, :, s:])
-            y_to_x = sdpa(qh[:, :, s:], kh[:, :, :s], vh[:, :, :s])
-            return torch.cat([x_to_y, y_to_x], dim=2).transpose(1, 2)
-        if lo > 0 and hi < length:  # ragged, every sample has both modalities: no fix-up passes
-            return sdpa(qh, kh, vh, attn_mask=cross_modal_mask(split, length)[:, None]).transpose(1, 2)
-    allowed = cross_modal_mask(split, length)  # (B, L, L)
-    has_key = ((split > 0) & (split < length))[:, None, None]  # (B, 1, 1): both modalities present
-    attn_mask = (allowed | ~has_key)[:, None]  # (B, 1, L, L)
-    out = sdpa(qh, kh, vh, attn_mask=attn_mask).transpose(1, 2)
-    return torch.where(has_key[..., None], out, out.new_zeros(()))
-
-
-# ----------------------------------------------------------------------------------------------------
-# Work model (used by the benchmarks)
-# ----------------------------------------------------------------------------------------------------
-
-
-def _split_list(split: torch.Tensor | Sequence[int]) -> list[int]:
-    if isinstance(split, torch.Tensor):
-        return [int(s) for s in split.reshape(-1).tolist()]
-    return [int(s) for s in split]
-
-
-def cross_modal_attention_flops(
-    split: torch.Tensor | Sequence[int], L: int, H: int, D: int, *, backward: bool = False
-) -> int:
-    """Useful FLOPs of the op: only the 2 * n1 * n2 cross-modal score entries per head count.
-
-    Forward: sum_b 8 * n1 * n2 * D * H (QK^T and PV, 2 FLOPs per multiply-add). With
-    ``backward=True`` the backward's 2.5 x forward (5 matmuls) is returned instead.
-    """
-    pairs = sum(2 * s * (L - s) for s in _split_list(split))
-    fwd = pairs * 4 * D * H
-    return fwd * 5 // 2 if backward else fwd
-
-
-def cross_modal_attention_bytes(
-    batch: int, L: int, H: int, D: int, dtype: torch.dtype, *, backward: bool = False
-) -> int:
-    """Compulsory HBM traffic of the Triton path (each tensor read or written once)."""
-    esize = torch.empty((), dtype=dtype).element_size()
-    rows = batch * L * H
-    if backward:  # q, k, v, o, dO read; dq, dk, dv written; lse read; Delta written then read twice
-        return rows * (8 * D * esize + 4 * 4)
-    return rows * (4 * D * esize + 4)  # q, k, v read; o and lse written
-
 
 # ----------------------------------------------------------------------------------------------------
 # Triton kernels
@@ -300,17 +198,65 @@ def _xattn_fwd_kernel(
     first = offs_m < s
     lo_u, full_end, lo_a, lo_b, hi_b = _walk_ranges(m0, s, L, BLOCK_M, BLOCK_N)
     acc, m_i, l_i = _fwd_inner(
-        acc, m_i, l_i, q, k_base, v_base, stride_kl, stride_vl, lo_u, full_end, first, qk_scale,
-        offs_n, offs_d, d_ok, False, BLOCK_N, DOT_PRECISION,
-    )  # fmt: skip
+        acc,
+        m_i,
+        l_i,
+        q,
+        k_base,
+        v_base,
+        stride_kl,
+        stride_vl,
+        lo_u,
+        full_end,
+        first,
+        qk_scale,
+        offs_n,
+        offs_d,
+        d_ok,
+        False,
+        BLOCK_N,
+        DOT_PRECISION,
+    )
     acc, m_i, l_i = _fwd_inner(
-        acc, m_i, l_i, q, k_base, v_base, stride_kl, stride_vl, lo_a, L, first, qk_scale,
-        offs_n, offs_d, d_ok, True, BLOCK_N, DOT_PRECISION,
-    )  # fmt: skip
+        acc,
+        m_i,
+        l_i,
+        q,
+        k_base,
+        v_base,
+        stride_kl,
+        stride_vl,
+        lo_a,
+        L,
+        first,
+        qk_scale,
+        offs_n,
+        offs_d,
+        d_ok,
+        True,
+        BLOCK_N,
+        DOT_PRECISION,
+    )
     acc, m_i, l_i = _fwd_inner(
-        acc, m_i, l_i, q, k_base, v_base, stride_kl, stride_vl, lo_b, hi_b, ~first, qk_scale,
-        offs_n, offs_d, d_ok, True, BLOCK_N, DOT_PRECISION,
-    )  # fmt: skip
+        acc,
+        m_i,
+        l_i,
+        q,
+        k_base,
+        v_base,
+        stride_kl,
+        stride_vl,
+        lo_b,
+        hi_b,
+        ~first,
+        qk_scale,
+        offs_n,
+        offs_d,
+        d_ok,
+        True,
+        BLOCK_N,
+        DOT_PRECISION,
+    )
     has_key = l_i > 0.0
     o = acc / tl.where(has_key, l_i, 1.0)[:, None]
     tl.store(
@@ -462,17 +408,68 @@ def _xattn_bwd_dq_kernel(
     first = offs_m < s
     lo_u, full_end, lo_a, lo_b, hi_b = _walk_ranges(m0, s, L, BLOCK_M, BLOCK_N)
     dq = _dq_inner(
-        dq, q, do, lse, delta, k_base, v_base, stride_kl, stride_vl, lo_u, full_end, first, qk_scale,
-        offs_n, offs_d, d_ok, False, BLOCK_N, DOT_PRECISION,
-    )  # fmt: skip
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        k_base,
+        v_base,
+        stride_kl,
+        stride_vl,
+        lo_u,
+        full_end,
+        first,
+        qk_scale,
+        offs_n,
+        offs_d,
+        d_ok,
+        False,
+        BLOCK_N,
+        DOT_PRECISION,
+    )
     dq = _dq_inner(
-        dq, q, do, lse, delta, k_base, v_base, stride_kl, stride_vl, lo_a, L, first, qk_scale,
-        offs_n, offs_d, d_ok, True, BLOCK_N, DOT_PRECISION,
-    )  # fmt: skip
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        k_base,
+        v_base,
+        stride_kl,
+        stride_vl,
+        lo_a,
+        L,
+        first,
+        qk_scale,
+        offs_n,
+        offs_d,
+        d_ok,
+        True,
+        BLOCK_N,
+        DOT_PRECISION,
+    )
     dq = _dq_inner(
-        dq, q, do, lse, delta, k_base, v_base, stride_kl, stride_vl, lo_b, hi_b, ~first, qk_scale,
-        offs_n, offs_d, d_ok, True, BLOCK_N, DOT_PRECISION,
-    )  # fmt: skip
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        k_base,
+        v_base,
+        stride_kl,
+        stride_vl,
+        lo_b,
+        hi_b,
+        ~first,
+        qk_scale,
+        offs_n,
+        offs_d,
+        d_ok,
+        True,
+        BLOCK_N,
+        DOT_PRECISION,
+    )
     dq = dq * sm_scale
     tl.store(
         DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dql + offs_d[None, :],
@@ -603,17 +600,71 @@ def _xattn_bwd_dkdv_kernel(
     # the key block's modality-1 keys are attended by queries [s, L), its modality-2 keys by [0, s)
     lo_u, full_end, lo_a, lo_b, hi_b = _walk_ranges(n0, s, L, BLOCK_N, BLOCK_M)
     dk, dv = _dkdv_inner(
-        dk, dv, kb, vb, q_base, do_base, lse_base, delta_base, stride_ql, stride_dol, lo_u, full_end,
-        first, qk_scale, offs_m, offs_d, d_ok, False, BLOCK_M, DOT_PRECISION,
-    )  # fmt: skip
+        dk,
+        dv,
+        kb,
+        vb,
+        q_base,
+        do_base,
+        lse_base,
+        delta_base,
+        stride_ql,
+        stride_dol,
+        lo_u,
+        full_end,
+        first,
+        qk_scale,
+        offs_m,
+        offs_d,
+        d_ok,
+        False,
+        BLOCK_M,
+        DOT_PRECISION,
+    )
     dk, dv = _dkdv_inner(
-        dk, dv, kb, vb, q_base, do_base, lse_base, delta_base, stride_ql, stride_dol, lo_a, L,
-        first, qk_scale, offs_m, offs_d, d_ok, True, BLOCK_M, DOT_PRECISION,
-    )  # fmt: skip
+        dk,
+        dv,
+        kb,
+        vb,
+        q_base,
+        do_base,
+        lse_base,
+        delta_base,
+        stride_ql,
+        stride_dol,
+        lo_a,
+        L,
+        first,
+        qk_scale,
+        offs_m,
+        offs_d,
+        d_ok,
+        True,
+        BLOCK_M,
+        DOT_PRECISION,
+    )
     dk, dv = _dkdv_inner(
-        dk, dv, kb, vb, q_base, do_base, lse_base, delta_base, stride_ql, stride_dol, lo_b, hi_b,
-        ~first, qk_scale, offs_m, offs_d, d_ok, True, BLOCK_M, DOT_PRECISION,
-    )  # fmt: skip
+        dk,
+        dv,
+        kb,
+        vb,
+        q_base,
+        do_base,
+        lse_base,
+        delta_base,
+        stride_ql,
+        stride_dol,
+        lo_b,
+        hi_b,
+        ~first,
+        qk_scale,
+        offs_m,
+        offs_d,
+        d_ok,
+        True,
+        BLOCK_M,
+        DOT_PRECISION,
+    )
     dk = dk * sm_scale
     tl.store(
         DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkl + offs_d[None, :],
@@ -832,9 +883,21 @@ def _forward(
     sm_scale = 1.0 / math.sqrt(D)
     split = split.contiguous()
     args = (
-        q, k, v, o, lse, split, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
-        L, H, _l_bucket(L), sm_scale * _LOG2E,
-    )  # fmt: skip
+        q,
+        k,
+        v,
+        o,
+        lse,
+        split,
+        *q.stride()[:3],
+        *k.stride()[:3],
+        *v.stride()[:3],
+        *o.stride()[:3],
+        L,
+        H,
+        _l_bucket(L),
+        sm_scale * _LOG2E,
+    )
     meta = {"BLOCK_D": block_d, "HEAD_DIM": D, "DOT_PRECISION": _precision(q.dtype, allow_tf32)}
     _launch("fwd", _fwd_tuned, _xattn_fwd_kernel, L, B * H, args, meta)
     return o, lse
@@ -863,21 +926,56 @@ def _backward(
     lse = lse.contiguous()
     delta = torch.empty((B, H, L), dtype=torch.float32, device=q.device)
     _xattn_bwd_preprocess_kernel[(triton.cdiv(L, PREPROCESS_BLOCK_M), B * H)](
-        o, do, delta, *o.stride()[:3], *do.stride()[:3], L, H,
-        BLOCK_M=PREPROCESS_BLOCK_M, BLOCK_D=block_d, HEAD_DIM=D, num_warps=4, num_stages=1,
-    )  # fmt: skip
+        o,
+        do,
+        delta,
+        *o.stride()[:3],
+        *do.stride()[:3],
+        L,
+        H,
+        BLOCK_M=PREPROCESS_BLOCK_M,
+        BLOCK_D=block_d,
+        HEAD_DIM=D,
+        num_warps=4,
+        num_stages=1,
+    )
     meta = {"BLOCK_D": block_d, "HEAD_DIM": D, "DOT_PRECISION": _precision(q.dtype, allow_tf32)}
     common = (L, H, _l_bucket(L), sm_scale * _LOG2E, sm_scale)
     dq_args = (
-        q, k, v, do, dq, lse, delta, split,
-        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dq.stride()[:3], *common,
-    )  # fmt: skip
+        q,
+        k,
+        v,
+        do,
+        dq,
+        lse,
+        delta,
+        split,
+        *q.stride()[:3],
+        *k.stride()[:3],
+        *v.stride()[:3],
+        *do.stride()[:3],
+        *dq.stride()[:3],
+        *common,
+    )
     _launch("dq", _dq_tuned, _xattn_bwd_dq_kernel, L, B * H, dq_args, meta)
     dkdv_args = (
-        q, k, v, do, dk, dv, lse, delta, split,
-        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dk.stride()[:3],
-        *dv.stride()[:3], *common,
-    )  # fmt: skip
+        q,
+        k,
+        v,
+        do,
+        dk,
+        dv,
+        lse,
+        delta,
+        split,
+        *q.stride()[:3],
+        *k.stride()[:3],
+        *v.stride()[:3],
+        *do.stride()[:3],
+        *dk.stride()[:3],
+        *dv.stride()[:3],
+        *common,
+    )
     _launch("dkdv", _dkdv_tuned, _xattn_bwd_dkdv_kernel, L, B * H, dkdv_args, meta)
     return dq, dk, dv
 
@@ -948,6 +1046,37 @@ def cross_modal_attention_triton(
     """
     o, _ = torch.ops.fusmae_fast.cross_modal_attention_fwd(q, k, v, split, allow_tf32)
     return o
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reference (pure torch; the tests' oracle)
+# ----------------------------------------------------------------------------------------------------
+
+
+def cross_modal_mask(split: torch.Tensor, length: int) -> torch.Tensor:
+    """Boolean (B, L, L) mask: True where query t may attend key u (different modalities)."""
+    pos = torch.arange(length, device=split.device)
+    first = pos[None, :] < split[:, None]  # (B, L): token is modality 1
+    return first[:, :, None] != first[:, None, :]
+
+
+def cross_modal_attention_ref(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor
+) -> torch.Tensor:
+    """Pure-torch reference of the fused Eq. 2 attention; differentiable by autograd.
+
+    Shapes as in the module docstring; returns o with q's shape and dtype.
+    """
+    b, length, h, d = q.shape
+    allowed = cross_modal_mask(split, length)[:, None]  # (B, 1, L, L)
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
+    acc = torch.promote_types(q.dtype, torch.float32)  # softmax in fp32 (fp64 for an fp64 reference)
+    scores = torch.matmul(qh, kh.transpose(-1, -2)).to(acc) * (1.0 / math.sqrt(d))
+    scores = scores.masked_fill(~allowed, torch.finfo(acc).min)
+    has_key = allowed.any(-1, keepdim=True)  # (B, 1, L, 1)
+    probs = torch.softmax(scores, dim=-1) * has_key
+    out = torch.matmul(probs.to(q.dtype), vh)
+    return out.transpose(1, 2)
 
 
 # ----------------------------------------------------------------------------------------------------

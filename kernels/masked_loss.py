@@ -9,13 +9,10 @@ masked_mse
     Computed and returned in fp32 whatever the input dtype (fp64 for an fp64 reference).
     (A float mask acts as a per-patch weight: loss = sum w * mse / max(sum w, 1), as the reference.)
 
-The torch path (``masked_mse_torch``, what ``kernels='torch'`` runs)
-    The reference's math in one ``torch.autograd.Function``: the normalised target is built without
-    autograd in one buffer (patchify and dtype cast in one copy, centring and scaling in place), turned
-    in place into target - pred, and reduced with vector norms; the backward is one multiply of that
-    buffer. On this project's 2-core CPU, S2 loss at batch 32, fwd + bwd: 2.7x to 3.4x faster than
-    autograd through the reference over runs (13.5 vs 36.8 ms, 19.8 vs 66.9 ms). torch.compile traces
-    it in the model's one graph. Falls back to the reference when the image or mask needs a gradient.
+The torch path
+    ``kernels='torch'`` runs ``fusmae_fast.torch_ops.masked_mse_torch``: this reference's math in one
+    autograd function with a hand-written backward; it falls back to ``masked_mse_ref`` when the image
+    or mask needs a gradient.
 
 The Triton path (``masked_mse_triton``)
     Forward: one launch, a program per BLOCK_M patches (rows b*N + n). A program loads the mask
@@ -62,100 +59,10 @@ EPS = 1.0e-6
 """The norm_pix variance epsilon (MAE's)."""
 
 
-def _patch_view(img: torch.Tensor, patch: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H/P, W/P, P, P, C), MAE's patchify order (nchpwq -> nhwpqc), without a copy
-    when img's layout allows."""
-    b, c, hh, ww = img.shape
-    return img.reshape(b, c, hh // patch, patch, ww // patch, patch).permute(0, 2, 4, 3, 5, 1)
-
-
-def patchify(img: torch.Tensor, patch: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, N, P*P*C) in MAE's order (nchpwq -> nhwpqc)."""
-    b, h, w = img.shape[0], img.shape[2] // patch, img.shape[3] // patch
-    return _patch_view(img, patch).reshape(b, h * w, -1)
-
-
-def _check_norm_pix(norm_pix: bool, elements: int) -> None:
+def check_norm_pix(norm_pix: bool, elements: int) -> None:
+    """norm_pix's unbiased variance needs two elements per patch (both paths check it)."""
     if norm_pix and elements < 2:
         raise ValueError("norm_pix needs at least 2 elements per patch (unbiased variance)")
-
-
-def unpatchify(x: torch.Tensor, patch: int, channels: int, height: int, width: int) -> torch.Tensor:
-    """(B, N, P*P*C) -> (B, C, H, W); the inverse of :func:`patchify`."""
-    b = x.shape[0]
-    h, w = height // patch, width // patch
-    x = x.reshape(b, h, w, patch, patch, channels)
-    x = torch.einsum("nhwpqc->nchpwq", x)
-    return x.reshape(b, channels, height, width)
-
-
-def masked_mse_ref(
-    pred: torch.Tensor, img: torch.Tensor, mask: torch.Tensor, patch: int, norm_pix: bool
-) -> torch.Tensor:
-    """Pure-torch reference of masked_mse (fp32 scalar)."""
-    acc = torch.promote_types(pred.dtype, torch.float32)
-    target = patchify(img.to(acc), patch)
-    if norm_pix:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + EPS) ** 0.5
-    per_patch = ((pred.to(acc) - target) ** 2).mean(dim=-1)
-    m = mask.to(acc)
-    denom = m.sum()
-    return (per_patch * m).sum() / denom.clamp(min=1.0)
-
-
-class _MaskedMSETorch(torch.autograd.Function):
-    """masked_mse in a few in-place passes with a hand-written backward (the torch backend).
-
-    Autograd of the reference keeps every intermediate of patchify / normalise / square / mean and
-    runs one backward op per forward op; here the normalised target is built in one buffer without
-    autograd (the images take no gradient), turned in place into target - pred, and that one buffer is
-    all the backward needs: d pred = -2 w (target - pred) d loss / (D max(sum w, 1)).
-    """
-
-    @staticmethod
-    def forward(ctx, pred, img, mask, patch: int, norm_pix: bool):  # type: ignore[override]
-        acc = torch.promote_types(pred.dtype, torch.float32)
-        d = pred.shape[-1]
-        view = _patch_view(img, patch)
-        t = torch.empty(view.shape, dtype=acc, device=img.device)  # fresh: modified in place below
-        t.copy_(view)  # patchify and the cast to the accumulation dtype in one copy
-        t = t.view(-1, d)
-        if norm_pix:
-            t.sub_(t.mean(dim=1, keepdim=True))
-            # unbiased variance from the centred rows; the norm is one fast reduction
-            var = torch.linalg.vector_norm(t, dim=1, keepdim=True).square_().div_(d - 1)
-            t.mul_(var.add_(EPS).rsqrt_())
-        t.sub_(pred.reshape(-1, d).to(acc))  # t = target - pred
-        w = mask.reshape(-1).to(acc)
-        denom = w.sum().clamp(min=1.0)
-        per_patch = torch.linalg.vector_norm(t, dim=1).square_()  # d * MSE of each patch
-        loss = (per_patch * w).sum() / (d * denom)
-        ctx.save_for_backward(t, w, denom)
-        ctx.pred_shape, ctx.pred_dtype = pred.shape, pred.dtype
-        return loss
-
-    @staticmethod
-    def backward(ctx, dloss):  # type: ignore[override]
-        t, w, denom = ctx.saved_tensors
-        scale = w.mul(dloss * (-2.0 / t.shape[1]) / denom)
-        dpred = (t * scale[:, None]).to(ctx.pred_dtype).reshape(ctx.pred_shape)
-        return dpred, None, None, None, None
-
-
-def masked_mse_torch(
-    pred: torch.Tensor, img: torch.Tensor, mask: torch.Tensor, patch: int, norm_pix: bool
-) -> torch.Tensor:
-    """The torch backend of masked_mse: ``masked_mse_ref``'s result, computed faster.
-
-    Uses ``_MaskedMSETorch`` (in-place passes, one saved buffer, hand-written backward) when the image
-    takes no gradient and a mask gets none (the model's case); otherwise the reference.
-    """
-    if img.requires_grad or mask.requires_grad:
-        return masked_mse_ref(pred, img, mask, patch, norm_pix)
-    _check_norm_pix(norm_pix, pred.shape[-1])
-    return _MaskedMSETorch.apply(pred, img, mask, int(patch), bool(norm_pix))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -256,9 +163,28 @@ def _mse_fwd_kernel(
     """part[pid] = (sum over the block's rows of w * mean_d (pred - target)^2, sum of w)."""
     pid = tl.program_id(0)
     _, _, _, _, w, _, _, _, _, _, x, t, _, _ = _load_patches(
-        PRED, IMG, MASK, pid, ROWS, N, C_IN, P, GRID_W, D, stride_pb, stride_pn, stride_ib, stride_ic,
-        stride_ih, stride_iw, stride_mb, stride_mn, norm_pix, BLOCK_M, BLOCK_D,
-    )  # fmt: skip
+        PRED,
+        IMG,
+        MASK,
+        pid,
+        ROWS,
+        N,
+        C_IN,
+        P,
+        GRID_W,
+        D,
+        stride_pb,
+        stride_pn,
+        stride_ib,
+        stride_ic,
+        stride_ih,
+        stride_iw,
+        stride_mb,
+        stride_mn,
+        norm_pix,
+        BLOCK_M,
+        BLOCK_D,
+    )
     e = x - t  # zero on visible rows and past D (both loads masked)
     per = tl.sum(e * e, 1) / D
     tl.store(PART + pid.to(tl.int64) * 2, tl.sum(per * w, 0))
@@ -320,9 +246,28 @@ def _mse_bwd_kernel(
     the normalisation, written for every pixel of the block's patches."""
     pid = tl.program_id(0)
     rows, row_ok, b, n, w, m2, d, d_ok, img_row, img_col, x, t, centred, rstd = _load_patches(
-        PRED, IMG, MASK, pid, ROWS, N, C_IN, P, GRID_W, D, stride_pb, stride_pn, stride_ib, stride_ic,
-        stride_ih, stride_iw, stride_mb, stride_mn, norm_pix, BLOCK_M, BLOCK_D,
-    )  # fmt: skip
+        PRED,
+        IMG,
+        MASK,
+        pid,
+        ROWS,
+        N,
+        C_IN,
+        P,
+        GRID_W,
+        D,
+        stride_pb,
+        stride_pn,
+        stride_ib,
+        stride_ic,
+        stride_ih,
+        stride_iw,
+        stride_mb,
+        stride_mn,
+        norm_pix,
+        BLOCK_M,
+        BLOCK_D,
+    )
     scale = tl.load(DLOSS).to(tl.float32) * 2.0 / (D * tl.maximum(tl.load(WSUM), 1.0))
     g = (scale * w)[:, None] * (x - t)  # d loss / d pred; zero on visible rows and past D
     out_mask = row_ok[:, None] & d_ok[None, :]
@@ -443,9 +388,17 @@ def _backward(
     di = dimg if want_img else img
     dloss = dloss.reshape(()).to(torch.float32)
     args = (
-        pred, img, mask, wsum, dloss, dp, di, *_common_args(pred, img, mask, patch),
-        *(dp.stride()[:2] if want_pred else (0, 0)), *(di.stride() if want_img else (0,) * 4),
-    )  # fmt: skip
+        pred,
+        img,
+        mask,
+        wsum,
+        dloss,
+        dp,
+        di,
+        *_common_args(pred, img, mask, patch),
+        *(dp.stride()[:2] if want_pred else (0, 0)),
+        *(di.stride() if want_img else (0,) * 4),
+    )
     flags = (int(norm_pix), int(want_pred), int(want_img))
     _mse_bwd_kernel[(triton.cdiv(B * N, bm),)](*args, *flags, **_grid_meta(bd))
     return dpred, dimg
@@ -530,9 +483,39 @@ def masked_mse_triton(
             f"P*P*C_in = {D} exceeds the Triton path's limit of {MAX_PATCH_ELEMENTS} elements per patch "
             "(a patch is held in registers); use kernels='torch' for such patches"
         )
-    _check_norm_pix(norm_pix, D)
+    check_norm_pix(norm_pix, D)
     loss, _ = torch.ops.fusmae_fast.masked_mse_fwd(pred, img, mask, int(patch), bool(norm_pix))
     return loss
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reference (pure torch; the tests' oracle and the torch path's fallback)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _patchify(img: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, P*P*C), MAE's patchify order (nchpwq -> nhwpqc): the target layout of the
+    loss, written out here because kernels import only torch and triton (the model's own is
+    ``fusmae_fast.patches.patchify``)."""
+    b, c, hh, ww = img.shape
+    view = img.reshape(b, c, hh // patch, patch, ww // patch, patch).permute(0, 2, 4, 3, 5, 1)
+    return view.reshape(b, (hh // patch) * (ww // patch), -1)
+
+
+def masked_mse_ref(
+    pred: torch.Tensor, img: torch.Tensor, mask: torch.Tensor, patch: int, norm_pix: bool
+) -> torch.Tensor:
+    """Pure-torch reference of masked_mse (fp32 scalar)."""
+    acc = torch.promote_types(pred.dtype, torch.float32)
+    target = _patchify(img.to(acc), patch)
+    if norm_pix:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + EPS) ** 0.5
+    per_patch = ((pred.to(acc) - target) ** 2).mean(dim=-1)
+    m = mask.to(acc)
+    denom = m.sum()
+    return (per_patch * m).sum() / denom.clamp(min=1.0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -565,10 +548,17 @@ def compile_specs() -> list[dict]:
         )
         bwd_sig = signature(
             _mse_bwd_kernel,
-            {"PRED": f"*{tname}", "IMG": "*fp32", "MASK": "*u8", "WSUM": "*fp32", "DLOSS": "*fp32",
-             "DPRED": f"*{tname}", "DIMG": "*fp32"},
+            {
+                "PRED": f"*{tname}",
+                "IMG": "*fp32",
+                "MASK": "*u8",
+                "WSUM": "*fp32",
+                "DLOSS": "*fp32",
+                "DPRED": f"*{tname}",
+                "DIMG": "*fp32",
+            },
             ("BLOCK_M", "BLOCK_D"),
-        )  # fmt: skip
+        )
         for bd in COMPILE_BLOCK_D:
             bm, warps = rows_per_program(bd, False), num_warps(bd)
             consts = {"BLOCK_M": bm, "BLOCK_D": bd}

@@ -72,8 +72,8 @@ def check_mse(pred, img, mask, patch, norm_pix, tag: str) -> None:
     dtype = pred.dtype if pred.dtype != torch.float32 else img.dtype
     for i, (name, t, r, lo) in enumerate(zip(names, tri, ref, low, strict=True)):
         assert torch.isfinite(t).all(), f"{tag} {name} not finite"
-        REPORT.check(name, t, r, lo, dtype, tag, factor=2.0 if i == 0 else 3.0,
-                     atol=LOSS_ATOL if i == 0 else FP32_ATOL)  # fmt: skip
+        atol = LOSS_ATOL if i == 0 else FP32_ATOL
+        REPORT.check(name, t, r, lo, dtype, tag, factor=2.0 if i == 0 else 3.0, atol=atol)
 
 
 CASES = [

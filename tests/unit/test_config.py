@@ -13,9 +13,8 @@ def test_presets_build_and_roundtrip(name):
 
 def test_preset_values_follow_spec():
     tiny, small, base = (ModelConfig.from_name(n) for n in ("tiny", "small", "base"))
-    assert (tiny.embed_dim, tiny.depth, tiny.num_heads, tiny.decoder_embed_dim, tiny.decoder_depth) == (
-        64, 2, 2, 32, 1,
-    )  # fmt: skip
+    tiny_sizes = (tiny.embed_dim, tiny.depth, tiny.num_heads, tiny.decoder_embed_dim, tiny.decoder_depth)
+    assert tiny_sizes == (64, 2, 2, 32, 1)
     assert (small.embed_dim, small.depth, small.num_heads) == (384, 12, 6)
     assert (base.embed_dim, base.depth, base.num_heads) == (768, 12, 12)
     for cfg in (small, base):

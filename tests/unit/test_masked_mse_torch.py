@@ -1,4 +1,4 @@
-"""The torch backend's masked MSE (``masked_mse_torch``: in-place passes, hand-written backward) equals
+"""The torch path's masked MSE (``masked_mse_torch``: in-place passes, hand-written backward) equals
 the float64 reference ``masked_mse_ref``: loss and d pred, over image sizes, channel counts, norm_pix,
 mask ratios 0 / 0.75 / 1 in one batch, float mask weights, strided masks, batch 1, P = 1 with one
 channel, low-precision predictions (autocast), repeated backward, and the fallbacks (image gradient).
@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from fusmae_fast import ops
-from fusmae_fast.kernels.masked_loss import masked_mse_ref, masked_mse_torch
+from fusmae_fast.kernels.masked_loss import masked_mse_ref
+from fusmae_fast.torch_ops import masked_mse_torch
 
 
 def _case(b, c, size, patch, seed, ratios=(0.0, 0.75, 1.0)):

@@ -3,7 +3,8 @@ import torch
 
 from fusmae_fast import ops
 from fusmae_fast.masking import random_masking, single_modality
-from fusmae_fast.model import FusMAE, build_model, sincos_pos_embed_2d
+from fusmae_fast.model import FusMAE, build_model
+from fusmae_fast.patches import patchify
 
 
 def _images(b=2, size=120, seed=0):
@@ -55,21 +56,13 @@ def test_masked_mse_ignores_visible_patches_and_normalises():
     changed[~mask] += 5.0
     torch.testing.assert_close(ops.masked_mse(changed, img, mask, 4, True), base)
     # literal formula
-    target = ops.patchify(img, 4)
+    target = patchify(img, 4)
     target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
     expected = ((pred - target) ** 2).mean(-1)[mask].mean()
     torch.testing.assert_close(base, expected)
     # float mask equals bool mask; no masked patch gives 0
     torch.testing.assert_close(ops.masked_mse(pred, img, mask.float(), 4, True), base)
     assert ops.masked_mse(pred, img, torch.zeros_like(mask), 4, False).item() == 0.0
-
-
-def test_patchify_order_and_roundtrip():
-    img = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
-    x = ops.patchify(img, 4)
-    # patch (row 0, col 1), first element: pixel (0, 4), channel 0; then channel 1 (nhwpqc)
-    assert x[0, 1, 0] == img[0, 0, 0, 4] and x[0, 1, 1] == img[0, 1, 0, 4] and x[0, 1, 3] == img[0, 0, 0, 5]
-    assert torch.equal(ops.unpatchify(x, 4, 3, 8, 8), img)
 
 
 def test_patch_embed_equals_conv_on_kept_patches():
@@ -153,7 +146,7 @@ def test_seeded_forward_is_deterministic_and_reconstruct_shapes():
     assert rec["s1"].shape == s1.shape and rec["s2_pasted"].shape == s2.shape
     # visible patches are pasted from the input exactly
     vis = ~a.mask_s2
-    assert torch.allclose(ops.patchify(rec["s2_pasted"], 8)[vis], ops.patchify(s2, 8)[vis])
+    assert torch.allclose(patchify(rec["s2_pasted"], 8)[vis], patchify(s2, 8)[vis])
 
 
 @pytest.mark.parametrize(
@@ -212,15 +205,6 @@ def test_parameter_counts_of_presets():
     enc = sum(p.numel() for n, p in base.named_parameters() if not n.startswith("decoder"))
     patch = (2 + 12) * 64 * 768 + 2 * 768
     assert enc == 12 * vit_block + patch + 768 + 2 * 768
-
-
-def test_pos_embed_matches_mae_layout():
-    pe = sincos_pos_embed_2d(8, 3)
-    assert pe.shape == (9, 8)
-    # position 0: sin(0)=0 for sin halves, cos(0)=1 for cos halves
-    assert torch.equal(pe[0], torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]))
-    # raster order: index 1 is (row 0, col 1): the first half (x / width) changes, the second does not
-    assert pe[1, 0] != 0 and pe[1, 4] == 0
 
 
 @pytest.mark.parametrize("variant", ["xae", "xad"])

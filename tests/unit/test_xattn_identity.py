@@ -1,5 +1,6 @@
-"""SPEC §2's key identity: Eq. 2 on the concatenated, modality-sorted sequence with the anti-diagonal
-mask equals the literal form: two cross-attentions CA(x, y), CA(y, x), then torch.cat, per sample."""
+"""The key identity of docs/design.md §2: Eq. 2 on the concatenated, modality-sorted sequence with the
+anti-diagonal mask equals the literal form: two cross-attentions CA(x, y), CA(y, x), then torch.cat,
+per sample."""
 
 import math
 

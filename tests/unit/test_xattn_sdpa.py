@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref, cross_modal_attention_sdpa
+from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref
+from fusmae_fast.torch_ops import cross_modal_attention_sdpa
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

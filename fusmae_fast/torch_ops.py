@@ -1,0 +1,116 @@
+"""The torch path of the ops that have a faster form than their reference (what ``kernels="torch"`` runs).
+
+``cross_modal_attention_sdpa``
+    Eq. 2 through ``torch.nn.functional.scaled_dot_product_attention`` (fused SDPA kernels), equal to
+    ``cross_modal_attention_ref`` up to rounding (tested, rows without keys included).
+``masked_mse_torch``
+    ``masked_mse_ref``'s math in one ``torch.autograd.Function``: the normalised target is built
+    without autograd in one buffer, and that buffer is all the hand-written backward needs (tested
+    equal to the fp64 reference). ``torch.compile`` traces it in the model's one graph.
+
+The other two ops (patch embedding, token scatter/gather) run their ``*_ref`` directly. The references
+stay in ``fusmae_fast.kernels`` beside the Triton kernels they define (the tests' oracles); this module
+builds on them (``cross_modal_mask``, ``masked_mse_ref`` as the fallback) and on the model's patch
+layout (``fusmae_fast.patches``). Inputs are validated by ``fusmae_fast.ops``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fusmae_fast.kernels.cross_modal_attention import cross_modal_mask
+from fusmae_fast.kernels.masked_loss import EPS, check_norm_pix, masked_mse_ref
+from fusmae_fast.patches import patch_view
+
+__all__ = ["cross_modal_attention_sdpa", "masked_mse_torch"]
+
+
+def cross_modal_attention_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor
+) -> torch.Tensor:
+    """The torch path of the cross-modal attention: the same op through ``scaled_dot_product_attention``.
+
+    Three forms, all equal to ``cross_modal_attention_ref`` up to rounding (tested):
+    - one split for the whole batch (consistent masking; eager): two unmasked SDPA calls on the halves
+      (S1 queries on S2 keys, S2 queries on S1 keys) and a concatenation: only the useful n1 x n2
+      score blocks are computed, instead of the masked L x L call;
+    - ragged splits, every sample with both modalities (independent masking; eager): one SDPA call
+      with the boolean cross-modal mask (one call rather than a call per group of equal splits);
+    - otherwise (a sample with split 0 or L, or under torch.compile, which needs one data-independent
+      graph): the masked call with rows that have no key let attend every key (finite, no NaN
+      anywhere), then exact zeros put back with ``torch.where``, which also sends exactly zero
+      gradient into those rows.
+    """
+    length = q.shape[1]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
+    if not torch.compiler.is_compiling() and split.numel():
+        # Eager mode may look at the split points (under torch.compile: one data-independent graph).
+        lo, hi = int(split.min()), int(split.max())
+        if lo == hi and 0 < lo < length:
+            # One split for the whole batch (consistent masking): the two directions as two unmasked
+            # SDPA calls on the halves, half the score work of the masked L x L call.
+            s = lo
+            x_to_y = sdpa(qh[:, :, :s], kh[:, :, s:], vh[:, :, s:])
+            y_to_x = sdpa(qh[:, :, s:], kh[:, :, :s], vh[:, :, :s])
+            return torch.cat([x_to_y, y_to_x], dim=2).transpose(1, 2)
+        if lo > 0 and hi < length:  # ragged, every sample has both modalities: no fix-up passes
+            return sdpa(qh, kh, vh, attn_mask=cross_modal_mask(split, length)[:, None]).transpose(1, 2)
+    allowed = cross_modal_mask(split, length)  # (B, L, L)
+    has_key = ((split > 0) & (split < length))[:, None, None]  # (B, 1, 1): both modalities present
+    attn_mask = (allowed | ~has_key)[:, None]  # (B, 1, L, L)
+    out = sdpa(qh, kh, vh, attn_mask=attn_mask).transpose(1, 2)
+    return torch.where(has_key[..., None], out, out.new_zeros(()))
+
+
+class _MaskedMSETorch(torch.autograd.Function):
+    """masked_mse in a few in-place passes with a hand-written backward (the torch path).
+
+    Autograd of the reference keeps every intermediate of patchify / normalise / square / mean and
+    runs one backward op per forward op; here the normalised target is built in one buffer without
+    autograd (the images take no gradient), turned in place into target - pred, and that one buffer is
+    all the backward needs: d pred = -2 w (target - pred) d loss / (D max(sum w, 1)).
+    """
+
+    @staticmethod
+    def forward(ctx, pred, img, mask, patch: int, norm_pix: bool):  # type: ignore[override]
+        acc = torch.promote_types(pred.dtype, torch.float32)
+        d = pred.shape[-1]
+        view = patch_view(img, patch)
+        t = torch.empty(view.shape, dtype=acc, device=img.device)  # fresh: modified in place below
+        t.copy_(view)  # patchify and the cast to the accumulation dtype in one copy
+        t = t.view(-1, d)
+        if norm_pix:
+            t.sub_(t.mean(dim=1, keepdim=True))
+            # unbiased variance from the centred rows; the norm is one fast reduction
+            var = torch.linalg.vector_norm(t, dim=1, keepdim=True).square_().div_(d - 1)
+            t.mul_(var.add_(EPS).rsqrt_())
+        t.sub_(pred.reshape(-1, d).to(acc))  # t = target - pred
+        w = mask.reshape(-1).to(acc)
+        denom = w.sum().clamp(min=1.0)
+        per_patch = torch.linalg.vector_norm(t, dim=1).square_()  # d * MSE of each patch
+        loss = (per_patch * w).sum() / (d * denom)
+        ctx.save_for_backward(t, w, denom)
+        ctx.pred_shape, ctx.pred_dtype = pred.shape, pred.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, dloss):  # type: ignore[override]
+        t, w, denom = ctx.saved_tensors
+        scale = w.mul(dloss * (-2.0 / t.shape[1]) / denom)
+        dpred = (t * scale[:, None]).to(ctx.pred_dtype).reshape(ctx.pred_shape)
+        return dpred, None, None, None, None
+
+
+def masked_mse_torch(
+    pred: torch.Tensor, img: torch.Tensor, mask: torch.Tensor, patch: int, norm_pix: bool
+) -> torch.Tensor:
+    """The torch path of masked_mse: ``masked_mse_ref``'s result, computed faster.
+
+    Uses ``_MaskedMSETorch`` (in-place passes, one saved buffer, hand-written backward) when the image
+    takes no gradient and a mask gets none (the model's case); otherwise the reference.
+    """
+    if img.requires_grad or mask.requires_grad:
+        return masked_mse_ref(pred, img, mask, patch, norm_pix)
+    check_norm_pix(norm_pix, pred.shape[-1])
+    return _MaskedMSETorch.apply(pred, img, mask, int(patch), bool(norm_pix))
