@@ -21,8 +21,9 @@ registers on sm_86, or if any config needs more than 101376 bytes (99 KB, the sm
 of shared memory on any target.
 
 Triton's on-disk cache makes a second run much faster (only ptxas -v and cuobjdump are re-run).
-``TRITON_INTERPRET`` is removed from the environment before any kernel module is imported: the
-interpreter's ``@triton.jit`` objects cannot be compiled.
+``collect_specs()`` (which ``main()`` calls) first runs ``prepare_environment()``: it removes
+``TRITON_INTERPRET`` from this process's environment before any kernel module is imported, since the
+interpreter's ``@triton.jit`` objects cannot be compiled. Importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -40,17 +41,21 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-os.environ.pop("TRITON_INTERPRET", None)
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, stated to silence a warning
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.runtime.autotuner import Autotuner, Heuristics
+from triton.runtime.jit import JITFunction
 
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
-from triton.runtime.autotuner import Autotuner, Heuristics  # noqa: E402
-from triton.runtime.jit import JITFunction  # noqa: E402
-
-MODULES: tuple[str, ...] = ("cross_modal_attention", "token_gather", "token_scatter", "masked_loss")
-"""Kernel modules of ``fusmae_fast.kernels`` that are checked."""
+MODULES: tuple[str, ...] = (
+    "cross_modal_attention",
+    "reductions",
+    "token_gather",
+    "masked_patch_embed",
+    "token_scatter",
+    "masked_loss",
+)
+"""Kernel modules of ``fusmae_fast.kernels`` that are checked (in this order)."""
 
 TARGETS: tuple[int, ...] = (80, 86, 90)
 SMEM_LIMIT = 101376
@@ -113,8 +118,17 @@ def module_jit_functions(mod: object) -> list[str]:
     return sorted(names)
 
 
+def prepare_environment() -> None:
+    """Make ``@triton.jit`` give compilable functions in this process: remove ``TRITON_INTERPRET`` (the
+    interpreter's functions cannot be compiled) and state Triton 3.9's default FP fusion (silences a
+    warning). Runs before any kernel module is imported; a module imported earlier stays as it was."""
+    os.environ.pop("TRITON_INTERPRET", None)
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+
 def collect_specs(modules: tuple[str, ...] | list[str], package: str = "fusmae_fast.kernels"):
     """Import the modules and gather their specs; returns (specs as (module, spec) pairs, errors)."""
+    prepare_environment()
     specs: list[tuple[str, dict]] = []
     errors: list[str] = []
     for name in modules:
@@ -168,9 +182,15 @@ def _ptxas_report(ptx: str, cc: int) -> tuple[int, int, int]:
         with open(src, "w") as f:
             f.write(ptx)
         cmd = [
-            _ptxas_path(cc), "-lineinfo", "-v", "--regAllocOptLevel=2",
-            f"--gpu-name={_arch(cc)}", src, "-o", os.path.join(tmp, "k.cubin"),
-        ]  # fmt: skip
+            _ptxas_path(cc),
+            "-lineinfo",
+            "-v",
+            "--regAllocOptLevel=2",
+            f"--gpu-name={_arch(cc)}",
+            src,
+            "-o",
+            os.path.join(tmp, "k.cubin"),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
     log = out.stdout + out.stderr
     if out.returncode != 0:
@@ -264,9 +284,17 @@ def format_table(rows: list[Row], target: str | None = None) -> str:
         spills = "-" if r.spill_stores is None else f"{r.spill_stores}/{r.spill_loads}"
         status = "ok" if r.ok and not r.problems else "; ".join(r.problems)
         lines.append(
-            (r.kernel, r.config, r.target, str(r.regs if r.regs is not None else "-"), spills,
-             str(r.smem if r.smem is not None else "-"), str(r.mma if r.mma is not None else "-"), status)
-        )  # fmt: skip
+            (
+                r.kernel,
+                r.config,
+                r.target,
+                str(r.regs if r.regs is not None else "-"),
+                spills,
+                str(r.smem if r.smem is not None else "-"),
+                str(r.mma if r.mma is not None else "-"),
+                status,
+            )
+        )
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt = " | ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*head), "-+-".join("-" * w for w in widths)]

@@ -1,8 +1,8 @@
 """The spec dicts ``compile_check`` compiles (one per kernel, config and dtype), built one way by every
 kernel module's ``compile_specs()``.
 
-Kept apart from ``compile_check``, which removes ``TRITON_INTERPRET`` from the environment when it is
-imported: the kernel modules (imported under the interpreter by the tests) cannot import it.
+Kept apart from ``compile_check`` (the checking tool, which drives Triton's compiler, ptxas and
+cuobjdump): a kernel module imports only this small builder.
 """
 
 from __future__ import annotations
@@ -46,3 +46,39 @@ def compile_spec(
         "num_stages": num_stages,
         "divisible_by_16": divisible_by_16,
     }
+
+
+def aligned_args(sig: dict[str, str], *, strides: bool = False, exclude: Sequence[str] = ()) -> list[str]:
+    """The arguments Triton would specialize as 16-divisible at a typical launch, in signature order:
+    every pointer but ``exclude`` (fresh torch allocations are 16-byte aligned) and, with ``strides``,
+    every non-constexpr ``stride_*`` argument (row strides that are multiples of 16 elements)."""
+    return [
+        n
+        for n, t in sig.items()
+        if (t.startswith("*") and n not in exclude)
+        or (strides and n.startswith("stride_") and t != "constexpr")
+    ]
+
+
+def aligned_rows_spec(
+    kernel: str,
+    config: str,
+    fn: Any,
+    sig: dict[str, str],
+    constexprs: dict[str, Any],
+    warps: int,
+    stages: int,
+) -> dict[str, Any]:
+    """One spec of a kernel over rows of tokens: pointers taken as 16-byte aligned (fresh torch
+    allocations) and the row strides as multiples of 16 elements (C a multiple of 16, as in every
+    preset)."""
+    return compile_spec(
+        kernel,
+        config,
+        fn,
+        sig,
+        constexprs,
+        num_warps=warps,
+        num_stages=stages,
+        divisible_by_16=aligned_args(sig, strides=True),
+    )

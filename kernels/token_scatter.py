@@ -19,9 +19,9 @@ The Triton path (``scatter_tokens_triton``)
     row; checked in eager mode when latent needs a gradient), d latent rows no position took stay 0
     (one memset); d pos[n] = sum_b dout[b, n] and the masked-position sums for d mask_token are
     accumulated in fp32 registers and written per batch split to fp32 (S, N, C) buffers, then summed
-    in a fixed order by token_gather's reduction kernels (``reduce_splits``, ``sum_rows``):
+    in a fixed order by the shared reduction kernels (``reductions.reduce_splits``, ``sum_rows``):
     deterministic, no atomics. d latent is exact (a copy); d pos and d mask_token are fp32 sums.
-    S is chosen from the shapes only (``token_gather.batch_splits``).
+    S is chosen from the shapes only (``reductions.batch_splits``).
 
 dtypes: fp32, fp16, bf16 (bf16 tested on CUDA only); mask_token and pos may have other float dtypes
 than latent (torch's promotion rules, as the reference). Strides passed explicitly; a tensor whose
@@ -41,46 +41,22 @@ import torch
 import triton
 import triton.language as tl
 
-from .compile_spec import signature
-from .token_gather import (
-    _TT_DTYPE,
-    COMPILE_WIDTHS,
+from .compile_spec import aligned_rows_spec, signature
+from .reductions import batch_splits, reduce_splits, sum_rows
+from .triton_runtime import (
+    TL_DTYPE_NAME,
     CopyConf,
-    batch_splits,
+    autotuned_copy,
     check_distinct,
     check_float,
-    copy_prune,
-    copy_triton_configs,
+    compiled_copy_configs,
+    copy_fields,
     grad_wanted,
-    kept_copy_configs,
     last_dim_contiguous,
-    launch_copy,
-    make_spec,
-    reduce_splits,
-    sum_rows,
+    launch,
+    or_empty,
     value_checks_enabled,
 )
-
-
-def scatter_tokens_ref(
-    latent: torch.Tensor,
-    ids_restore: torch.Tensor,
-    mask_token: torch.Tensor,
-    pos: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Pure-torch reference of scatter_tokens; differentiable in latent, mask_token and pos."""
-    b, k, c = latent.shape
-    n = ids_restore.shape[1]
-    is_kept = (ids_restore < k)[..., None]
-    if k == 0:
-        out = mask_token.to(latent.dtype).expand(b, n, c)
-    else:
-        src = torch.gather(latent, 1, ids_restore.clamp(max=k - 1)[..., None].expand(b, n, c))
-        out = torch.where(is_kept, src, mask_token.to(latent.dtype))
-    if pos is not None:
-        out = out + pos
-    return out
-
 
 # ----------------------------------------------------------------------------------------------------
 # Triton kernels
@@ -209,16 +185,10 @@ INTERPRETER_CONFIG: dict[str, CopyConf] = {
 }
 """The one config launched per kernel under ``TRITON_INTERPRET=1``."""
 
-_scatter_fwd_tuned = triton.autotune(
-    copy_triton_configs("BLOCK_M"),
-    key=["C", "HAS_POS"],
-    prune_configs_by={"early_config_prune": copy_prune("BLOCK_M")},
-)(_scatter_fwd_kernel)
-_scatter_bwd_tuned = triton.autotune(
-    copy_triton_configs("BLOCK_N"),
-    key=["C", "STORE_DLAT", "POS_PART", "MASK_PART"],
-    prune_configs_by={"early_config_prune": copy_prune("BLOCK_N")},
-)(_scatter_bwd_kernel)
+_scatter_fwd_tuned = autotuned_copy(_scatter_fwd_kernel, "BLOCK_M", key=["C", "HAS_POS"])
+_scatter_bwd_tuned = autotuned_copy(
+    _scatter_bwd_kernel, "BLOCK_N", key=["C", "STORE_DLAT", "POS_PART", "MASK_PART"]
+)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -241,17 +211,29 @@ def _forward(
     latent = last_dim_contiguous(latent)
     pos_t = last_dim_contiguous(pos) if pos is not None else out
     args = (
-        latent, ids_restore, mask_token, pos_t, out, B * N, N, K, C, latent.stride(0), latent.stride(1),
-        *ids_restore.stride(), mask_token.stride(0), pos_t.stride(0), out.stride(0), out.stride(1),
-    )  # fmt: skip
+        latent,
+        ids_restore,
+        mask_token,
+        pos_t,
+        out,
+        B * N,
+        N,
+        K,
+        C,
+        latent.stride(0),
+        latent.stride(1),
+        *ids_restore.stride(),
+        mask_token.stride(0),
+        pos_t.stride(0),
+        out.stride(0),
+        out.stride(1),
+    )
 
     def grid(m):
         return (triton.cdiv(B * N, m["BLOCK_M"]), triton.cdiv(C, m["BLOCK_C"]))
 
-    launch_copy(
-        _scatter_fwd_tuned, _scatter_fwd_kernel, "BLOCK_M", grid, args, {"HAS_POS": pos is not None},
-        INTERPRETER_CONFIG["scatter_fwd"],
-    )  # fmt: skip
+    meta = {"HAS_POS": pos is not None}
+    launch(_scatter_fwd_tuned, grid, args, meta, copy_fields("BLOCK_M"), INTERPRETER_CONFIG["scatter_fwd"])
     return out
 
 
@@ -275,31 +257,34 @@ def _backward(
     if B * N * C and (dlat is not None or reduce):
         dout = last_dim_contiguous(dout)
         args = (
-            dout, ids_restore, dlat if dlat is not None else dout, ppos if ppos is not None else dout,
-            pmask if pmask is not None else dout, B, N, K, C, per_split, dout.stride(0), dout.stride(1),
-            *ids_restore.stride(), *(dlat.stride()[:2] if dlat is not None else (0, 0)),
-        )  # fmt: skip
+            dout,
+            ids_restore,
+            dlat if dlat is not None else dout,
+            ppos if ppos is not None else dout,
+            pmask if pmask is not None else dout,
+            B,
+            N,
+            K,
+            C,
+            per_split,
+            dout.stride(0),
+            dout.stride(1),
+            *ids_restore.stride(),
+            *(dlat.stride()[:2] if dlat is not None else (0, 0)),
+        )
 
         def grid(m):
             return (triton.cdiv(N, m["BLOCK_N"]), triton.cdiv(C, m["BLOCK_C"]), splits)
 
         meta = {"STORE_DLAT": dlat is not None, "POS_PART": ppos is not None, "MASK_PART": pmask is not None}
-        launch_copy(
-            _scatter_bwd_tuned,
-            _scatter_bwd_kernel,
-            "BLOCK_N",
-            grid,
-            args,
-            meta,
-            INTERPRETER_CONFIG["scatter_bwd"],
-        )
+        fields = copy_fields("BLOCK_N")
+        launch(_scatter_bwd_tuned, grid, args, meta, fields, INTERPRETER_CONFIG["scatter_bwd"])
     dpos = reduce_splits(ppos, pos_dtype, False)[0] if ppos is not None else None
     dmask = None
     if pmask is not None:
         rowsum = reduce_splits(pmask, None, True)[1]
         dmask = sum_rows(rowsum, mask_dtype)
-    # unneeded grads come back as distinct empty tensors (custom-op outputs may not alias each other)
-    return tuple(t if t is not None else dout.new_empty((0,)) for t in (dlat, dmask, dpos))
+    return or_empty(dout, dlat, dmask, dpos)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -385,27 +370,56 @@ def scatter_tokens_triton(
 
 
 # ----------------------------------------------------------------------------------------------------
+# Reference
+# ----------------------------------------------------------------------------------------------------
+
+
+def scatter_tokens_ref(
+    latent: torch.Tensor,
+    ids_restore: torch.Tensor,
+    mask_token: torch.Tensor,
+    pos: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pure-torch reference of scatter_tokens; differentiable in latent, mask_token and pos."""
+    b, k, c = latent.shape
+    n = ids_restore.shape[1]
+    is_kept = (ids_restore < k)[..., None]
+    if k == 0:
+        out = mask_token.to(latent.dtype).expand(b, n, c)
+    else:
+        src = torch.gather(latent, 1, ids_restore.clamp(max=k - 1)[..., None].expand(b, n, c))
+        out = torch.where(is_kept, src, mask_token.to(latent.dtype))
+    if pos is not None:
+        out = out + pos
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
 # Compile specs for compile_check
 # ----------------------------------------------------------------------------------------------------
 
 
 def compile_specs() -> list[dict]:
-    """One spec per (kernel, config, dtype, variant) the launchers can run (token_gather lists the
-    shared reduction kernels)."""
+    """One spec per (kernel, config, dtype, variant) the launchers can run (the reductions it uses are
+    listed by ``reductions``)."""
     specs = []
-    confs = sorted({c for width in COMPILE_WIDTHS for c in kept_copy_configs(width)})
-    for tname in _TT_DTYPE.values():
+    confs = compiled_copy_configs()
+    for tname in TL_DTYPE_NAME.values():
         ptrs = {"LAT": f"*{tname}", "IDR": "*i64", "MASK": "*fp32", "POS": f"*{tname}", "OUT": f"*{tname}"}
         sig = signature(_scatter_fwd_kernel, ptrs, ("HAS_POS", "BLOCK_M", "BLOCK_C"))
         for has_pos in (False, True):
             for r, c, w in confs:
                 specs.append(
-                    make_spec(
-                        "scatter_fwd", f"BM{r}-BC{c}-w{w}-pos{int(has_pos)}-{tname}", _scatter_fwd_kernel,
+                    aligned_rows_spec(
+                        "scatter_fwd",
+                        f"BM{r}-BC{c}-w{w}-pos{int(has_pos)}-{tname}",
+                        _scatter_fwd_kernel,
                         sig,
-                        {"HAS_POS": has_pos, "BLOCK_M": r, "BLOCK_C": c}, w, 1,
+                        {"HAS_POS": has_pos, "BLOCK_M": r, "BLOCK_C": c},
+                        w,
+                        1,
                     )
-                )  # fmt: skip
+                )
         ptrs = {"DOUT": f"*{tname}", "IDR": "*i64", "DLAT": f"*{tname}", "PPOS": "*fp32", "PMASK": "*fp32"}
         sig = signature(
             _scatter_bwd_kernel, ptrs, ("STORE_DLAT", "POS_PART", "MASK_PART", "BLOCK_N", "BLOCK_C")
@@ -413,11 +427,15 @@ def compile_specs() -> list[dict]:
         for flags in ((True, True, True), (True, False, True), (True, False, False), (False, True, True)):
             for r, c, w in confs:
                 specs.append(
-                    make_spec(
-                        "scatter_bwd", f"BN{r}-BC{c}-w{w}-flags{''.join(str(int(f)) for f in flags)}-{tname}",
-                        _scatter_bwd_kernel, sig,
+                    aligned_rows_spec(
+                        "scatter_bwd",
+                        f"BN{r}-BC{c}-w{w}-flags{''.join(str(int(f)) for f in flags)}-{tname}",
+                        _scatter_bwd_kernel,
+                        sig,
                         dict(zip(("STORE_DLAT", "POS_PART", "MASK_PART"), flags, strict=True))
-                        | {"BLOCK_N": r, "BLOCK_C": c}, w, 1,
+                        | {"BLOCK_N": r, "BLOCK_C": c},
+                        w,
+                        1,
                     )
-                )  # fmt: skip
+                )
     return specs

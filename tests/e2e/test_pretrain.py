@@ -185,7 +185,7 @@ def test_two_process_gloo_equals_one_process_double_batch(tmp_path):
         hasattr(importlib.import_module(f"fusmae_fast.kernels.{m}"), f"{op}_triton")
         for m, op in (
             ("cross_modal_attention", "cross_modal_attention"),
-            ("token_gather", "masked_patch_embed"),
+            ("masked_patch_embed", "masked_patch_embed"),
             ("token_scatter", "scatter_tokens"),
             ("masked_loss", "masked_mse"),
         )

@@ -1,10 +1,10 @@
 """Shared by the parity tests: max |error| helpers, the tolerance rule, and an end-of-module table of
 the largest errors.
 
-The rule (DEVELOPERS' guide): fp32 results must satisfy |got - ref64| <= atol + rtol |ref64| for every
-element (fixed atol, rtol); fp16 / bf16 results follow the flash-attention rule, max error vs the fp64
-reference <= factor x the max error of the torch path run on the same low-precision inputs + LOW_ATOL
-(factor 2 for outputs, 3 for gradients).
+The rule (CONTRIBUTING.md, "Adding a kernel"): fp32 results must satisfy
+|got - ref64| <= atol + rtol |ref64| for every element (fixed atol, rtol); fp16 / bf16 results follow
+the flash-attention rule, max error vs the fp64 reference <= factor x the max error of the torch path
+run on the same low-precision inputs + LOW_ATOL (factor 2 for outputs, 3 for gradients).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from error_report import ErrorReport, max_abs_error  # tests/parity is on sys.pa
 from token_cases import GRID_N, TOKEN_CASE_IDS, TOKEN_CASES, case_seed
 
 from fusmae_fast import ops
-from fusmae_fast.kernels import token_gather as tg
+from fusmae_fast.kernels import reductions
 from fusmae_fast.kernels.token_scatter import scatter_tokens_ref, scatter_tokens_triton
 from fusmae_fast.masking import random_masking
 
@@ -53,10 +53,8 @@ def check_scatter(latent, ids_restore, mask_token, pos, dout, tag: str) -> None:
     assert torch.equal(out, out_t), f"{tag}: forward not bit-exact ({_err(out, out_t):.3e})"
     assert dlat.dtype == latent.dtype and torch.equal(dlat, dlat_t), f"{tag}: d latent not exact"
     _record(f"{str(dtype)[6:]} triton out/dlatent (exact)", max(_err(out, out_t), _err(dlat, dlat_t)))
-    ref = _run(
-        scatter_tokens_ref, latent.double(), ids_restore, mask_token.double(),
-        pos.double() if pos is not None else None, dout.double(),
-    )  # fmt: skip
+    pos64 = pos.double() if pos is not None else None
+    ref = _run(scatter_tokens_ref, latent.double(), ids_restore, mask_token.double(), pos64, dout.double())
     assert dmask.dtype == mask_token.dtype
     REPORT.check("dmask_token", dmask, ref[2], dmask_t, dtype, tag, factor=3.0)
     if pos is not None:
@@ -98,7 +96,7 @@ def test_scatter_fusmae_per_modality_layout(dtype):
 
 @pytest.mark.parametrize("min_per_split", [1, 2])
 def test_scatter_batch_splits(monkeypatch, min_per_split):
-    monkeypatch.setattr(tg, "MIN_BATCH_PER_SPLIT", min_per_split)
+    monkeypatch.setattr(reductions, "MIN_BATCH_PER_SPLIT", min_per_split)
     B, N, C, K = 7, 50, 70, 20
     gen = torch.Generator().manual_seed(3)
     ids = _mae_restore(B, N, gen)

@@ -1,0 +1,291 @@
+"""The Triton plumbing the kernel modules share, written once.
+
+dtypes
+    ``TL_DTYPE_NAME`` maps each float dtype the kernels take to Triton's type name (the names compile
+    specs use, in the order they list them); ``FLOAT_DTYPES`` is that list of dtypes.
+Interpreter
+    ``interpreting()``: kernels run in Triton's CPU interpreter (``TRITON_INTERPRET=1``, the CPU tests).
+    There a launch runs one fixed config per kernel (the interpreter's cost is per operation, so
+    autotuning would only waste time); on a GPU the autotuner picks among the kept configs.
+Configs
+    A config is a tuple of meta-parameters (block sizes), ``num_warps`` and, where the kernel family
+    tunes it, ``num_stages``; ``ConfigFields`` names the positions. ``ConfigTable`` holds an autotune
+    set as (config, predicate) rows per kernel and element-size group and derives from it ``keep()``,
+    the configs handed to ``triton.autotune`` and the autotuner's early-prune hook, so that what the
+    autotuner may try, what the tests check and what ``compile_check`` compiles are one list.
+    ``autotuned()`` wraps a kernel; ``launch()`` runs it (autotuned, or the interpreter config).
+    The copy kernels of token_gather and token_scatter share one autotune set (``COPY_CONFIGS``).
+Host helpers
+    input checks (float dtypes, distinct indices per row, whether a gradient is wanted, whether value
+    checks may read tensors back), the ``tl.dot`` precision, power-of-two blocks and autotune-key
+    buckets, contiguity of the last dim, and empty stand-ins for unneeded gradients of a custom op.
+
+Only torch and triton are imported (no kernel lives here).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import triton
+
+# ----------------------------------------------------------------------------------------------------
+# dtypes and the interpreter
+# ----------------------------------------------------------------------------------------------------
+
+TL_DTYPE_NAME: dict[torch.dtype, str] = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+"""Triton's type name of each float dtype the kernels take, in the order compile specs list them."""
+FLOAT_DTYPES: tuple[torch.dtype, ...] = tuple(TL_DTYPE_NAME)
+"""The float dtypes of the Triton paths (fp32, fp16, bf16)."""
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configs: tuples named by ConfigFields, autotune sets as (config, predicate) tables
+# ----------------------------------------------------------------------------------------------------
+
+Conf = tuple[int, ...]
+"""A config: meta-parameter values, num_warps and (where tuned) num_stages, in ConfigFields order."""
+
+_LAUNCH_OPTIONS = ("num_warps", "num_stages")
+
+
+@dataclass(frozen=True)
+class ConfigFields:
+    """What the positions of a kernel family's config tuples mean."""
+
+    names: tuple[str, ...]
+    """Name per position: meta-parameters (e.g. ``BLOCK_M``), then ``num_warps`` and optionally
+    ``num_stages``."""
+    num_stages: int = 1
+    """num_stages of every config when ``names`` has no ``num_stages`` position."""
+
+    def blocks(self, conf: Conf) -> dict[str, int]:
+        """The meta-parameters of ``conf`` (what a grid function reads)."""
+        return {n: v for n, v in zip(self.names, conf, strict=True) if n not in _LAUNCH_OPTIONS}
+
+    def launch_options(self, conf: Conf) -> dict[str, int]:
+        """``conf`` as launch keywords: its meta-parameters, num_warps and num_stages."""
+        options = dict(zip(self.names, conf, strict=True))
+        options.setdefault("num_stages", self.num_stages)
+        return options
+
+    def triton_config(self, conf: Conf) -> triton.Config:
+        options = self.launch_options(conf)
+        return triton.Config(
+            self.blocks(conf), num_warps=options["num_warps"], num_stages=options["num_stages"]
+        )
+
+    def conf_of(self, config: triton.Config) -> Conf:
+        """The tuple of a ``triton.Config`` (the inverse of ``triton_config``)."""
+        values = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+        return tuple(values[n] for n in self.names)
+
+
+def early_prune(fields: ConfigFields, keep: Callable[[Conf, Mapping[str, Any]], bool]):
+    """The autotuner's ``early_config_prune`` hook for a keep() rule: the configs for which
+    ``keep(conf, args)`` holds, or the first config when none does. ``args`` holds the launch's
+    arguments by name (the positional ones and the keyword meta-parameters)."""
+
+    def prune(configs, named_args, **kwargs):
+        args = {**named_args, **kwargs}
+        kept = [c for c in configs if keep(fields.conf_of(c), args)]
+        return kept or configs[:1]
+
+    return prune
+
+
+Predicate = Callable[..., bool]
+"""When a config is kept, as a function of the launch's shapes (e.g. head dim, or (C, R))."""
+
+
+def element_size_group(esize: int) -> int:
+    """The element-size group of a table row: 4 for fp32, 2 for fp16 / bf16."""
+    return 4 if esize >= 4 else 2
+
+
+class ConfigTable:
+    """An autotune set and its keep() rule: per (kernel, element-size group) rows of (config,
+    predicate); the autotuner may try a config for a launch when a row of the launch's group holds
+    that config with a predicate true for the launch's shapes."""
+
+    def __init__(
+        self, fields: ConfigFields, rows: Mapping[tuple[str, int], Sequence[tuple[Conf, Predicate]]]
+    ) -> None:
+        self.fields = fields
+        self.rows = dict(rows)
+
+    def configs(self, kernel: str) -> tuple[Conf, ...]:
+        """Every config of ``kernel``'s set (the union over groups and shapes, in listed order)."""
+        return tuple(dict.fromkeys(c for (k, _), rows in self.rows.items() if k == kernel for c, _ in rows))
+
+    def keep(self, kernel: str, conf: Conf, esize: int, *shape: int) -> bool:
+        """keep(): may the autotuner try ``conf`` for ``kernel`` at this element size and shapes?"""
+        group = element_size_group(esize)
+        return any(c == conf and pred(*shape) for c, pred in self.rows[(kernel, group)])
+
+    def kept(self, kernel: str, esize: int, *shape: int) -> list[Conf]:
+        """The configs keep() lets through, in listed order."""
+        return [c for c in self.configs(kernel) if self.keep(kernel, c, esize, *shape)]
+
+    def triton_configs(self, kernel: str) -> list[triton.Config]:
+        """``kernel``'s whole set as ``triton.Config`` objects (what ``triton.autotune`` is given)."""
+        return [self.fields.triton_config(c) for c in self.configs(kernel)]
+
+    def prune(self, kernel: str, tensor_arg: str, shape: Callable[[Mapping[str, Any]], tuple[int, ...]]):
+        """The early-prune hook applying keep(): the element size is that of argument ``tensor_arg``,
+        the shapes are ``shape(args)`` of the launch's arguments by name."""
+
+        def keep(conf: Conf, args: Mapping[str, Any]) -> bool:
+            return self.keep(kernel, conf, args[tensor_arg].element_size(), *shape(args))
+
+        return early_prune(self.fields, keep)
+
+
+def autotuned(fn, configs: list[triton.Config], key: list[str], prune):
+    """``fn`` under ``triton.autotune`` over ``configs``, keyed on ``key``, pruned early by ``prune``."""
+    return triton.autotune(configs, key=key, prune_configs_by={"early_config_prune": prune})(fn)
+
+
+def launch(
+    tuned,
+    grid: Callable[[dict], tuple[int, ...]],
+    args: tuple,
+    meta: dict,
+    fields: ConfigFields,
+    interpreter_conf: Conf,
+) -> None:
+    """Launch an autotuned kernel with positional ``args`` and keyword ``meta``: on a GPU the
+    autotuner picks the config; under the interpreter the kernel runs with ``interpreter_conf``.
+    ``grid`` maps the meta-parameters (block sizes) to the launch grid."""
+    if interpreting():
+        tuned.fn[grid(fields.blocks(interpreter_conf))](
+            *args, **fields.launch_options(interpreter_conf), **meta
+        )
+        return
+    tuned[grid](*args, **meta)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The copy kernels' autotune set (token_gather, token_scatter)
+# ----------------------------------------------------------------------------------------------------
+
+CopyConf = tuple[int, int, int]
+"""(row block, BLOCK_C columns, num_warps) of the memory-bound copy kernels (num_stages 1); the row
+block is ``BLOCK_M`` (rows of the output) or ``BLOCK_N`` (positions of the input), per kernel."""
+
+COPY_CONFIGS: tuple[CopyConf, ...] = ((32, 64, 4), (16, 128, 4), (64, 64, 8), (32, 128, 8), (16, 32, 2))
+"""Autotune set of the gather and scatter kernels."""
+
+COMPILE_WIDTHS: tuple[int, ...] = (32, 256, 768)
+"""Token widths C whose kept copy configs are compiled: narrow (<= 32), the decoder (256) and the ViT-B
+encoder (768) widths. The width only selects which configs keep() lets through (the kernels are
+C-generic), so together these cover every config of the autotune set."""
+
+
+def copy_fields(rows_name: str) -> ConfigFields:
+    """The fields of a copy config whose row block is the meta-parameter ``rows_name``."""
+    return ConfigFields((rows_name, "BLOCK_C", "num_warps"), num_stages=1)
+
+
+def keep_copy(conf: CopyConf, C: int) -> bool:
+    """keep(): column blocks no wider than C rounded up (>= 32); narrow configs only for narrow C."""
+    rows, block_c, warps = conf
+    width = max(32, triton.next_power_of_2(max(C, 1)))
+    if block_c > width:
+        return False
+    return block_c >= 64 or width <= 32
+
+
+def kept_copy_configs(C: int) -> list[CopyConf]:
+    return [c for c in COPY_CONFIGS if keep_copy(c, C)]
+
+
+def compiled_copy_configs() -> list[CopyConf]:
+    """The copy configs compile_check compiles: those kept for any of ``COMPILE_WIDTHS``, sorted."""
+    return sorted({c for width in COMPILE_WIDTHS for c in kept_copy_configs(width)})
+
+
+def copy_triton_configs(rows_name: str) -> list[triton.Config]:
+    fields = copy_fields(rows_name)
+    return [fields.triton_config(c) for c in COPY_CONFIGS]
+
+
+def copy_prune(rows_name: str):
+    """The early-prune hook applying keep_copy() to the launch's width ``C``."""
+    return early_prune(copy_fields(rows_name), lambda conf, args: keep_copy(conf, args["C"]))
+
+
+def autotuned_copy(fn, rows_name: str, key: list[str]):
+    """A copy kernel under ``triton.autotune`` over ``COPY_CONFIGS``, pruned by keep_copy()."""
+    return autotuned(fn, copy_triton_configs(rows_name), key, copy_prune(rows_name))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Host helpers: input checks, dot precision, block sizes, layouts
+# ----------------------------------------------------------------------------------------------------
+
+
+def check_float(name: str, t: torch.Tensor) -> None:
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16 or bfloat16 for the Triton path, got {t.dtype}")
+
+
+def value_checks_enabled() -> bool:
+    """Host-side value checks read tensors back (a sync); inside torch.compile they are skipped."""
+    return not torch.compiler.is_compiling()
+
+
+def grad_wanted(*tensors: torch.Tensor | None) -> bool:
+    """True when autograd is on and one of ``tensors`` requires a gradient."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def check_distinct(name: str, ids: torch.Tensor, below: int | None = None) -> None:
+    """Raise if a row of ``ids`` repeats a value (only values >= 0, and < ``below`` when given, count)."""
+    if ids.numel() == 0 or ids.shape[1] < 2:
+        return
+    live = ids >= 0
+    if below is not None:
+        live &= ids < below
+    sentinel = -1 - torch.arange(ids.shape[1], device=ids.device)  # distinct stand-ins for dead slots
+    vals = torch.where(live, ids, sentinel[None, :]).sort(dim=1).values
+    if bool((vals[:, 1:] == vals[:, :-1]).any()):
+        raise ValueError(
+            f"{name} repeats an index within a row; the Triton backward needs distinct indices per row "
+            "(MAE's ids_keep / ids_restore are permutations)"
+        )
+
+
+def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    """``input_precision`` of ``tl.dot``: "tf32" for fp32 inputs when allowed, else "ieee"."""
+    return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
+
+
+def pow2_block(n: int) -> int:
+    """The power-of-two block (at least 16) that covers ``n`` elements."""
+    return max(16, triton.next_power_of_2(n))
+
+
+def autotune_bucket(n: int, cap: int) -> int:
+    """A size as an autotune key: the next power of two >= max(n, 16), at most ``cap``."""
+    return min(cap, triton.next_power_of_2(max(n, 16)))
+
+
+def last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a contiguous copy when its last dim is strided (kernels assume unit column stride)."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def or_empty(like: torch.Tensor, *grads: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """Gradients for a custom op's outputs: unneeded ones (None) become distinct empty tensors
+    (custom-op outputs may be neither None nor alias each other)."""
+    return tuple(g if g is not None else like.new_empty((0,)) for g in grads)
