@@ -22,12 +22,8 @@ import torch
 from fusmae_fast.config import KERNELS
 from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_triton
 from fusmae_fast.kernels.masked_loss import masked_mse_triton
-from fusmae_fast.kernels.token_gather import (
-    gather_tokens_ref,
-    gather_tokens_triton,
-    masked_patch_embed_ref,
-    masked_patch_embed_triton,
-)
+from fusmae_fast.kernels.masked_patch_embed import masked_patch_embed_ref, masked_patch_embed_triton
+from fusmae_fast.kernels.token_gather import gather_tokens_ref, gather_tokens_triton
 from fusmae_fast.kernels.token_scatter import scatter_tokens_ref, scatter_tokens_triton
 from fusmae_fast.torch_ops import cross_modal_attention_sdpa, masked_mse_torch
 
