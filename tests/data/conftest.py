@@ -1,4 +1,4 @@
-"""Small synthetic datasets in the real layouts, written once per test session."""
+"""Small synthetic datasets in the real layouts, written once per test session; the IGBP table."""
 
 from __future__ import annotations
 
@@ -29,3 +29,27 @@ def sen_root(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("sen12ms")
     manifest = write_sen12ms(root, 12, seed=5, n_unlabelled=1, return_arrays=True)
     return root, manifest
+
+
+@pytest.fixture(scope="session")
+def igbp_to_simplified() -> dict[int, int]:
+    """IGBP code (1..17) -> simplified IGBP class id (0..9), typed here independently of the code."""
+    return {
+        1: 0,
+        2: 0,
+        3: 0,
+        4: 0,
+        5: 0,
+        6: 1,
+        7: 1,
+        8: 2,
+        9: 2,
+        10: 3,
+        11: 4,
+        12: 5,
+        14: 5,
+        13: 6,
+        15: 7,
+        16: 8,
+        17: 9,
+    }

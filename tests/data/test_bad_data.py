@@ -91,28 +91,74 @@ Corrupt = Callable[[Path, str, str], Path]
 # (case, corrupt(root, s2 name, s1 name) -> the path the error must name, error type, message, when raised)
 CASES: list[tuple[str, Corrupt, type, str, str]] = [
     ("missing band", lambda r, s2, s1: _unlink(_s2(r, s2, "B05")), MissingDataError, "missing file", "read"),
-    ("wrong shape", lambda r, s2, s1: _tiff(_s2(r, s2, "B05"), np.zeros((61, 61), np.uint16)),
-     DatasetError, "expected 60x60 pixels, got 61x61", "read"),
-    ("unreadable tiff", lambda r, s2, s1: _text(_s2(r, s2, "B02"), "II*\x00 not a tiff" * 10),
-     DatasetError, "unreadable GeoTIFF", "read"),
-    ("wrong dtype", lambda r, s2, s1: _tiff(_s2(r, s2, "B02"), np.zeros((120, 120), np.float32)),
-     DatasetError, "expected dtype uint16", "read"),
-    ("two bands", lambda r, s2, s1: _tiff(_s1(r, s1, "VH"), np.zeros((2, 120, 120), np.float32)),
-     DatasetError, r"expected 1 band\(s\)", "read"),
+    (
+        "wrong shape",
+        lambda r, s2, s1: _tiff(_s2(r, s2, "B05"), np.zeros((61, 61), np.uint16)),
+        DatasetError,
+        "expected 60x60 pixels, got 61x61",
+        "read",
+    ),
+    (
+        "unreadable tiff",
+        lambda r, s2, s1: _text(_s2(r, s2, "B02"), "II*\x00 not a tiff" * 10),
+        DatasetError,
+        "unreadable GeoTIFF",
+        "read",
+    ),
+    (
+        "wrong dtype",
+        lambda r, s2, s1: _tiff(_s2(r, s2, "B02"), np.zeros((120, 120), np.float32)),
+        DatasetError,
+        "expected dtype uint16",
+        "read",
+    ),
+    (
+        "two bands",
+        lambda r, s2, s1: _tiff(_s1(r, s1, "VH"), np.zeros((2, 120, 120), np.float32)),
+        DatasetError,
+        r"expected 1 band\(s\)",
+        "read",
+    ),
     ("nan and inf", _nan_vv, DatasetError, r"2 NaN/Inf pixel\(s\)", "read"),
-    ("json without labels", lambda r, s2, s1: _rewrite_json(_j2(r, s2), drop="labels"),
-     DatasetError, "no 'labels' list", "open"),
-    ("truncated json", lambda r, s2, s1: _text(_j2(r, s2), _j2(r, s2).read_text()[:20]),
-     DatasetError, "unreadable JSON", "open"),
-    ("unknown label", lambda r, s2, s1: _rewrite_json(_j2(r, s2), labels=["Pastures", "Lava fields"]),
-     DatasetError, "unknown BigEarthNet label 'Lava fields'", "open"),
+    (
+        "json without labels",
+        lambda r, s2, s1: _rewrite_json(_j2(r, s2), drop="labels"),
+        DatasetError,
+        "no 'labels' list",
+        "open",
+    ),
+    (
+        "truncated json",
+        lambda r, s2, s1: _text(_j2(r, s2), _j2(r, s2).read_text()[:20]),
+        DatasetError,
+        "unreadable JSON",
+        "open",
+    ),
+    (
+        "unknown label",
+        lambda r, s2, s1: _rewrite_json(_j2(r, s2), labels=["Pastures", "Lava fields"]),
+        DatasetError,
+        "unknown BigEarthNet label 'Lava fields'",
+        "open",
+    ),
     ("missing label json", lambda r, s2, s1: _unlink(_j2(r, s2)), MissingDataError, "missing file", "open"),
-    ("s1 json without pairing", lambda r, s2, s1: _rewrite_json(_j1(r, s1), drop="corresponding_s2_patch"),
-     DatasetError, "no 'corresponding_s2_patch'", "open-unpaired"),
-    ("bad split line", lambda r, s2, s1: _text(r / "splits" / "train.csv",
-     (r / "splits" / "train.csv").read_text() + "not-a-patch,S1A_x\n"),
-     DatasetError, r"line \d+: 'not-a-patch' is not an S2 patch name", "open"),
-]  # fmt: skip
+    (
+        "s1 json without pairing",
+        lambda r, s2, s1: _rewrite_json(_j1(r, s1), drop="corresponding_s2_patch"),
+        DatasetError,
+        "no 'corresponding_s2_patch'",
+        "open-unpaired",
+    ),
+    (
+        "bad split line",
+        lambda r, s2, s1: _text(
+            r / "splits" / "train.csv", (r / "splits" / "train.csv").read_text() + "not-a-patch,S1A_x\n"
+        ),
+        DatasetError,
+        r"line \d+: 'not-a-patch' is not an S2 patch name",
+        "open",
+    ),
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])

@@ -135,11 +135,11 @@ def test_float16_s1(v1_root, tmp_path: Path) -> None:
 
 
 def test_v2_and_sen12ms_convert_equal_direct(v2_root, sen_root, tmp_path: Path) -> None:
-    assert cli_main(["convert", "bigearthnet-v2", str(v2_root[0]), "--out", str(tmp_path / "v2"),
-                     "--workers", "0", "--no-progress"]) == 0  # fmt: skip
+    v2_opts = ["--out", str(tmp_path / "v2"), "--workers", "0", "--no-progress"]
+    assert cli_main(["convert", "bigearthnet-v2", str(v2_root[0]), *v2_opts]) == 0
     _assert_same_items(open_dataset(tmp_path / "v2", "val"), BigEarthNetV2(v2_root[0], "validation"))
-    assert cli_main(["convert", "sen12ms", str(sen_root[0]), "--out", str(tmp_path / "sen"), "--workers", "2",
-                     "--chunk-size", "4", "--no-progress"]) == 0  # fmt: skip
+    sen_opts = ["--out", str(tmp_path / "sen"), "--workers", "2", "--chunk-size", "4", "--no-progress"]
+    assert cli_main(["convert", "sen12ms", str(sen_root[0]), *sen_opts]) == 0
     packed = open_dataset(tmp_path / "sen", "train")
     assert packed.index["kind"] == "sen12ms" and packed.num_classes == 10 and packed.labels.dtype == np.int64
     _assert_same_items(packed, SEN12MS(sen_root[0], split="train"))

@@ -16,9 +16,6 @@ from fusmae_fast.data import SEN12MS, BigEarthNetV1, BigEarthNetV2
 from fusmae_fast.data.bands import BEN_S2_GROUPS, S2_BANDS
 from fusmae_fast.data.sen12ms import hash_split
 
-IGBP_TO_SIMPLE = {1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: 1, 7: 1, 8: 2, 9: 2, 10: 3, 11: 4, 12: 5, 14: 5, 13: 6,
-                  15: 7, 16: 8, 17: 9}  # fmt: skip
-
 
 def _v1(root: Path, split_file: str | None = "train", **kw) -> BigEarthNetV1:
     sf = root / "splits" / f"{split_file}.csv" if split_file else None
@@ -128,7 +125,7 @@ def test_v2_values_splits_and_flags(v2_root) -> None:
     assert item["s2"].shape == (12, 120, 120) and item["s1"].shape == (2, 120, 120)
 
 
-def test_sen12ms_values_labels_and_official_lists(sen_root) -> None:
+def test_sen12ms_values_labels_and_official_lists(sen_root, igbp_to_simplified: dict[int, int]) -> None:
     root, m = sen_root
     ds = SEN12MS(root, split="train", normalize=False)  # train = all minus val_list and test_list
     assert ds.names == m.splits["train"] and ds.info.skipped == {"no_valid_igbp": 1}
@@ -139,7 +136,7 @@ def test_sen12ms_values_labels_and_official_lists(sen_root) -> None:
         raw = ds.read_raw(i)
         np.testing.assert_array_equal(raw.s2[0], w["s2"][keep])
         np.testing.assert_array_equal(raw.s1, w["s1"])
-        counts = np.bincount([IGBP_TO_SIMPLE[int(c)] for c in w["lc"][0].ravel()], minlength=10)
+        counts = np.bincount([igbp_to_simplified[int(c)] for c in w["lc"][0].ravel()], minlength=10)
         assert ds.labels[i] == counts.argmax()
     item = ds[0]
     w = m.arrays[ds.names[0]]
