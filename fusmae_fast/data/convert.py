@@ -14,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from fusmae_fast.data.geotiff import NAN_POLICIES
 from fusmae_fast.data.raw_dataset import RawDataset
-from fusmae_fast.data.splits import SPLITS
+from fusmae_fast.data.splits import SPLITS, canonical_split
+from fusmae_fast.data.store import S1_DTYPES
 
 SOURCES = ("bigearthnet-v1", "bigearthnet-v2", "sen12ms")
 
@@ -41,12 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--keep-snow-cloud", action="store_true", help="v2: keep patches flagged as snowy or cloudy"
     )
-    p.add_argument(
-        "--s1-dtype", "--s1_dtype", dest="s1_dtype", choices=("float32", "float16"), default="float32"
-    )
-    p.add_argument(
-        "--nan-policy", "--nan_policy", dest="nan_policy", choices=("error", "zero"), default="error"
-    )
+    p.add_argument("--s1-dtype", "--s1_dtype", dest="s1_dtype", choices=S1_DTYPES, default="float32")
+    p.add_argument("--nan-policy", "--nan_policy", dest="nan_policy", choices=NAN_POLICIES, default="error")
     p.add_argument("--workers", type=int, default=2, help="worker processes (0: in this process)")
     p.add_argument("--chunk-size", "--chunk_size", dest="chunk_size", type=int, default=64)
     p.add_argument("--verify-samples", "--verify_samples", dest="verify_samples", type=int, default=16)
@@ -55,8 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _split_files(items: list[str]) -> dict[str, Path]:
-    from fusmae_fast.data.splits import canonical_split
-
+    """``SPLIT=PATH`` options -> {canonical split: path}."""
     out = {}
     for item in items:
         if "=" not in item:
