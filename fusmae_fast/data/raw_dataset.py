@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fusmae_fast.data.labels import BEN19_NAMES, SIMPLIFIED_IGBP_NAMES
 from fusmae_fast.data.raw_sample import DatasetInfo, RawSample, S2Layout
 from fusmae_fast.data.transforms import ItemTransform
 
@@ -63,7 +64,8 @@ class RawDataset(Dataset):
 
     @property
     def num_classes(self) -> int:
-        return 10 if self.info.kind == "sen12ms" else 19
+        """10 simplified IGBP classes (SEN12MS) or the 19 BigEarthNet classes."""
+        return len(SIMPLIFIED_IGBP_NAMES) if self.info.kind == "sen12ms" else len(BEN19_NAMES)
 
     def __len__(self) -> int:
         return len(self.names)
