@@ -121,3 +121,42 @@ def test_step_ratio_flags_unsteady_rows():
     assert steady[0]["ratio"] == pytest.approx(150 / 110) and steady[0]["unstable"] == []
     storm = report.step_ratios({"rows": [row("fusmae", 100, 110, 120), row("plain", 139, 19670, 46150)]})
     assert storm[0]["unstable"] == ["plain"]
+
+
+def test_report_writes_the_page_and_the_readme_summary(tmp_path, monkeypatch):
+    """report.py: docs/benchmarks.md holds the step table of the newest full run (with --prefer-full),
+    and the README's summary block (only it) is replaced by the fp32 ratios with Amdahl's bound."""
+    from fusmae_fast.bench import report
+
+    info = devices.run_info(torch.device("cpu"), {"intra_op": 2})
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    monkeypatch.setattr(devices, "REPO", tmp_path)
+    monkeypatch.setattr(devices, "RESULTS", results)
+
+    def step_row(provider, ms):
+        key = dict(preset="tiny", variant="xae", masking="consistent", precision="fp32", batch=32)
+        run = dict(provider=provider, kernels="torch", compile=False, status="ok", images_per_s=32e3 / ms)
+        return key | run | dict(ms_p20=ms, ms_p50=ms, ms_p80=ms)
+
+    full = {"benchmark": "step", "quick": False, "info": info | {"timestamp": "2026-01-01T00:00:00"}}
+    full["rows"] = [step_row("fusmae", 100.0), step_row("plain", 150.0)]
+    quick = {"benchmark": "step", "quick": True, "info": info | {"timestamp": "2026-01-02T00:00:00"}}
+    quick["rows"] = [step_row("fusmae", 100.0), step_row("plain", 120.0)]
+    parts = {"benchmark": "step_parts", "info": info, "rows": []}
+    parts_row = dict(preset="tiny", variant="xae", masking="consistent", batch=32, ratio_bound=2.5)
+    parts_row |= dict(step_ms={"plain": 150.0, "fusmae": 100.0}, shared_total_ms=60.0, ratio_measured=1.5)
+    parts["rows"] = [parts_row | dict(shared_fraction_of_plain=0.4, shared_ms={}, own_ms={})]
+    for name, data in (("step_cpu", full), ("step_cpu_quick", quick), ("step_parts_cpu", parts)):
+        devices.write_json_atomic(results / f"{name}.json", data)
+
+    page = report.benchmarks_page(prefer_full=True)
+    assert "From `bench/results/step_cpu.json`." in page and report.step_markdown(full) in page
+    assert "From `bench/results/step_cpu_quick.json`." in report.benchmarks_page(prefer_full=False)
+    summary = report.readme_summary(prefer_full=True)
+    assert "| tiny | xae/consistent | off | 32 | 320 | 213 | 1.50x | 2.50x |" in summary
+    readme = f"intro\n{report.SUMMARY_BEGIN}\nold table\n{report.SUMMARY_END}\nrest\n"
+    new = report.replace_summary(readme, summary)
+    assert new == f"intro\n{report.SUMMARY_BEGIN}\n{summary}\n{report.SUMMARY_END}\nrest\n"
+    with pytest.raises(SystemExit, match="no summary block"):
+        report.replace_summary("a README without markers\n", summary)
