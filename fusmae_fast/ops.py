@@ -14,7 +14,6 @@ error for bad input.
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import torch
@@ -25,11 +24,10 @@ from fusmae_fast.kernels.masked_loss import masked_mse_triton
 from fusmae_fast.kernels.masked_patch_embed import masked_patch_embed_ref, masked_patch_embed_triton
 from fusmae_fast.kernels.token_gather import gather_tokens_ref, gather_tokens_triton
 from fusmae_fast.kernels.token_scatter import scatter_tokens_ref, scatter_tokens_triton
+from fusmae_fast.kernels.triton_runtime import FLOAT_DTYPES, interpreting, value_checks_enabled
 from fusmae_fast.torch_ops import cross_modal_attention_sdpa, masked_mse_torch
 
 Kernels = Literal["torch", "triton"]
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-"""dtypes both paths support; the torch path also takes float64 (used as the tests' reference)."""
 
 __all__ = [
     "cross_modal_attention",
@@ -42,18 +40,12 @@ __all__ = [
 
 def _check_triton_device(device: torch.device) -> None:
     """The Triton kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter."""
-    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+    if device.type != "cuda" and not interpreting():
         raise RuntimeError(
             f"kernels='triton' needs CUDA tensors (got {device}); on a CPU use kernels='torch', or set "
             "TRITON_INTERPRET=1 before importing fusmae_fast to run the kernels in Triton's interpreter "
             "(slow, for testing only)."
         )
-
-
-def _checking_values() -> bool:
-    """Value checks (index ranges, split bounds) read tensors back to the host; inside torch.compile
-    they would break the graph, so they run in eager mode only (shape/dtype checks always run)."""
-    return not torch.compiler.is_compiling()
 
 
 def _check_kernels(kernels: str) -> None:
@@ -62,6 +54,7 @@ def _check_kernels(kernels: str) -> None:
 
 
 def _check_float(name: str, t: torch.Tensor, kernels: str) -> None:
+    """Both paths take FLOAT_DTYPES (fp32, fp16, bf16); the torch path also float64 (the tests' reference)."""
     if t.dtype in FLOAT_DTYPES or (kernels == "torch" and t.dtype == torch.float64):
         return
     allowed = "float32, float16 or bfloat16" + (
@@ -83,7 +76,7 @@ def _check_index(
         raise TypeError(f"{name} must be int64, got {ids.dtype}")
     if ids.dim() != 2 or ids.shape[0] != batch:
         raise ValueError(f"{name} must have shape (B={batch}, K), got {tuple(ids.shape)}")
-    if ids.numel() and _checking_values():
+    if ids.numel() and value_checks_enabled():
         lo = -1 if allow_empty_slot else 0
         if int(ids.min()) < lo or int(ids.max()) >= upper:
             raise ValueError(
@@ -115,7 +108,7 @@ def cross_modal_attention(
         raise ValueError(
             f"split must be int64 of shape (B={q.shape[0]},), got {split.dtype} {tuple(split.shape)}"
         )
-    if split.numel() and _checking_values() and (int(split.min()) < 0 or int(split.max()) > q.shape[1]):
+    if split.numel() and value_checks_enabled() and (int(split.min()) < 0 or int(split.max()) > q.shape[1]):
         raise ValueError(f"split values must lie in [0, L={q.shape[1]}]")
     if kernels == "torch":
         return cross_modal_attention_sdpa(q, k, v, split)

@@ -37,7 +37,7 @@ The Triton path (``cross_modal_attention_triton``)
     fp32 dots use ``input_precision="ieee"`` (parity with torch) unless ``allow_tf32=True``.
     Block sizes / warps / stages: a small autotune set (``_TABLE``: 2-5 configs per kernel, head dim
     and element size) valid on sm_80 / sm_86 (<= 99 KB shared memory per block, no register spills on
-    sm_86; ``compile_check`` checks every kept config), filtered by ``keep()`` and keyed on a bucketed
+    sm_86; ``compile_check`` checks every kept config), filtered by its keep() rule and keyed on a bucketed
     L (next power of two, capped at 1024), the head dim, the dot precision and the dtype. Under
     Triton's interpreter (``TRITON_INTERPRET=1``, CPU tests) one fixed config is launched
     (``INTERPRETER_CONFIG``). The head dim is a compile-time constant (one compiled kernel per D).
@@ -54,14 +54,23 @@ Work and traffic
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
 
-from .compile_spec import compile_spec, signature
+from .compile_spec import aligned_args, compile_spec, signature
+from .triton_runtime import (
+    TL_DTYPE_NAME,
+    ConfigFields,
+    ConfigTable,
+    autotune_bucket,
+    autotuned,
+    dot_precision,
+    last_dim_contiguous,
+    launch,
+    pow2_block,
+)
 
 # ----------------------------------------------------------------------------------------------------
 # Triton kernels
@@ -684,9 +693,9 @@ def _xattn_bwd_dkdv_kernel(
 
 PREPROCESS_BLOCK_M = 32
 
-Conf = tuple[int, int, int, int]
-"""(BLOCK_M, BLOCK_N, num_warps, num_stages). Forward and dq: BLOCK_M query rows per program, BLOCK_N
-keys per step. dkdv: BLOCK_N keys per program, BLOCK_M query rows per step."""
+_FIELDS = ConfigFields(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
+"""A config is (BLOCK_M, BLOCK_N, num_warps, num_stages). Forward and dq: BLOCK_M query rows per
+program, BLOCK_N keys per step. dkdv: BLOCK_N keys per program, BLOCK_M query rows per step."""
 
 
 def _any(d: int) -> bool:
@@ -725,62 +734,53 @@ def _gt64(d: int) -> bool:
 # predicates come from compile_check on sm_86 (no register spill, <= 99 KB shared memory): fp32 dots
 # (input_precision="ieee") run on FMA units with register-resident operands and need small tiles;
 # head dims that are not multiples of 16 load without vectorisation and need more registers.
-_TABLE: dict[tuple[str, int], tuple[tuple[Conf, Callable[[int], bool]], ...]] = {
-    ("fwd", 2): (
-        ((32, 32, 4, 2), _any),
-        ((32, 32, 8, 2), _any),
-        ((64, 32, 4, 2), _aligned),
-        ((64, 64, 4, 2), _aligned),
-        ((128, 64, 8, 2), _aligned_le64),
-    ),
-    ("dq", 2): (
-        ((32, 32, 8, 2), _any),
-        ((32, 32, 4, 2), _aligned_not_80_112),
-        ((64, 32, 4, 2), _aligned),
-        ((128, 32, 8, 2), _aligned),
-        ((64, 64, 4, 2), _aligned_le64),
-    ),
-    ("dkdv", 2): (
-        ((32, 32, 8, 2), _any),
-        ((16, 32, 4, 2), _any),
-        ((32, 32, 4, 2), _aligned),
-        ((32, 64, 4, 2), _aligned_le64),
-        ((32, 128, 8, 2), _aligned_le64),
-    ),
-    ("fwd", 4): (
-        ((32, 32, 8, 2), _any),
-        ((16, 32, 4, 2), _not_aligned_80_112),
-        ((32, 32, 4, 2), _aligned_le64),
-    ),
-    ("dq", 4): (
-        ((16, 32, 4, 2), _any),
-        ((32, 32, 8, 2), _aligned),
-        ((32, 32, 4, 2), _aligned_le32),
-    ),
-    ("dkdv", 4): (
-        ((32, 32, 4, 2), _aligned_le32),
-        ((32, 32, 8, 2), _le64),
-        ((16, 32, 8, 2), _gt64),
-        ((16, 16, 4, 2), _gt64),
-    ),
-}
-
-CONFIGS: dict[str, tuple[Conf, ...]] = {
-    kernel: tuple(dict.fromkeys(c for (k, _), rows in _TABLE.items() if k == kernel for c, _ in rows))
-    for kernel in ("fwd", "dq", "dkdv")
-}
-"""Every config of the autotune set per kernel (the union over element sizes and head dims)."""
+_TABLE = ConfigTable(
+    _FIELDS,
+    {
+        ("fwd", 2): (
+            ((32, 32, 4, 2), _any),
+            ((32, 32, 8, 2), _any),
+            ((64, 32, 4, 2), _aligned),
+            ((64, 64, 4, 2), _aligned),
+            ((128, 64, 8, 2), _aligned_le64),
+        ),
+        ("dq", 2): (
+            ((32, 32, 8, 2), _any),
+            ((32, 32, 4, 2), _aligned_not_80_112),
+            ((64, 32, 4, 2), _aligned),
+            ((128, 32, 8, 2), _aligned),
+            ((64, 64, 4, 2), _aligned_le64),
+        ),
+        ("dkdv", 2): (
+            ((32, 32, 8, 2), _any),
+            ((16, 32, 4, 2), _any),
+            ((32, 32, 4, 2), _aligned),
+            ((32, 64, 4, 2), _aligned_le64),
+            ((32, 128, 8, 2), _aligned_le64),
+        ),
+        ("fwd", 4): (
+            ((32, 32, 8, 2), _any),
+            ((16, 32, 4, 2), _not_aligned_80_112),
+            ((32, 32, 4, 2), _aligned_le64),
+        ),
+        ("dq", 4): (
+            ((16, 32, 4, 2), _any),
+            ((32, 32, 8, 2), _aligned),
+            ((32, 32, 4, 2), _aligned_le32),
+        ),
+        ("dkdv", 4): (
+            ((32, 32, 4, 2), _aligned_le32),
+            ((32, 32, 8, 2), _le64),
+            ((16, 32, 8, 2), _gt64),
+            ((16, 16, 4, 2), _gt64),
+        ),
+    },
+)
 
 
-def keep(kernel: str, conf: Conf, head_dim: int, esize: int) -> bool:
-    """keep() filter: may the autotuner try ``conf`` for this kernel, head dim and element size?"""
-    group = 4 if esize >= 4 else 2
-    return any(c == conf and pred(head_dim) for c, pred in _TABLE[(kernel, group)])
-
-
-def kept_configs(kernel: str, head_dim: int, esize: int) -> list[Conf]:
-    """The configs the autotuner may pick for ``kernel`` in {"fwd", "dq", "dkdv"}."""
-    return [c for c in CONFIGS[kernel] if keep(kernel, c, head_dim, esize)]
+def kept_configs(kernel: str, head_dim: int, esize: int) -> list[tuple[int, ...]]:
+    """The configs the autotuner may pick for ``kernel`` in {"fwd", "dq", "dkdv"} (the table's keep())."""
+    return _TABLE.kept(kernel, esize, head_dim)
 
 
 INTERPRETER_CONFIG: dict[str, tuple[int, int, int, int]] = {
@@ -791,64 +791,30 @@ INTERPRETER_CONFIG: dict[str, tuple[int, int, int, int]] = {
 """The one config launched under ``TRITON_INTERPRET=1`` (small blocks: many loop trips and straddles)."""
 
 
-def _l_bucket(L: int) -> int:
-    return min(1024, triton.next_power_of_2(max(L, 16)))
-
-
 def _prune(kernel: str):
-    def prune(configs, named_args, **kwargs):
-        esize = named_args["Q"].element_size()
-        head_dim = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM"))
-        kept = [
-            c
-            for c in configs
-            if keep(
-                kernel, (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages), head_dim, esize
-            )
-        ]
-        return kept or configs[:1]
-
-    return prune
+    """The autotuner's early-prune hook: keep() at the launch's head dim and element size of Q."""
+    return _TABLE.prune(kernel, "Q", lambda args: (args["HEAD_DIM"],))
 
 
 def _triton_configs(kernel: str) -> list[triton.Config]:
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
-        for bm, bn, w, st in CONFIGS[kernel]
-    ]
+    return _TABLE.triton_configs(kernel)
 
 
 _AUTOTUNE_KEY = ["L_BUCKET", "HEAD_DIM", "DOT_PRECISION"]
-_fwd_tuned = triton.autotune(
-    _triton_configs("fwd"), key=_AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune("fwd")}
-)(_xattn_fwd_kernel)
-_dq_tuned = triton.autotune(
-    _triton_configs("dq"), key=_AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune("dq")}
-)(_xattn_bwd_dq_kernel)
-_dkdv_tuned = triton.autotune(
-    _triton_configs("dkdv"), key=_AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune("dkdv")}
-)(_xattn_bwd_dkdv_kernel)
+_fwd_tuned = autotuned(_xattn_fwd_kernel, _triton_configs("fwd"), _AUTOTUNE_KEY, _prune("fwd"))
+_dq_tuned = autotuned(_xattn_bwd_dq_kernel, _triton_configs("dq"), _AUTOTUNE_KEY, _prune("dq"))
+_dkdv_tuned = autotuned(_xattn_bwd_dkdv_kernel, _triton_configs("dkdv"), _AUTOTUNE_KEY, _prune("dkdv"))
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _launch(kernel: str, tuned, raw, grid_rows: int, grid_bh: int, args: tuple, meta: dict) -> None:
-    """Launch the autotuned kernel on a GPU, the fixed interpreter config under TRITON_INTERPRET=1."""
-    if _interpreting():
-        bm, bn, warps, stages = INTERPRETER_CONFIG[kernel]
-        rows = bn if kernel == "dkdv" else bm
-        raw[(triton.cdiv(grid_rows, rows), grid_bh)](
-            *args, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **meta
-        )
-        return
+def _launch(kernel: str, tuned, rows: int, grid_bh: int, args: tuple, meta: dict) -> None:
+    """Launch one of the three tuned kernels over ``rows`` query (or, for dkdv, key) rows and the
+    (sample, head) pairs: autotuned on a GPU, ``INTERPRETER_CONFIG[kernel]`` under the interpreter."""
+    block = "BLOCK_N" if kernel == "dkdv" else "BLOCK_M"
 
     def grid(m):
-        rows = m["BLOCK_N"] if kernel == "dkdv" else m["BLOCK_M"]
-        return (triton.cdiv(grid_rows, rows), grid_bh)
+        return (triton.cdiv(rows, m[block]), grid_bh)
 
-    tuned[grid](*args, **meta)
+    launch(tuned, grid, args, meta, _FIELDS, INTERPRETER_CONFIG[kernel])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -856,24 +822,16 @@ def _launch(kernel: str, tuned, raw, grid_rows: int, grid_bh: int, args: tuple, 
 # ----------------------------------------------------------------------------------------------------
 
 
-def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 def _block_d(D: int) -> int:
     if D % 8 != 0 or not 16 <= D <= 128:
         raise ValueError(f"head dim D must be a multiple of 8 in [16, 128] for the Triton path, got {D}")
-    return max(16, triton.next_power_of_2(D))
-
-
-def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
-    return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
+    return pow2_block(D)
 
 
 def _forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor, allow_tf32: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    q, k, v = (last_dim_contiguous(t) for t in (q, k, v))
     B, L, H, D = q.shape
     o = torch.empty((B, L, H, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, L), dtype=torch.float32, device=q.device)
@@ -895,11 +853,11 @@ def _forward(
         *o.stride()[:3],
         L,
         H,
-        _l_bucket(L),
+        autotune_bucket(L, 1024),
         sm_scale * _LOG2E,
     )
-    meta = {"BLOCK_D": block_d, "HEAD_DIM": D, "DOT_PRECISION": _precision(q.dtype, allow_tf32)}
-    _launch("fwd", _fwd_tuned, _xattn_fwd_kernel, L, B * H, args, meta)
+    meta = {"BLOCK_D": block_d, "HEAD_DIM": D, "DOT_PRECISION": dot_precision(q.dtype, allow_tf32)}
+    _launch("fwd", _fwd_tuned, L, B * H, args, meta)
     return o, lse
 
 
@@ -913,7 +871,7 @@ def _backward(
     split: torch.Tensor,
     allow_tf32: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    q, k, v, o, do = (_last_dim_contiguous(t) for t in (q, k, v, o, do))
+    q, k, v, o, do = (last_dim_contiguous(t) for t in (q, k, v, o, do))
     B, L, H, D = q.shape
     dq = torch.empty((B, L, H, D), dtype=q.dtype, device=q.device)
     dk = torch.empty_like(dq)
@@ -939,8 +897,8 @@ def _backward(
         num_warps=4,
         num_stages=1,
     )
-    meta = {"BLOCK_D": block_d, "HEAD_DIM": D, "DOT_PRECISION": _precision(q.dtype, allow_tf32)}
-    common = (L, H, _l_bucket(L), sm_scale * _LOG2E, sm_scale)
+    meta = {"BLOCK_D": block_d, "HEAD_DIM": D, "DOT_PRECISION": dot_precision(q.dtype, allow_tf32)}
+    common = (L, H, autotune_bucket(L, 1024), sm_scale * _LOG2E, sm_scale)
     dq_args = (
         q,
         k,
@@ -957,7 +915,7 @@ def _backward(
         *dq.stride()[:3],
         *common,
     )
-    _launch("dq", _dq_tuned, _xattn_bwd_dq_kernel, L, B * H, dq_args, meta)
+    _launch("dq", _dq_tuned, L, B * H, dq_args, meta)
     dkdv_args = (
         q,
         k,
@@ -976,7 +934,7 @@ def _backward(
         *dv.stride()[:3],
         *common,
     )
-    _launch("dkdv", _dkdv_tuned, _xattn_bwd_dkdv_kernel, L, B * H, dkdv_args, meta)
+    _launch("dkdv", _dkdv_tuned, L, B * H, dkdv_args, meta)
     return dq, dk, dv
 
 
@@ -1083,22 +1041,12 @@ def cross_modal_attention_ref(
 # Compile specs for compile_check
 # ----------------------------------------------------------------------------------------------------
 
-_TT_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 COMPILE_HEAD_DIMS: tuple[int, ...] = tuple(range(16, 129, 8))
 """Head dims compiled by compile_check: every head dim the Triton path accepts."""
 
 
 _FP32_SCALARS = {"qk_scale": "fp32", "sm_scale": "fp32"}
 """Scalar kernel arguments that are fp32 (every other non-pointer, non-constexpr argument is i32)."""
-
-
-def _aligned_args(sig: dict[str, str], head_dim: int) -> list[str]:
-    """Arguments Triton specializes as divisible by 16 at a typical launch: fresh torch tensors are
-    16-byte aligned; the B, L, H strides are multiples of D, hence of 16 when 16 divides D."""
-    names = [n for n, t in sig.items() if t.startswith("*")]
-    if head_dim % 16 == 0:
-        names += [n for n in sig if n.startswith("stride_")]
-    return names
 
 
 def compile_specs() -> list[dict]:
@@ -1110,7 +1058,7 @@ def compile_specs() -> list[dict]:
         "dq": (_xattn_bwd_dq_kernel, ("Q", "K", "V", "DO", "DQ"), ("LSE", "DELTA")),
         "dkdv": (_xattn_bwd_dkdv_kernel, ("Q", "K", "V", "DO", "DK", "DV"), ("LSE", "DELTA")),
     }
-    for dtype, tname in _TT_DTYPE.items():
+    for dtype, tname in TL_DTYPE_NAME.items():
         esize = torch.empty((), dtype=dtype).element_size()
         for head_dim in COMPILE_HEAD_DIMS:
             block_d = _block_d(head_dim)
@@ -1134,7 +1082,7 @@ def compile_specs() -> list[dict]:
                             },
                             num_warps=warps,
                             num_stages=stages,
-                            divisible_by_16=_aligned_args(sig, head_dim),
+                            divisible_by_16=aligned_args(sig, strides=head_dim % 16 == 0),
                         )
                     )
             ptrs = {"O": f"*{tname}", "DO": f"*{tname}", "DELTA": "*fp32"}
@@ -1149,7 +1097,7 @@ def compile_specs() -> list[dict]:
                     {"BLOCK_M": PREPROCESS_BLOCK_M, "BLOCK_D": block_d, "HEAD_DIM": head_dim},
                     num_warps=4,
                     num_stages=1,
-                    divisible_by_16=_aligned_args(sig, head_dim),
+                    divisible_by_16=aligned_args(sig, strides=head_dim % 16 == 0),
                 )
             )
     return specs

@@ -47,13 +47,12 @@ Work and traffic (B, N patches, fraction m masked, D = P*P*C_in; e bytes per ele
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-from .compile_spec import compile_spec, signature
+from .compile_spec import aligned_args, compile_spec, signature
+from .triton_runtime import TL_DTYPE_NAME, check_float, interpreting, last_dim_contiguous, pow2_block
 
 EPS = 1.0e-6
 """The norm_pix variance epsilon (MAE's)."""
@@ -295,17 +294,9 @@ def _mse_bwd_kernel(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def block_d(D: int) -> int:
-    return max(16, triton.next_power_of_2(D))
-
-
-def rows_per_program(bd: int, interpreting: bool | None = None) -> int:
+def rows_per_program(bd: int, interpreter: bool | None = None) -> int:
     """BLOCK_M for a BLOCK_D: a function of the shapes only (the partial buffer layout depends on it)."""
-    interp = _interpreting() if interpreting is None else interpreting
+    interp = interpreting() if interpreter is None else interpreter
     if interp:
         return max(1, INTERPRETER_TILE_ELEMENTS // bd)
     return max(1, min(MAX_ROWS, TILE_ELEMENTS // bd))
@@ -350,9 +341,9 @@ def _forward(
     B, N, _, _, D = _geometry(pred, img, patch)
     if B * N == 0:
         return loss, wsum
-    pred = pred if pred.stride(-1) == 1 else pred.contiguous()
+    pred = last_dim_contiguous(pred)
     mask = _mask_view(mask)
-    bd = block_d(D)
+    bd = pow2_block(D)
     bm = rows_per_program(bd)
     programs = triton.cdiv(B * N, bm)
     part = torch.empty((programs, 2), dtype=torch.float32, device=pred.device)
@@ -380,9 +371,9 @@ def _backward(
     B, N, _, _, D = _geometry(pred, img, patch)
     if B * N == 0 or not (want_pred or want_img):
         return dpred, dimg
-    pred = pred if pred.stride(-1) == 1 else pred.contiguous()
+    pred = last_dim_contiguous(pred)
     mask = _mask_view(mask)
-    bd = block_d(D)
+    bd = pow2_block(D)
     bm = rows_per_program(bd)
     dp = dpred if want_pred else pred
     di = dimg if want_img else img
@@ -472,9 +463,8 @@ def masked_mse_triton(
     Shapes are validated by ``fusmae_fast.ops``; here: float dtypes of pred and img, a bool / integer
     / float mask, and the register limit P*P*C_in <= MAX_PATCH_ELEMENTS (2 <= it with norm_pix).
     """
-    for name, t in (("pred", pred), ("img", img)):
-        if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise TypeError(f"{name} must be float32, float16 or bfloat16 for the Triton path, got {t.dtype}")
+    check_float("pred", pred)
+    check_float("img", img)
     if mask.dtype.is_complex:
         raise TypeError(f"mask must be bool, integer or float, got {mask.dtype}")
     D = patch * patch * img.shape[1]
@@ -522,14 +512,13 @@ def masked_mse_ref(
 # Compile specs for compile_check
 # ----------------------------------------------------------------------------------------------------
 
-_TT_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 COMPILE_BLOCK_D: tuple[int, ...] = tuple(1 << k for k in range(4, 13))
 """Every BLOCK_D the Triton path launches (16 .. MAX_PATCH_ELEMENTS)."""
 
 
 def _spec(kernel: str, config: str, fn, sig: dict, constexprs: dict, warps: int) -> dict:
     # fresh torch allocations are 16-byte aligned; the mask is a view (maybe offset), so not listed
-    aligned = [n for n, t in sig.items() if t.startswith("*") and n != "MASK"]
+    aligned = aligned_args(sig, exclude=("MASK",))
     return compile_spec(
         kernel, config, fn, sig, constexprs, num_warps=warps, num_stages=1, divisible_by_16=aligned
     )
@@ -540,7 +529,7 @@ def compile_specs() -> list[dict]:
     gradients are runtime flags). The image is compiled as fp32 (the model's input dtype), the mask as
     uint8 (a bool mask's view)."""
     specs = []
-    for tname in _TT_DTYPE.values():
+    for tname in TL_DTYPE_NAME.values():
         fwd_sig = signature(
             _mse_fwd_kernel,
             {"PRED": f"*{tname}", "IMG": "*fp32", "MASK": "*u8", "PART": "*fp32"},

@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from fusmae_fast import ops
 from fusmae_fast.kernels import cross_modal_attention as xmod
 from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref, cross_modal_attention_triton
+from fusmae_fast.kernels.triton_runtime import TL_DTYPE_NAME
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -247,6 +248,6 @@ def test_autotune_set_and_keep_filter():
                 got = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in pruned]
                 assert got == kept
                 if D in xmod.COMPILE_HEAD_DIMS:
-                    tname = xmod._TT_DTYPE[dtype]
+                    tname = TL_DTYPE_NAME[dtype]
                     for bm, bn, w, s in kept:
                         assert (f"xattn_{kernel}", f"BM{bm}-BN{bn}-D{D}-w{w}-s{s}-{tname}") in spec_names

@@ -24,6 +24,7 @@ from error_report import FP32_ATOL, ErrorReport  # tests/parity is on sys.path u
 from fusmae_fast import ops
 from fusmae_fast.kernels import masked_loss as ml
 from fusmae_fast.kernels.masked_loss import masked_mse_ref, masked_mse_triton
+from fusmae_fast.kernels.triton_runtime import pow2_block
 from fusmae_fast.masking import random_masking
 
 CUDA = torch.cuda.is_available()
@@ -194,7 +195,7 @@ def test_one_config_per_block_d():
         (s["kernel"], s["constexprs"]["BLOCK_D"]) for s in ml.compile_specs() if s["kernel"] != "mse_finish"
     }
     for D in (2, 32, 128, 192, 768, 3072, 4096):
-        bd = ml.block_d(D)
+        bd = pow2_block(D)
         per_thread = ml.rows_per_program(bd, False) * bd // (32 * ml.num_warps(bd))
         assert bd >= D and 1 <= per_thread <= ml.ELEMENTS_PER_THREAD
         assert ("mse_fwd", bd) in configs and ("mse_bwd", bd) in configs
