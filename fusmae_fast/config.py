@@ -1,5 +1,5 @@
 """Configuration dataclasses: the model (with named presets). Training and evaluation configs live
-beside their loops (``pretrain.py``, ``evaluate.py``) and follow the same pattern.
+beside their loops (``fusmae_fast.pretrain``, ``fusmae_fast.evaluate``) and follow the same pattern.
 
 Every field has a docstring; ``__post_init__`` validates so that a bad configuration fails at
 construction with a message naming the field, not deep inside a forward pass.
@@ -14,6 +14,7 @@ from typing import Any
 VARIANTS = ("xae", "xad")
 MASKINGS = ("independent", "consistent")
 KERNELS = ("torch", "triton")
+"""The op paths (``kernels=`` of ``fusmae_fast.ops``, the config field and the ``--kernels`` flags)."""
 XATTN_WEIGHTS = ("shared", "per_direction")
 
 
@@ -155,32 +156,30 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
-PRESETS: dict[str, dict[str, Any]] = {}
-PRESETS.update(
-    {
-        "tiny": dict(
-            embed_dim=64,
-            depth=2,
-            num_heads=2,
-            decoder_embed_dim=32,
-            decoder_depth=1,
-            decoder_num_heads=2,
-        ),
-        "small": dict(
-            embed_dim=384,
-            depth=12,
-            num_heads=6,
-            decoder_embed_dim=256,
-            decoder_depth=2,
-            decoder_num_heads=8,
-        ),
-        "base": dict(
-            embed_dim=768,
-            depth=12,
-            num_heads=12,
-            decoder_embed_dim=256,
-            decoder_depth=2,
-            decoder_num_heads=8,
-        ),
-    }
-)
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        embed_dim=64,
+        depth=2,
+        num_heads=2,
+        decoder_embed_dim=32,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    ),
+    "small": dict(
+        embed_dim=384,
+        depth=12,
+        num_heads=6,
+        decoder_embed_dim=256,
+        decoder_depth=2,
+        decoder_num_heads=8,
+    ),
+    "base": dict(
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        decoder_embed_dim=256,
+        decoder_depth=2,
+        decoder_num_heads=8,
+    ),
+}
+"""Field overrides of each named preset (``ModelConfig.from_name``)."""

@@ -206,6 +206,7 @@ def _xattn_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     first = offs_m < s
     lo_u, full_end, lo_a, lo_b, hi_b = _walk_ranges(m0, s, L, BLOCK_M, BLOCK_N)
+    # full blocks of the other modality, no score mask
     acc, m_i, l_i = _fwd_inner(
         acc,
         m_i,
@@ -226,6 +227,7 @@ def _xattn_fwd_kernel(
         BLOCK_N,
         DOT_PRECISION,
     )
+    # the block's modality-1 rows: masked walk over [lo_a, L)
     acc, m_i, l_i = _fwd_inner(
         acc,
         m_i,
@@ -246,6 +248,7 @@ def _xattn_fwd_kernel(
         BLOCK_N,
         DOT_PRECISION,
     )
+    # the block's modality-2 rows: masked walk over [lo_b, hi_b)
     acc, m_i, l_i = _fwd_inner(
         acc,
         m_i,
@@ -416,6 +419,7 @@ def _xattn_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     first = offs_m < s
     lo_u, full_end, lo_a, lo_b, hi_b = _walk_ranges(m0, s, L, BLOCK_M, BLOCK_N)
+    # full blocks of the other modality, no score mask
     dq = _dq_inner(
         dq,
         q,
@@ -437,6 +441,7 @@ def _xattn_bwd_dq_kernel(
         BLOCK_N,
         DOT_PRECISION,
     )
+    # the block's modality-1 rows: masked walk over [lo_a, L)
     dq = _dq_inner(
         dq,
         q,
@@ -458,6 +463,7 @@ def _xattn_bwd_dq_kernel(
         BLOCK_N,
         DOT_PRECISION,
     )
+    # the block's modality-2 rows: masked walk over [lo_b, hi_b)
     dq = _dq_inner(
         dq,
         q,
@@ -608,6 +614,7 @@ def _xattn_bwd_dkdv_kernel(
     first = offs_n < s
     # the key block's modality-1 keys are attended by queries [s, L), its modality-2 keys by [0, s)
     lo_u, full_end, lo_a, lo_b, hi_b = _walk_ranges(n0, s, L, BLOCK_N, BLOCK_M)
+    # full blocks of the other modality, no score mask
     dk, dv = _dkdv_inner(
         dk,
         dv,
@@ -630,6 +637,7 @@ def _xattn_bwd_dkdv_kernel(
         BLOCK_M,
         DOT_PRECISION,
     )
+    # the block's modality-1 rows: masked walk over [lo_a, L)
     dk, dv = _dkdv_inner(
         dk,
         dv,
@@ -652,6 +660,7 @@ def _xattn_bwd_dkdv_kernel(
         BLOCK_M,
         DOT_PRECISION,
     )
+    # the block's modality-2 rows: masked walk over [lo_b, hi_b)
     dk, dv = _dkdv_inner(
         dk,
         dv,
