@@ -5,9 +5,9 @@ Layout in a run folder::
     checkpoints/ckpt-00001200.pt        torch.save of the state dict (model, optimizer, scaler, RNGs, ...)
     checkpoints/ckpt-00001200.pt.json   sidecar: step, epoch, byte size and SHA-256 of the .pt file
 
-A checkpoint is written to a temporary file in the same folder, flushed and fsync'ed, then renamed
-over its final name (rename is atomic on POSIX), and the folder is fsync'ed; the sidecar is written
-the same way, after the .pt. A crash at any point leaves either the old set of checkpoints or the old
+A checkpoint is written atomically (``fusmae_fast.atomic_write``: a temporary file in the same folder,
+flushed and fsync'ed, renamed over its final name, the folder fsync'ed); the sidecar is written the
+same way, after the .pt. A crash at any point leaves either the old set of checkpoints or the old
 set plus the complete new one. A checkpoint whose sidecar is missing or whose size/hash do not match is
 treated as corrupt: ``latest_valid`` skips it with a message and falls back to the previous one.
 """
@@ -20,57 +20,14 @@ import json
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fusmae_fast.atomic_write import atomic_write_bytes, atomic_write_text
+
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename + fsync of the folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def checkpoint_path(folder: str | os.PathLike[str], step: int) -> Path:

@@ -1,4 +1,4 @@
-"""Figures people would rather look at than read: the loss curve and reconstruction grids.
+"""Figures people would rather look at than read: the loss curve, reconstruction grids, AP per class.
 
 matplotlib runs headless (Agg). Images are shown in the normalised space the model sees, each panel
 stretched between its own 2nd and 98th percentiles (S2: RGB = B04, B03, B02; S1: VV and VH in grey).
@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from fusmae_fast.checkpoint import atomic_write_bytes
+from fusmae_fast.atomic_write import atomic_write_bytes
+from fusmae_fast.data.labels import BEN19_NAMES
 
 S2_RGB = (3, 2, 1)  # B04, B03, B02 in the B01..B08, B8A, B09, B11, B12 order
 
@@ -127,4 +129,26 @@ def plot_reconstructions(
                     ax.set_title(cols[c], fontsize=9)
     if title:
         fig.suptitle(title)
+    return _save(fig, out_png)
+
+
+def plot_ap_per_class(result: dict[str, Any], out_png: str | os.PathLike[str]) -> Path:
+    """Per-class AP bars of an evaluation's ``metrics_<task>.json`` content (BigEarthNet's 19 classes):
+    one panel per input, one bar colour per model."""
+    plt = _pyplot()
+    rows = result["results"]
+    inputs = list(next(iter(rows.values())).keys())
+    fig, axes = plt.subplots(len(inputs), 1, figsize=(12, 3.2 * len(inputs)), squeeze=False)
+    width = 0.8 / max(1, len(rows))
+    x = np.arange(len(BEN19_NAMES))
+    for ax, inp in zip(axes[:, 0], inputs, strict=True):
+        for j, (model, per) in enumerate(rows.items()):
+            ax.bar(x + j * width, 100 * np.asarray(per[inp]["ap_per_class"]), width, label=model)
+        ax.set_title(f"{result['task']} — {inp.upper()}: AP per class (%)", fontsize=10)
+        ax.set_xticks(x + width * (len(rows) - 1) / 2)
+        ax.set_xticklabels([n[:22] for n in BEN19_NAMES], rotation=60, ha="right", fontsize=7)
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, out_png)

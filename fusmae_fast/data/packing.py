@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from fusmae_fast.atomic_write import atomic_write_text
 from fusmae_fast.data.bands import S1_BANDS, S2_BANDS
 from fusmae_fast.data.errors import DatasetError
 from fusmae_fast.data.labels import BEN19_NAMES, SIMPLIFIED_IGBP_NAMES
@@ -53,15 +54,6 @@ from fusmae_fast.data.store import (
 
 STATE_DIR = ".convert"
 ProgressCallback = Callable[[int, int], None]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -322,7 +314,7 @@ def pack(
         for name, (shape, dtype) in plan.image_arrays().items():
             np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=shape).flush()
         (state / "chunks").mkdir(parents=True)
-        _atomic_write(
+        atomic_write_text(
             state / "plan.json", json.dumps({"fingerprint": fingerprint, "num_chunks": plan.num_chunks})
         )
     for name, arr in meta.items():
@@ -345,7 +337,7 @@ def pack(
 
     def save(rec: dict[str, Any]) -> None:
         nonlocal done
-        _atomic_write(record_path(rec["chunk"]), json.dumps(rec))
+        atomic_write_text(record_path(rec["chunk"]), json.dumps(rec))
         done += 1
         bar.update(rec["rows"][1] - rec["rows"][0])
         if on_chunk is not None:
@@ -401,7 +393,7 @@ def pack(
         "checksum": total,
         "fingerprint": fingerprint,
     }
-    _atomic_write(out / INDEX_NAME, json.dumps(index, indent=1))
+    atomic_write_text(out / INDEX_NAME, json.dumps(index, indent=1))
     shutil.rmtree(state, ignore_errors=True)
     return index
 
