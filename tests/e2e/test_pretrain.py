@@ -1,6 +1,5 @@
 """Pretraining: exact resume, atomic checkpoints, the NaN guard, DDP equivalence, outputs."""
 
-import importlib
 import json
 import os
 import socket
@@ -16,9 +15,18 @@ from fusmae_fast.pretrain import NonFiniteLossError, PretrainConfig, lr_at, run_
 
 def _cfg(tmp, **kw):
     base = dict(
-        output_dir=str(tmp), epochs=2, batch_size=4, num_workers=0, warmup_epochs=1, recon_samples=0,
-        log_every=1, precision="fp32", progress=False, device="cpu", blr=1e-3,
-    )  # fmt: skip
+        output_dir=str(tmp),
+        epochs=2,
+        batch_size=4,
+        num_workers=0,
+        warmup_epochs=1,
+        recon_samples=0,
+        log_every=1,
+        precision="fp32",
+        progress=False,
+        device="cpu",
+        blr=1e-3,
+    )
     base.update(kw)
     return PretrainConfig(**base)
 
@@ -180,18 +188,6 @@ def test_two_process_gloo_equals_one_process_double_batch(tmp_path):
     assert not torch.equal(init.state_dict()["blocks.0.mlp.fc1.weight"], a["blocks.0.mlp.fc1.weight"])
 
 
-@pytest.mark.skipif(
-    not all(
-        hasattr(importlib.import_module(f"fusmae_fast.kernels.{m}"), f"{op}_triton")
-        for m, op in (
-            ("cross_modal_attention", "cross_modal_attention"),
-            ("masked_patch_embed", "masked_patch_embed"),
-            ("token_scatter", "scatter_tokens"),
-            ("masked_loss", "masked_mse"),
-        )
-    ),
-    reason="Triton ops not implemented yet",
-)
 def test_three_steps_triton_equal_torch(tmp_path):
     """--kernels triton (interpreter on a CPU) follows --kernels torch for 3 steps (fp32, rel. 1e-4)."""
     data = RandomPairs(6)

@@ -14,8 +14,20 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
 
 def test_missing_data_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("FUSMAE_DEBUG", raising=False)
-    args = ["pretrain", "--data", str(tmp_path / "nodata"), "--preset", "tiny", "--epochs", "1",
-            "--warmup_epochs", "0", "--output_dir", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    args = [
+        "pretrain",
+        "--data",
+        str(tmp_path / "nodata"),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--warmup_epochs",
+        "0",
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "fusmae-fast pretrain: error:" in err and "nodata" in err

@@ -1,0 +1,62 @@
+"""``run_pretraining``: set up, resume, train epoch after epoch, export the encoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.distributed as dist
+from torch.utils.data import Dataset
+
+from fusmae_fast.checkpoint import export_encoder
+from fusmae_fast.pretrain.config import PretrainConfig
+from fusmae_fast.pretrain.engine import max_steps_reached, train_one_epoch
+from fusmae_fast.pretrain.reporting import RunReport
+from fusmae_fast.pretrain.setup import PretrainRun, set_up, wrap_for_training
+from fusmae_fast.pretrain.state import resume
+
+
+@dataclass
+class PretrainResult:
+    """What a finished run reports back (its files are in ``output_dir``)."""
+
+    output_dir: Path
+    """The run folder."""
+    steps: int
+    """Optimizer steps taken in all (resumed runs included)."""
+    epochs_done: int
+    """Epochs completed."""
+    final_loss: float | None
+    """The last loss logged (None when nothing was logged)."""
+    skipped_batches: int
+    """Batches dropped for a non-finite loss."""
+
+
+def run_pretraining(
+    cfg: PretrainConfig,
+    *,
+    train_set: Dataset | None = None,
+    val_set: Dataset | None = None,
+) -> PretrainResult:
+    """Pretrain as ``cfg`` says. Datasets may be given directly (items with ``s1`` and ``s2``)."""
+    run = set_up(cfg, train_set, val_set)
+    pos = resume(run)
+    train_model = wrap_for_training(run)
+    report = RunReport(run)
+    run.model.train()
+    while pos.epoch < cfg.epochs and not max_steps_reached(cfg, pos):
+        loader = run.epoch_loader(pos.epoch, pos.iter_in_epoch)
+        if train_one_epoch(run, train_model, loader, pos, report) and run.dist.is_main:
+            report.epoch_figures(pos.epoch - 1)
+        del loader
+    finish(run, report)
+    return PretrainResult(run.out_dir, pos.step, pos.epoch, report.final_loss, pos.skipped)
+
+
+def finish(run: PretrainRun, report: RunReport) -> None:
+    """Rank 0 exports ``encoder.safetensors`` and draws the final loss curve; all ranks meet."""
+    if run.dist.is_main:
+        export_encoder(run.model, run.out_dir / "encoder.safetensors")
+        report.loss_curve()
+    if run.dist.world > 1:
+        dist.barrier()
