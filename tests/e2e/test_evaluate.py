@@ -54,10 +54,18 @@ def test_protocols_run_and_write_outputs(tmp_path, task):
     train = LabelledPairs(24, classes, single_label=single, seed=1)
     test = LabelledPairs(12, classes, single_label=single, seed=2)
     cfg = EvalConfig(
-        task=task, ckpt=str(enc), baseline="random", output_dir=str(tmp_path / "eval"),
-        label_fraction=0.5, epochs=2, batch_size=8, num_workers=0, progress=False, device="cpu",
+        task=task,
+        ckpt=str(enc),
+        baseline="random",
+        output_dir=str(tmp_path / "eval"),
+        label_fraction=0.5,
+        epochs=2,
+        batch_size=8,
+        num_workers=0,
+        progress=False,
+        device="cpu",
         inputs=("s1", "s1+s2") if task != "sen12ms" else ("s2",),
-    )  # fmt: skip
+    )
     result = run_evaluation(cfg, train_set=train, test_set=test)
     assert set(result["results"]) == {"encoder", "random-init"}
     assert result["train_labels_used"] == 12
@@ -82,9 +90,19 @@ def test_linear_probe_learns_label_dependent_content(tmp_path):
     train = LabelledPairs(64, 19, seed=1)
     test = LabelledPairs(32, 19, seed=2)
     cfg = EvalConfig(
-        task="linear", baseline="random", output_dir=str(tmp_path), label_fraction=1.0, epochs=30,
-        batch_size=16, num_workers=0, progress=False, device="cpu", inputs=("s2",), pool="mean", lr=1e-2,
-    )  # fmt: skip
+        task="linear",
+        baseline="random",
+        output_dir=str(tmp_path),
+        label_fraction=1.0,
+        epochs=30,
+        batch_size=16,
+        num_workers=0,
+        progress=False,
+        device="cpu",
+        inputs=("s2",),
+        pool="mean",
+        lr=1e-2,
+    )
     res = run_evaluation(cfg, train_set=train, test_set=test)["results"]["random-init"]["s2"]
     chance = float(test.labels.mean())
     assert res["map_micro"] > chance + 0.15, (res["map_micro"], chance)
@@ -111,15 +129,33 @@ def test_pretrained_encoder_beats_random_init_on_builtin_sample(tmp_path):
     run = tmp_path / "pretrain"
     run_pretraining(
         PretrainConfig(
-            output_dir=str(run), preset="tiny", epochs=4, batch_size=32, warmup_epochs=1, blr=1.5e-3,
-            precision="fp32", num_workers=0, progress=False, device="cpu", recon_samples=0,
-        )  # fmt: skip
+            output_dir=str(run),
+            preset="tiny",
+            epochs=4,
+            batch_size=32,
+            warmup_epochs=1,
+            blr=1.5e-3,
+            precision="fp32",
+            num_workers=0,
+            progress=False,
+            device="cpu",
+            recon_samples=0,
+        )
     )
     cfg = EvalConfig(
-        task="linear", ckpt=str(run), baseline="random", output_dir=str(tmp_path / "eval"),
-        label_fraction=1.0, epochs=100, lr=1e-2, batch_size=64, num_workers=0, progress=False,
-        device="cpu", inputs=("s2", "s1+s2"),
-    )  # fmt: skip
+        task="linear",
+        ckpt=str(run),
+        baseline="random",
+        output_dir=str(tmp_path / "eval"),
+        label_fraction=1.0,
+        epochs=100,
+        lr=1e-2,
+        batch_size=64,
+        num_workers=0,
+        progress=False,
+        device="cpu",
+        inputs=("s2", "s1+s2"),
+    )
     res = run_evaluation(cfg)["results"]
     ours, random_init = res["pretrain"], res["random-init"]
     gains = {i: ours[i]["map_macro"] - random_init[i]["map_macro"] for i in cfg.inputs}

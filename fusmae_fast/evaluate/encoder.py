@@ -1,0 +1,63 @@
+"""The encoder under evaluation: loaded from a checkpoint, fed the chosen modalities, pooled.
+
+A single-modality input (``s1`` or ``s2``) uses the model's missing-modality handling: the absent
+modality's tokens are not fed (see ``fusmae_fast.model``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fusmae_fast.checkpoint import latest_valid, load_checkpoint, load_encoder
+from fusmae_fast.config import ModelConfig
+from fusmae_fast.model import FusMAE
+
+
+def load_model(
+    ckpt: str | os.PathLike[str], map_location: str | torch.device = "cpu", **overrides: Any
+) -> FusMAE:
+    """A FusMAE from encoder.safetensors, a training checkpoint (.pt) or a run folder."""
+    path = Path(ckpt)
+    if path.is_dir():
+        if (path / "encoder.safetensors").is_file():
+            path = path / "encoder.safetensors"
+        else:
+            found = latest_valid(path / "checkpoints")
+            if found is None:
+                raise FileNotFoundError(f"{ckpt}: no encoder.safetensors and no valid checkpoint inside")
+            path = found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint or encoder at {path}")
+    if path.suffix == ".safetensors":
+        return load_encoder(path, map_location, **overrides)
+    state = load_checkpoint(path, map_location)
+    model = FusMAE(ModelConfig.from_dict({**state["model_config"], **overrides}))
+    model.load_state_dict(state["model"])
+    return model
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """Autocast to bf16/fp16 as ``precision`` says (disabled for fp32)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def modalities(
+    batch: dict[str, Any], inputs: str, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(s1, s2) of a batch on ``device``, None for a modality ``inputs`` ('s1', 's2', 's1+s2') leaves out."""
+    s1 = batch["s1"].to(device).float() if "s1" in inputs.split("+") else None
+    s2 = batch["s2"].to(device).float() if "s2" in inputs.split("+") else None
+    return s1, s2
+
+
+def pooled_features(
+    model: FusMAE, s1: torch.Tensor | None, s2: torch.Tensor | None, pool: str
+) -> torch.Tensor:
+    """The encoder's CLS token (``pool='cls'``) or the mean of its patch tokens (``'mean'``)."""
+    f = model.encode(s1, s2)
+    return f.cls if pool == "cls" else f.pooled()
