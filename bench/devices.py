@@ -13,12 +13,13 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fusmae_fast.atomic_write import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -196,27 +197,14 @@ def available_memory_bytes(device: torch.device) -> int:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file and a rename, so a crash never leaves half a results file."""
-    write_text_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write JSON atomically (``fusmae_fast.atomic_write``), so a crash never leaves half a results file."""
+    atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
 def write_results(out_dir: Path, stem: str, result: dict[str, Any], table: str) -> None:
     """``<stem>.json`` (the result) and ``<stem>.md`` (its table) in out_dir, atomically; prints the table."""
     write_json_atomic(out_dir / f"{stem}.json", result)
-    write_text_atomic(out_dir / f"{stem}.md", table + "\n")
+    atomic_write_text(out_dir / f"{stem}.md", table + "\n")
     print()
     print(table)
 

@@ -15,7 +15,7 @@ Symbols
     K = k_1 + k_2 encoder tokens, C encoder width, d decoder width, C_i channels, R_i = D_i = C_i P^2
     pixels per patch, e activation bytes (2: bf16/fp16 autocast), e_img image bytes (4: fp32 inputs),
     f = 4 (fp32 loss internals, parameter grads, partial sums), S the batch splits of our reductions and
-    S_w the row splits of d weight (``token_gather.batch_splits`` / ``dw_splits``).
+    S_w the row splits of d weight (``reductions.batch_splits`` / ``masked_patch_embed.dw_splits``).
 Conventions
     A multiply-add is 2 FLOPs, any other elementwise op 1. Bytes are DRAM traffic with every tensor a
     pass touches read or written once (re-reads inside a kernel are taken to hit cache); a broadcast

@@ -1,4 +1,4 @@
-"""Markdown tables and plots from the benchmark JSONs; ``python bench/report.py`` writes docs/benchmarks.md.
+"""Markdown tables from the benchmark JSONs; ``python bench/report.py`` writes docs/benchmarks.md.
 
 ``python bench/report.py`` reads the newest result of each benchmark in ``bench/results/``
 (``xattn_*.json``, ``step_*.json``, ``independent/step_*.json``, ``step_parts_*.json``, every
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fusmae_fast.atomic_write import atomic_write_text
 from fusmae_fast.bench import devices
 
 ROOFLINE_LABEL = "model, not measured"
@@ -187,66 +188,6 @@ def xattn_pivot_markdown(result: dict[str, Any], details: str | None = None) -> 
     if details:
         parts += ["", f"p20/p80, TFLOP/s (useful 2·n1·n2 work only), GB/s and mask-only times: `{details}`."]
     return "\n".join(parts)
-
-
-def xattn_plot(result: dict[str, Any], path: Path) -> None:
-    """p50 ms per provider: bars for the Fus-MAE shapes, lines over L for the long-L sweep."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in result["rows"] if r.get("status") == "ok" and "label" not in r]
-    modes = list(dict.fromkeys(r["mode"] for r in result["rows"]))
-    providers = list(dict.fromkeys(r["provider"] for r in ok))
-    colors = {p: f"C{i}" for i, p in enumerate(providers)}
-    fig, axes = plt.subplots(2, max(1, len(modes)), figsize=(5.2 * max(1, len(modes)), 8.5), squeeze=False)
-    for j, mode in enumerate(modes):
-        ax = axes[0][j]
-        rows = [r for r in ok if r["group"] == "fusmae" and r["mode"] == mode]
-        cases = list(dict.fromkeys(f"{r['case']}\n{r['dtype']}" for r in rows))
-        width = 0.8 / max(1, len(providers))
-        for i, prov in enumerate(providers):
-            xs, ys, lo, hi = [], [], [], []
-            for c, case in enumerate(cases):
-                hit = [r for r in rows if r["provider"] == prov and f"{r['case']}\n{r['dtype']}" == case]
-                if hit:
-                    xs.append(c + i * width)
-                    ys.append(hit[0]["ms_p50"])
-                    lo.append(hit[0]["ms_p50"] - hit[0]["ms_p20"])
-                    hi.append(hit[0]["ms_p80"] - hit[0]["ms_p50"])
-            if xs:
-                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=prov, color=colors[prov])
-        ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases, fontsize=7)
-        ax.set_ylabel("ms (p50, bars p20-p80)")
-        ax.set_title(f"Fus-MAE shapes, {mode}")
-        ax.legend(fontsize=7)
-        ax = axes[1][j]
-        for prov in providers:
-            pts = sorted(
-                (r["L"], r["ms_p50"])
-                for r in ok
-                if r["group"] == "long" and r["mode"] == mode and r["provider"] == prov
-            )
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=prov, color=colors[prov])
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("L (split L/2)")
-        ax.set_ylabel("ms (p50)")
-        ax.set_title(f"long-L sweep, {mode}")
-        if ax.lines:
-            ax.legend(fontsize=7)
-    info = result["info"]
-    fig.suptitle(
-        f"Eq. 2 cross-modal attention on {info['device_name']} — measured, {info['timestamp']}", fontsize=9
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 # ----------------------------------------------------------------------------------------------- step
@@ -543,6 +484,15 @@ def _newest(benchmark: str, prefer_full: bool, folder: Path | None = None):
     return found[-1] if found else None
 
 
+def _xattn_section(data: dict[str, Any], rel: Path) -> str:
+    """The pivot table, and the plot ``bench/xattn.py`` drew beside the JSON when there is one."""
+    text = xattn_pivot_markdown(data, details=str(rel.with_suffix(".md")))
+    png = rel.with_suffix(".png")
+    if (devices.REPO / png).exists():
+        text += f"\n\n![p50 per provider, {data['info']['device_name']}](../{png})"
+    return text
+
+
 def _data_read_markdown(data: dict[str, Any], rel: Path) -> str:
     from fusmae_fast.bench.data_read import markdown
 
@@ -566,11 +516,7 @@ class PageSection:
 
 
 PAGE_SECTIONS: tuple[PageSection, ...] = (
-    PageSection(
-        "Eq. 2 cross-modal attention (measured)",
-        "xattn",
-        lambda data, rel: xattn_pivot_markdown(data, details=str(rel.with_suffix(".md"))),
-    ),
+    PageSection("Eq. 2 cross-modal attention (measured)", "xattn", _xattn_section),
     PageSection("Whole pretraining step (measured)", "step", lambda data, rel: step_markdown(data)),
     PageSection(
         "Whole pretraining step, independent masking (measured)",
@@ -712,14 +658,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefer-full", action="store_true", help="prefer full runs over newer --quick runs")
     args = p.parse_args(argv)
     page = benchmarks_page(args.prefer_full)
-    devices.write_text_atomic(Path(args.out), page)
+    atomic_write_text(Path(args.out), page)
     print(page)
     print(f"wrote {args.out}", file=sys.stderr)
     if args.readme:
         readme = Path(args.readme)
-        devices.write_text_atomic(
-            readme, replace_summary(readme.read_text(), readme_summary(args.prefer_full))
-        )
+        atomic_write_text(readme, replace_summary(readme.read_text(), readme_summary(args.prefer_full)))
         print(f"rewrote the summary table in {readme}", file=sys.stderr)
     return 0
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fusmae_fast.atomic_write import atomic_write_text
 from fusmae_fast.bench import devices
 
 LAUNCH_US = 3.0
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out_dir)
     devices.write_json_atomic(out / "roofline.json", result)
     text = report.roofline_markdown(result, detail=True)
-    devices.write_text_atomic(out / "roofline.md", text + "\n")
+    atomic_write_text(out / "roofline.md", text + "\n")
     print(report.roofline_markdown(result))
     print(f"\nwrote {out / 'roofline.json'} and roofline.md ({report.ROOFLINE_LABEL})")
     return 0

@@ -369,12 +369,72 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"xattn_{devices.device_tag(device)}{'_quick' if args.quick else ''}"
     devices.write_results(out_dir, stem, result, report.xattn_markdown(result))
     if not args.no_plot:
-        report.xattn_plot(result, out_dir / f"{stem}.png")
+        xattn_plot(result, out_dir / f"{stem}.png")
     print(f"\nwrote {out_dir / stem}.json/.md{'' if args.no_plot else '/.png'} in {info['seconds']} s")
     wrong = [r for r in runner.rows if r.get("check_ok") is False]
     for r in wrong:
         print(f"WRONG {r['case']} {r['mode']} {r['provider']}: max abs err {r['check_max_abs_err']:.3g}")
     return 1 if wrong else 0
+
+
+def xattn_plot(result: dict[str, Any], path: Path) -> None:
+    """p50 ms per provider: bars for the Fus-MAE shapes, lines over L for the long-L sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in result["rows"] if r.get("status") == "ok" and "label" not in r]
+    modes = list(dict.fromkeys(r["mode"] for r in result["rows"]))
+    providers = list(dict.fromkeys(r["provider"] for r in ok))
+    colors = {p: f"C{i}" for i, p in enumerate(providers)}
+    fig, axes = plt.subplots(2, max(1, len(modes)), figsize=(5.2 * max(1, len(modes)), 8.5), squeeze=False)
+    for j, mode in enumerate(modes):
+        ax = axes[0][j]
+        rows = [r for r in ok if r["group"] == "fusmae" and r["mode"] == mode]
+        cases = list(dict.fromkeys(f"{r['case']}\n{r['dtype']}" for r in rows))
+        width = 0.8 / max(1, len(providers))
+        for i, prov in enumerate(providers):
+            xs, ys, lo, hi = [], [], [], []
+            for c, case in enumerate(cases):
+                hit = [r for r in rows if r["provider"] == prov and f"{r['case']}\n{r['dtype']}" == case]
+                if hit:
+                    xs.append(c + i * width)
+                    ys.append(hit[0]["ms_p50"])
+                    lo.append(hit[0]["ms_p50"] - hit[0]["ms_p20"])
+                    hi.append(hit[0]["ms_p80"] - hit[0]["ms_p50"])
+            if xs:
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=prov, color=colors[prov])
+        ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases, fontsize=7)
+        ax.set_ylabel("ms (p50, bars p20-p80)")
+        ax.set_title(f"Fus-MAE shapes, {mode}")
+        ax.legend(fontsize=7)
+        ax = axes[1][j]
+        for prov in providers:
+            pts = sorted(
+                (r["L"], r["ms_p50"])
+                for r in ok
+                if r["group"] == "long" and r["mode"] == mode and r["provider"] == prov
+            )
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=prov, color=colors[prov])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("L (split L/2)")
+        ax.set_ylabel("ms (p50)")
+        ax.set_title(f"long-L sweep, {mode}")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    info = result["info"]
+    fig.suptitle(
+        f"Eq. 2 cross-modal attention on {info['device_name']} — measured, {info['timestamp']}", fontsize=9
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def _make_call(fn, mode: str, q, k, v, do, split):
