@@ -456,26 +456,9 @@ def _mpe_forward(
     if out.numel() == 0:
         return out
     M = B * K
-    args = (
-        img,
-        weight,
-        bias,
-        pos,
-        ids_keep,
-        out,
-        K,
-        C,
-        C_in,
-        W // patch,
-        _m_bucket(M),
-        *img.stride(),
-        *weight.stride(),
-        bias.stride(0),
-        *pos.stride(),
-        *ids_keep.stride(),
-        out.stride(0),
-        out.stride(1),
-    )
+    strides = (*img.stride(), *weight.stride(), bias.stride(0), *pos.stride(), *ids_keep.stride())
+    sizes = (K, C, C_in, W // patch, _m_bucket(M))
+    args = (img, weight, bias, pos, ids_keep, out, *sizes, *strides, *out.stride()[:2])
 
     def grid(m):
         return (B * triton.cdiv(K, m["BLOCK_M"]), triton.cdiv(C, m["BLOCK_N"]))
@@ -508,22 +491,8 @@ def _mpe_backward(
     if need_img:
         dimg = torch.zeros((B, C_in, H, W), dtype=img.dtype, device=img.device)  # masked patches stay 0
         if M * C:
-            args = (
-                dout,
-                weight,
-                ids_keep,
-                dimg,
-                K,
-                C,
-                C_in,
-                W // patch,
-                _m_bucket(M),
-                dout.stride(0),
-                dout.stride(1),
-                *weight.stride(),
-                *ids_keep.stride(),
-                *dimg.stride(),
-            )
+            strides = (*dout.stride()[:2], *weight.stride(), *ids_keep.stride(), *dimg.stride())
+            args = (dout, weight, ids_keep, dimg, K, C, C_in, W // patch, _m_bucket(M), *strides)
 
             def grid_dimg(m):
                 return (B * triton.cdiv(K, m["BLOCK_M"]), triton.cdiv(R, m["BLOCK_R"]))
@@ -533,22 +502,8 @@ def _mpe_backward(
         splits, per = dw_splits(M, C, R)
         part = torch.zeros((max(splits, 1), C, R), dtype=torch.float32, device=img.device)
         if M * C:
-            args = (
-                dout,
-                img,
-                ids_keep,
-                part,
-                M,
-                K,
-                C,
-                C_in,
-                W // patch,
-                per,
-                dout.stride(0),
-                dout.stride(1),
-                *img.stride(),
-                *ids_keep.stride(),
-            )
+            strides = (*dout.stride()[:2], *img.stride(), *ids_keep.stride())
+            args = (dout, img, ids_keep, part, M, K, C, C_in, W // patch, per, *strides)
 
             def grid_dw(m):
                 return (triton.cdiv(C, m["BLOCK_N"]), triton.cdiv(R, m["BLOCK_R"]), splits)

@@ -178,21 +178,8 @@ def _gather_forward(x: torch.Tensor, ids_keep: torch.Tensor, pos: torch.Tensor |
         return out
     x = last_dim_contiguous(x)
     pos_t = last_dim_contiguous(pos) if pos is not None else x
-    args = (
-        x,
-        ids_keep,
-        pos_t,
-        out,
-        B * K,
-        K,
-        C,
-        x.stride(0),
-        x.stride(1),
-        *ids_keep.stride(),
-        pos_t.stride(0),
-        out.stride(0),
-        out.stride(1),
-    )
+    strides = (*x.stride()[:2], *ids_keep.stride(), pos_t.stride(0), *out.stride()[:2])
+    args = (x, ids_keep, pos_t, out, B * K, K, C, *strides)
 
     def grid(m):
         return (triton.cdiv(B * K, m["BLOCK_M"]), triton.cdiv(C, m["BLOCK_C"]))
@@ -216,19 +203,10 @@ def scattered_rows_sum(
     if B * N * C == 0:
         return part.zero_() if part is not None else None
     dout = last_dim_contiguous(dout)
-    args = (
-        dout,
-        inv,
-        dx if dx is not None else dout,
-        part if part is not None else dout,
-        B,
-        N,
-        C,
-        per_split,
-        dout.stride(0),
-        dout.stride(1),
-        *(dx.stride()[:2] if dx is not None else (0, 0)),
-    )
+    dx_t = dx if dx is not None else dout
+    part_t = part if part is not None else dout
+    strides = (*dout.stride()[:2], *(dx.stride()[:2] if dx is not None else (0, 0)))
+    args = (dout, inv, dx_t, part_t, B, N, C, per_split, *strides)
 
     def grid(m):
         return (triton.cdiv(N, m["BLOCK_N"]), triton.cdiv(C, m["BLOCK_C"]), splits)

@@ -210,24 +210,8 @@ def _forward(
         return out
     latent = last_dim_contiguous(latent)
     pos_t = last_dim_contiguous(pos) if pos is not None else out
-    args = (
-        latent,
-        ids_restore,
-        mask_token,
-        pos_t,
-        out,
-        B * N,
-        N,
-        K,
-        C,
-        latent.stride(0),
-        latent.stride(1),
-        *ids_restore.stride(),
-        mask_token.stride(0),
-        pos_t.stride(0),
-        out.stride(0),
-        out.stride(1),
-    )
+    strides = (*latent.stride()[:2], *ids_restore.stride(), mask_token.stride(0), pos_t.stride(0))
+    args = (latent, ids_restore, mask_token, pos_t, out, B * N, N, K, C, *strides, *out.stride()[:2])
 
     def grid(m):
         return (triton.cdiv(B * N, m["BLOCK_M"]), triton.cdiv(C, m["BLOCK_C"]))
@@ -256,29 +240,21 @@ def _backward(
     pmask = dout.new_zeros((splits, N, C), dtype=torch.float32) if mask_dtype else None
     if B * N * C and (dlat is not None or reduce):
         dout = last_dim_contiguous(dout)
-        args = (
-            dout,
-            ids_restore,
-            dlat if dlat is not None else dout,
-            ppos if ppos is not None else dout,
-            pmask if pmask is not None else dout,
-            B,
-            N,
-            K,
-            C,
-            per_split,
-            dout.stride(0),
-            dout.stride(1),
+        outs = tuple(t if t is not None else dout for t in (dlat, ppos, pmask))
+        strides = (
+            *dout.stride()[:2],
             *ids_restore.stride(),
             *(dlat.stride()[:2] if dlat is not None else (0, 0)),
         )
+        args = (dout, ids_restore, *outs, B, N, K, C, per_split, *strides)
 
         def grid(m):
             return (triton.cdiv(N, m["BLOCK_N"]), triton.cdiv(C, m["BLOCK_C"]), splits)
 
         meta = {"STORE_DLAT": dlat is not None, "POS_PART": ppos is not None, "MASK_PART": pmask is not None}
-        fields = copy_fields("BLOCK_N")
-        launch(_scatter_bwd_tuned, grid, args, meta, fields, INTERPRETER_CONFIG["scatter_bwd"])
+        launch(
+            _scatter_bwd_tuned, grid, args, meta, copy_fields("BLOCK_N"), INTERPRETER_CONFIG["scatter_bwd"]
+        )
     dpos = reduce_splits(ppos, pos_dtype, False)[0] if ppos is not None else None
     dmask = None
     if pmask is not None:

@@ -1,9 +1,9 @@
 """compile_check: every kernel compiles for real GPU targets without a GPU, within sm_86's limits.
 
 compile_check is always run in a subprocess: it must not share a process with the interpreter-mode
-kernels of the other tests (it removes TRITON_INTERPRET so that ``@triton.jit`` gives compilable
-functions). The full run (every spec, sm_80/sm_86/sm_90) takes tens of minutes on this 2-core box
-and is done by ``python -m fusmae_fast.kernels.compile_check --jobs 2``; here the run covers, for
+kernels of the other tests (its ``collect_specs`` removes TRITON_INTERPRET so that ``@triton.jit``
+gives compilable functions). The full run (every spec, sm_80/sm_86/sm_90) is long and is done by
+``python -m fusmae_fast.kernels.compile_check --jobs 2``; here the run covers, for
 sm_86, every fp16 spec of the token/loss modules and, of the attention, every kernel at the head dims
 and dtypes that stress it most (fp16/bf16 at D=64 and D=72, fp32 at D=128), plus one fp16 config per
 kernel on sm_80 and sm_90 (``--per-kernel 1``). Two fixture packages check that the tool fails when
