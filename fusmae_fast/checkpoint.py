@@ -10,6 +10,12 @@ flushed and fsync'ed, renamed over its final name, the folder fsync'ed); the sid
 same way, after the .pt. A crash at any point leaves either the old set of checkpoints or the old
 set plus the complete new one. A checkpoint whose sidecar is missing or whose size/hash do not match is
 treated as corrupt: ``latest_valid`` skips it with a message and falls back to the previous one.
+
+A sidecar may also say ``"suspect"``: the checkpoint was saved in the last steps before a non-finite
+loss (``mark_suspect``), so its weights may already be on the way to diverging; ``latest_valid``
+passes over it (saying so) unless asked not to. Rotation keeps the newest ``keep_last`` checkpoints
+that are not suspect. Temporary files a killed save left behind (``.ckpt-*.tmp``) are removed by
+``remove_stale_temp_files``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -28,6 +35,8 @@ import torch
 from fusmae_fast.atomic_write import atomic_write_bytes, atomic_write_text
 
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
+TEMP_GLOB = ".ckpt-*.tmp"
+"""Temporary files of checkpoint saves (``atomic_write``'s names for ``ckpt-*.pt`` and sidecars)."""
 
 
 def checkpoint_path(folder: str | os.PathLike[str], step: int) -> Path:
@@ -51,13 +60,76 @@ def save_checkpoint(
     }
     atomic_write_text(str(path) + ".json", json.dumps(meta, indent=1))
     if keep_last > 0:
-        for old in list_checkpoints(folder)[:-keep_last]:
-            for p in (old, Path(str(old) + ".json")):
-                try:
-                    p.unlink()
-                except FileNotFoundError:
-                    pass
+        rotate_checkpoints(folder, keep_last)
     return path
+
+
+def rotate_checkpoints(folder: str | os.PathLike[str], keep_last: int) -> None:
+    """Keep the newest ``keep_last`` checkpoints not marked suspect, and the suspect ones newer than
+    them (until a resumed run writes over them); delete the rest."""
+    good = [p for p in list_checkpoints(folder) if suspect_reason(p) is None]
+    kept = good[-keep_last:]
+    oldest_kept = step_of(kept[0]) if kept else -1
+    for old in list_checkpoints(folder):
+        if old in kept or (suspect_reason(old) is not None and step_of(old) > oldest_kept):
+            continue
+        for p in (old, sidecar_path(old)):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    return Path(str(path) + ".json")
+
+
+def step_of(path: str | os.PathLike[str]) -> int:
+    """The step in a checkpoint's file name."""
+    m = CKPT_RE.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path}: not a checkpoint name (ckpt-<8 digits>.pt)")
+    return int(m.group(1))
+
+
+def suspect_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why the checkpoint's sidecar marks it suspect (None: not marked, or no readable sidecar)."""
+    try:
+        meta = json.loads(sidecar_path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    reason = meta.get("suspect") if isinstance(meta, dict) else None
+    return str(reason) if reason else None
+
+
+def mark_suspect(folder: str | os.PathLike[str], after_step: int, reason: str) -> list[Path]:
+    """Mark every checkpoint of a step > ``after_step`` suspect in its sidecar (atomically); returns them."""
+    marked = []
+    for path in list_checkpoints(folder):
+        side = sidecar_path(path)
+        if step_of(path) <= after_step or not side.is_file():
+            continue
+        try:
+            meta = json.loads(side.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        meta["suspect"] = reason
+        atomic_write_text(side, json.dumps(meta, indent=1))
+        marked.append(path)
+    return marked
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that killed saves left in ``folder``; returns them. Call it only
+    when no save is in progress (a run's rank 0 at its start)."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(TEMP_GLOB)) if folder.is_dir() else []
+    for p in stale:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+    return stale
 
 
 def list_checkpoints(folder: str | os.PathLike[str]) -> list[Path]:
@@ -69,8 +141,9 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-class CorruptCheckpointError(RuntimeError):
-    """A checkpoint file that is truncated, altered, or has no sidecar."""
+class CorruptCheckpointError(RuntimeError, ValueError):
+    """A checkpoint file that is truncated, altered, unreadable, or has no sidecar (a ValueError too,
+    so that the command line reports it as one line)."""
 
 
 def verify_checkpoint(path: str | os.PathLike[str]) -> bytes:
@@ -97,14 +170,25 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> bytes:
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a verified checkpoint (raises CorruptCheckpointError when it fails verification)."""
     data = verify_checkpoint(path)
-    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+        raise CorruptCheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
 
 
 def latest_valid(
-    folder: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+    folder: str | os.PathLike[str], map_location: str | torch.device = "cpu", *, skip_suspect: bool = True
 ) -> tuple[Path, dict] | None:
-    """The newest checkpoint that verifies and loads; corrupt ones are reported and skipped."""
+    """The newest checkpoint that verifies and loads; corrupt ones (and, with ``skip_suspect``, those
+    marked suspect) are reported and skipped."""
     for path in reversed(list_checkpoints(folder)):
+        reason = suspect_reason(path) if skip_suspect else None
+        if reason is not None:
+            print(
+                f"[fusmae-fast] passing over checkpoint {path.name}: marked suspect ({reason})",
+                file=sys.stderr,
+            )
+            continue
         try:
             return path, load_checkpoint(path, map_location)
         except (CorruptCheckpointError, RuntimeError, EOFError, OSError) as exc:
@@ -140,7 +224,9 @@ def export_encoder(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path
 def load_encoder(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", **overrides: Any):
     """A FusMAE built from an exported encoder: encoder weights loaded, decoders freshly initialised.
 
-    Use ``model.encode(s1, s2)`` (either may be None) for features. ``overrides`` change config fields
+    ``path``: an ``encoder.safetensors`` of :func:`export_encoder`, or a pretrained folder
+    (``FusMAE.save_pretrained``; a whole-model folder then loads its decoders too). Use
+    ``model.encode(s1, s2)`` (either may be None) for features. ``overrides`` change config fields
     (e.g. ``kernels="triton"``).
     """
     from safetensors import safe_open
@@ -150,6 +236,8 @@ def load_encoder(path: str | os.PathLike[str], map_location: str | torch.device 
     from fusmae_fast.model import FusMAE
 
     path = Path(path)
+    if path.is_dir():
+        return FusMAE.from_pretrained(path, map_location=map_location, **overrides)
     if not path.is_file():
         raise FileNotFoundError(f"no encoder file at {path}")
     with safe_open(str(path), framework="pt") as fh:
@@ -157,11 +245,37 @@ def load_encoder(path: str | os.PathLike[str], map_location: str | torch.device 
     if "fusmae_fast_config" not in meta:
         raise ValueError(f"{path} was not written by fusmae_fast.export_encoder (no config in its metadata)")
     cfg = ModelConfig.from_dict({**json.loads(meta["fusmae_fast_config"]), **overrides})
-    model = FusMAE(cfg)
-    missing, unexpected = model.load_state_dict(load_file(str(path), device=str(map_location)), strict=False)
-    missing_enc = [k for k in missing if k.split(".")[0] in ENCODER_MODULES]
-    if missing_enc or unexpected:
+    state = load_file(str(path), device=str(map_location))
+    return load_weights(FusMAE(cfg), state, path, encoder_only=True)
+
+
+def load_weights(
+    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str | os.PathLike[str],
+    *,
+    encoder_only: bool,
+):
+    """Load ``state`` into ``model``; returns the model. ``encoder_only``: the weights are the encoder's
+    (:data:`ENCODER_MODULES`) and the decoders keep their initialisation.
+
+    Every expected weight must be present with its shape and nothing else may be: else a ValueError
+    naming ``source`` (a checkpoint of another architecture than the config says).
+    """
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if wrong:
+        k = wrong[0]
         raise ValueError(
-            f"{path}: encoder weights do not match the config: missing {missing_enc}, unexpected {unexpected}"
+            f"{source}: weights do not match the config: {len(wrong)} of another shape "
+            f"(first {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})"
+        )
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if encoder_only:
+        missing = [k for k in missing if k.split(".")[0] in ENCODER_MODULES]
+    if missing or unexpected:
+        what = "encoder weights" if encoder_only else "weights"
+        raise ValueError(
+            f"{source}: {what} do not match the config: missing {missing}, unexpected {unexpected}"
         )
     return model

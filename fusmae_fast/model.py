@@ -18,16 +18,21 @@ Missing modality (``encode(s1=None, s2=x)`` or ``encode(s1=x, s2=None)``)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fusmae_fast import ops
+from fusmae_fast.checkpoint import encoder_state_dict, load_weights
 from fusmae_fast.config import ModelConfig
 from fusmae_fast.masking import Masking, random_masking, single_modality
 from fusmae_fast.patches import patchify, sincos_pos_embed_2d, unpatchify
+from fusmae_fast.pretrained import read_pretrained, write_pretrained
 
 LN_EPS = 1e-6
 
@@ -443,6 +448,34 @@ class FusMAE(nn.Module):
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ----------------------------------------------------------------------------- pretrained folders
+    def save_pretrained(self, folder: str | os.PathLike[str], *, encoder_only: bool = False) -> Path:
+        """Write ``folder/config.json`` and ``folder/model.safetensors`` (see ``fusmae_fast.pretrained``):
+        every weight, or with ``encoder_only`` the encoder's alone (what downstream tasks use)."""
+        if encoder_only:
+            return write_pretrained(folder, self.config, encoder_state_dict(self), "encoder")
+        return write_pretrained(folder, self.config, self.state_dict(), "model")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike[str],
+        *,
+        map_location: str | torch.device = "cpu",
+        revision: str | None = None,
+        **overrides: Any,
+    ) -> FusMAE:
+        """A FusMAE from a pretrained folder, or a Hub repository id when huggingface_hub is installed.
+
+        A folder saved with ``encoder_only`` loads the encoder; the decoders are freshly initialised.
+        ``overrides`` change config fields (e.g. ``kernels="triton"``).
+        """
+        found = read_pretrained(source, map_location, revision, **overrides)
+        encoder_only = found.weights == "encoder"
+        return load_weights(
+            cls(found.config), found.state_dict, found.weights_file, encoder_only=encoder_only
+        )
 
 
 def build_model(preset: str = "tiny", **overrides: object) -> FusMAE:

@@ -13,7 +13,9 @@ from fusmae_fast.evaluate.driver import run_evaluation
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=TASKS)
-    p.add_argument("--ckpt", default=None, help="encoder.safetensors, checkpoint .pt or run folder")
+    p.add_argument(
+        "--ckpt", default=None, help="encoder.safetensors, checkpoint .pt, run folder or pretrained folder"
+    )
     p.add_argument("--data", default=None, help="dataset root or packed store (default: built-in sample)")
     p.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=INPUTS)
     p.add_argument("--out", "--output_dir", dest="output_dir", default=EvalConfig.output_dir)

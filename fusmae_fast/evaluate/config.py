@@ -26,7 +26,8 @@ class EvalConfig:
     task: str = "linear"
     """'linear', 'finetune' or 'sen12ms'."""
     ckpt: str | None = None
-    """encoder.safetensors, a training checkpoint (.pt) or a run folder; None only with baseline='random'."""
+    """encoder.safetensors, a training checkpoint (.pt), a run folder or a pretrained folder
+    (``FusMAE.save_pretrained``); None only with baseline='random'."""
     data: str | None = None
     """Dataset root or packed store (None: the built-in synthetic sample)."""
     inputs: tuple[str, ...] = INPUTS

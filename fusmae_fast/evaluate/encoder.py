@@ -15,24 +15,35 @@ import torch
 from fusmae_fast.checkpoint import latest_valid, load_checkpoint, load_encoder
 from fusmae_fast.config import ModelConfig
 from fusmae_fast.model import FusMAE
+from fusmae_fast.pretrained import is_pretrained_folder
+
+
+def checkpoint_file(ckpt: str | os.PathLike[str]) -> Path:
+    """What ``ckpt`` names: a pretrained folder (``FusMAE.save_pretrained``) as it is, a run folder's
+    encoder.safetensors (else its newest valid checkpoint), or the given .safetensors / .pt file."""
+    path = Path(ckpt)
+    if path.is_dir():
+        if is_pretrained_folder(path):
+            return path
+        if (path / "encoder.safetensors").is_file():
+            return path / "encoder.safetensors"
+        found = latest_valid(path / "checkpoints")
+        if found is None:
+            raise FileNotFoundError(
+                f"{ckpt}: no encoder.safetensors, no valid checkpoint and no pretrained model inside"
+            )
+        return found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint or encoder at {path}")
+    return path
 
 
 def load_model(
     ckpt: str | os.PathLike[str], map_location: str | torch.device = "cpu", **overrides: Any
 ) -> FusMAE:
-    """A FusMAE from encoder.safetensors, a training checkpoint (.pt) or a run folder."""
-    path = Path(ckpt)
-    if path.is_dir():
-        if (path / "encoder.safetensors").is_file():
-            path = path / "encoder.safetensors"
-        else:
-            found = latest_valid(path / "checkpoints")
-            if found is None:
-                raise FileNotFoundError(f"{ckpt}: no encoder.safetensors and no valid checkpoint inside")
-            path = found[0]
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint or encoder at {path}")
-    if path.suffix == ".safetensors":
+    """A FusMAE from encoder.safetensors, a training checkpoint (.pt), a run folder or a pretrained folder."""
+    path = checkpoint_file(ckpt)
+    if path.is_dir() or path.suffix == ".safetensors":
         return load_encoder(path, map_location, **overrides)
     state = load_checkpoint(path, map_location)
     model = FusMAE(ModelConfig.from_dict({**state["model_config"], **overrides}))
