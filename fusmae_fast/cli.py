@@ -25,6 +25,7 @@ _register("pretrain", "fusmae_fast.pretrain", "Pretrain Fus-MAE (single process 
 _register(
     "eval", "fusmae_fast.evaluate", "Linear probe, fine-tuning or SEN12MS transfer of a pretrained encoder."
 )
+_register("embed", "fusmae_fast.embed", "Embeddings of a dataset by a pretrained encoder, as GeoParquet.")
 _register("convert", "fusmae_fast.data.convert", "Pack a dataset into the fast memory-mapped store.")
 _register("sample-data", "fusmae_fast.data.sample_data", "Write a synthetic dataset in a real layout.")
 _register("reconstruct", "fusmae_fast.reconstruct", "Reconstruction figure of a training checkpoint.")
