@@ -239,3 +239,56 @@ def test_bad_input_one_line_each(world, tmp_path, capsys):
     with pytest.raises(ValueError, match="EmbedConfig.split must be one of"):
         EmbedConfig(ckpt="x", out="y.parquet", split="training")
     assert "must end in .parquet" in error_of(out=tmp_path / "z.csv")
+
+
+def _patch_file(ds, i: int) -> Path:
+    """The GeoTIFF of row ``i``, located by the test from the documented layouts."""
+    from fusmae_fast.data import BigEarthNetV2
+
+    name = ds.names[i]
+    if isinstance(ds, BigEarthNetV2):
+        return ds.s2_dir / name.rsplit("_", 2)[0] / name / f"{name}_B02.tif"
+    season, scene, _ = name.split("_s2_")[0], *name.split("_s2_")[1].split("_p")
+    return next(ds.root.rglob(f"{season}/s2_{scene}/{name}.tif"))
+
+
+@pytest.mark.parametrize("kind", ["bigearthnet-v2", "sen12ms"])
+def test_v2_and_sen12ms_roots(world, tmp_path, kind):
+    """reBEN and SEN12MS roots: footprints of the patches' own GeoTIFFs (SEN12MS: the centred 120x120
+    window that the default centre crop keeps of the 256x256 patch), checked with pyproj."""
+    pyproj = pytest.importorskip("pyproj")
+    import rasterio
+    import shapely
+
+    from fusmae_fast.data.synthetic import write_bigearthnet_v2, write_sen12ms
+
+    root, _ = world
+    data = tmp_path / kind
+    if kind == "sen12ms":
+        write_sen12ms(data, counts=(2, 2, 2), seed=3, workers=1)
+    else:
+        write_bigearthnet_v2(data, counts=(2, 2, 2), seed=3, workers=1)
+    out = tmp_path / "e.parquet"
+    args = ["embed", "--ckpt", str(root / "encoder.safetensors"), "--data", str(data), "--out", str(out)]
+    assert main([*args, "--split", "test", "--precision", "fp32", "--num_workers", "0", "--no-progress"]) == 0
+    table = pq.read_table(out)
+    ds = open_dataset(data, split="test")
+    assert table.column("name").to_pylist() == ds.names and table.num_rows == 2
+    assert table.column("s1_name").to_pylist() == list(
+        ds.s1_names if kind != "sen12ms" else [n.replace("_s2_", "_s1_") for n in ds.names]
+    )
+    labels = table.column("labels").to_pylist()
+    if kind == "sen12ms":
+        assert labels == [[int(y)] for y in ds.labels]
+    else:
+        assert labels == [np.flatnonzero(y).tolist() for y in ds.labels]
+    for i in range(table.num_rows):
+        with rasterio.open(_patch_file(ds, i)) as src:
+            t, h, epsg = src.transform, src.height, src.crs.to_epsg()
+        lo, hi = ((h - 120) // 2, (h - 120) // 2 + 120) if kind == "sen12ms" else (0, h)
+        corners = [(lo, hi), (hi, hi), (hi, lo), (lo, lo)]  # (col, row): ll, lr, ur, ul
+        xy = [(t.c + t.a * c, t.f + t.e * r) for c, r in corners]
+        to_lonlat = pyproj.Transformer.from_crs(epsg, "OGC:CRS84", always_xy=True)
+        want = np.array([to_lonlat.transform(x, y) for x, y in xy])
+        poly = shapely.from_wkb(table.column("geometry")[i].as_py())
+        np.testing.assert_allclose(np.array(poly.exterior.coords)[:4], want, rtol=0, atol=1e-9)
