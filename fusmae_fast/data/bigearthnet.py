@@ -20,7 +20,9 @@ v2.0 (reBEN) layout::
 
 Splits: v1 from split files (see :func:`find_v1_split_file`), v2 from the parquet ``split`` column.
 Both exclude snow/cloud patches when told (v1: exclusion lists by file; v2: the parquet flags, on by
-default).
+default). A split file that lists no patch is an error; a patch on two lines of a split file or on
+two parquet rows is *listed twice* or *in two splits* (see :mod:`fusmae_fast.data.bad_patches`:
+an error naming the file and the patch, or with ``skip_bad`` left out and recorded).
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from fusmae_fast.data.bands import BEN_IMAGE_SIZE, BEN_S2_GROUPS, S1_BANDS
+from fusmae_fast.data.bad_patches import IN_TWO_SPLITS, LISTED_TWICE, MISSING_FILE, BadPatches
+from fusmae_fast.data.bands import BEN_IMAGE_SIZE, BEN_S2_GROUPS, S1_BANDS, S2_BANDS
 from fusmae_fast.data.errors import DatasetError, MissingDataError
 from fusmae_fast.data.geotiff import NanPolicy, check_nan_policy, gdal_env, read_geotiff
 from fusmae_fast.data.labels import ben19_multi_hot
 from fusmae_fast.data.raw_dataset import RawDataset, log_skipped, modalities_of, parallel_map
 from fusmae_fast.data.raw_sample import BEN_LAYOUT, DatasetInfo, RawSample
-from fusmae_fast.data.splits import canonical_split, read_name_list, read_rows
+from fusmae_fast.data.splits import canonical_split, check_not_empty, read_name_list, read_rows
 from fusmae_fast.data.transforms import Fit, ItemTransform
 
 V1_S2_DIR = "BigEarthNet-v1.0"
@@ -74,16 +77,19 @@ def json_labels(path: Path) -> list[str]:
     return labels
 
 
+def ben_band_files(folder: Path, stem: str, bands: Iterable[str]) -> list[Path]:
+    """The single-band GeoTIFFs ``<folder>/<stem>_<band>.tif`` of a BigEarthNet patch."""
+    return [folder / f"{stem}_{b}.tif" for b in bands]
+
+
 def _read_bands(
     folder: Path, stem: str, bands: tuple[str, ...] | list[str], size: int, dtype: type, nan_policy: NanPolicy
 ) -> np.ndarray:
     """(bands, size, size) of ``dtype``: one single-band GeoTIFF ``<stem>_<band>.tif`` per band."""
     return np.stack(
         [
-            read_geotiff(
-                folder / f"{stem}_{b}.tif", count=1, shape=(size, size), dtype=dtype, nan_policy=nan_policy
-            )[0]
-            for b in bands
+            read_geotiff(path, count=1, shape=(size, size), dtype=dtype, nan_policy=nan_policy)[0]
+            for path in ben_band_files(folder, stem, bands)
         ]
     )
 
@@ -100,22 +106,47 @@ def read_ben_s1(folder: Path, stem: str, nan_policy: NanPolicy) -> np.ndarray:
     return _read_bands(folder, stem, S1_BANDS, BEN_IMAGE_SIZE, np.float32, nan_policy)
 
 
-def read_split_pairs(path: str | os.PathLike[str]) -> list[tuple[str, str | None]]:
+def read_split_pairs(
+    path: str | os.PathLike[str], bad: BadPatches | None = None
+) -> list[tuple[str, str | None]]:
     """A split file: ``S2name,S1name`` lines (BigEarthNet-MM CSV) or one ``S2name`` a line.
 
-    A first line that is not a patch name (a header) is skipped.
+    A first line that is not a patch name (a header) is skipped. A patch on a second line is
+    *listed twice* (see :mod:`~fusmae_fast.data.bad_patches`): an error, or with a skipping ``bad``
+    the later line is left out. A file that lists no patch is an error.
     """
+    bad = bad if bad is not None else BadPatches(skip=False)
     out: list[tuple[str, str | None]] = []
-    for i, row in enumerate(read_rows(path)):
+    seen: dict[str, int] = {}
+    for i, (line, row) in enumerate(read_rows(path)):
         if not row[0].startswith("S2"):
             if i == 0:
                 continue
-            raise DatasetError(f"{path}: line {i + 1}: {row[0]!r} is not an S2 patch name")
+            raise DatasetError(f"{path}: line {line}: {row[0]!r} is not an S2 patch name")
         s1 = row[1] if len(row) > 1 and row[1] else None
         if s1 is not None and not s1.startswith("S1"):
-            raise DatasetError(f"{path}: line {i + 1}: {s1!r} is not an S1 patch name")
+            raise DatasetError(f"{path}: line {line}: {s1!r} is not an S1 patch name")
+        if row[0] in seen:
+            bad.add(LISTED_TWICE, row[0], str(path), f"listed twice (lines {seen[row[0]]} and {line})")
+            continue
+        seen[row[0]] = line
         out.append((row[0], s1))
+    check_not_empty(path, out)
     return out
+
+
+def first_missing(paths: Iterable[Path]) -> Path | None:
+    """The first of ``paths`` that is not a file (one folder listing per folder), or None."""
+    listed: dict[Path, set[str]] = {}
+    for path in paths:
+        if path.parent not in listed:
+            try:
+                listed[path.parent] = set(os.listdir(path.parent))
+            except OSError:
+                listed[path.parent] = set()
+        if path.name not in listed[path.parent]:
+            return path
+    return None
 
 
 def find_v1_split_file(root: str | os.PathLike[str], split: str) -> Path | None:
@@ -151,6 +182,9 @@ class BigEarthNetV1(RawDataset):
         image_size, fit: see :class:`ItemTransform`.
         nan_policy: 'error' or 'zero' for NaN/Inf pixels.
         exclude_files: lists of S2 names to leave out (e.g. the snow and cloud/shadow lists).
+        skip_bad: leave out patches listed twice or with a missing file (each recorded in
+            ``info.skipped_patches``) instead of stopping at the first (see
+            :mod:`~fusmae_fast.data.bad_patches`).
     """
 
     def __init__(
@@ -165,6 +199,7 @@ class BigEarthNetV1(RawDataset):
         fit: Fit = "resize",
         nan_policy: NanPolicy = "error",
         exclude_files: Iterable[str | os.PathLike[str]] = (),
+        skip_bad: bool = False,
     ) -> None:
         check_nan_policy(nan_policy)
         self.modalities = modalities_of(bands)
@@ -179,10 +214,12 @@ class BigEarthNetV1(RawDataset):
         self.transform = ItemTransform(image_size=image_size, normalize=normalize, fit=fit)
         self.layout = BEN_LAYOUT
         skipped: dict[str, int] = {}
+        bad = BadPatches(skip_bad)
 
         need_s1 = "s1" in self.modalities
         if split_file is not None:
-            pairs = read_split_pairs(split_file)
+            self.split_origin = str(split_file)
+            pairs = read_split_pairs(split_file, bad)
             if need_s1 and any(s1 is None for _, s1 in pairs):
                 by_s2 = self._s1_pairs_from_json()
                 missing = [s2 for s2, s1 in pairs if s1 is None and s2 not in by_s2]
@@ -193,6 +230,7 @@ class BigEarthNetV1(RawDataset):
                     )
                 pairs = [(s2, s1 if s1 is not None else by_s2[s2]) for s2, s1 in pairs]
         elif need_s1:
+            self.split_origin = f"every S2 patch with an S1 pair ({self.s1_root})"
             by_s2 = self._s1_pairs_from_json()
             if self.s2_root is not None:
                 s2_names = sorted(p.name for p in self.s2_root.iterdir() if p.is_dir())
@@ -204,16 +242,23 @@ class BigEarthNetV1(RawDataset):
                 pairs = sorted(by_s2.items())
         else:
             assert self.s2_root is not None
+            self.split_origin = f"every S2 patch folder in {self.s2_root}"
             pairs = [(p.name, None) for p in sorted(self.s2_root.iterdir()) if p.is_dir()]
 
         excluded: set[str] = set()
         for f in exclude_files:
-            excluded.update(read_name_list(f, prefix="S2"))
+            excluded.update(name for _, name in read_name_list(f, prefix="S2"))
         if excluded:
             before = len(pairs)
             pairs = [p for p in pairs if p[0] not in excluded]
             if before - len(pairs):
                 skipped["excluded"] = before - len(pairs)
+        if skip_bad:
+            missing = parallel_map(lambda p: first_missing(self._files(*p)), pairs, "BigEarthNet v1 files")
+            for (s2, _), path in zip(pairs, missing, strict=True):
+                if path is not None:
+                    bad.add(MISSING_FILE, s2, str(path), "missing file")
+            pairs = [p for p, path in zip(pairs, missing, strict=True) if path is None]
 
         def label_of(pair: tuple[str, str | None]) -> np.ndarray:
             s2, s1 = pair
@@ -245,8 +290,24 @@ class BigEarthNetV1(RawDataset):
                 "exclude_files": [str(f) for f in exclude_files],
                 "nan_policy": nan_policy,
             },
-            skipped=skipped,
+            skipped=bad.merge_into(skipped),
+            skipped_patches=bad.records,
         )
+
+    def _files(self, s2: str, s1: str | None) -> list[Path]:
+        """Every file patch ``s2`` needs: its label JSON and the band files of the modalities read."""
+        out = []
+        if "s2" in self.modalities or s1 is None:
+            assert self.s2_root is not None
+            out.append(self.s2_root / s2 / f"{s2}_labels_metadata.json")
+        if "s2" in self.modalities:
+            out += ben_band_files(self.s2_root / s2, s2, S2_BANDS)  # type: ignore[operator]
+        if "s1" in self.modalities and s1 is not None:
+            assert self.s1_root is not None
+            if "s2" not in self.modalities:
+                out.append(self.s1_root / s1 / f"{s1}_labels_metadata.json")
+            out += ben_band_files(self.s1_root / s1, s1, S1_BANDS)
+        return out
 
     def _s1_pairs_from_json(self) -> dict[str, str]:
         """S2 name -> S1 name from every S1 JSON's ``corresponding_s2_patch``."""
@@ -293,6 +354,44 @@ def v2_s1_folder(s1_dir: Path, s1_name: str) -> Path:
     return s1_dir / s1_name.rsplit("_", 3)[0] / s1_name
 
 
+def _split_key(value: Any) -> str:
+    """A parquet ``split`` value as a canonical split name when it is one (else as written)."""
+    try:
+        return canonical_split(value)
+    except ValueError:
+        return str(value)
+
+
+def unique_v2_rows(
+    patch_ids: list[str], splits: list[Any], meta_path: Path, split: str, bad: BadPatches
+) -> list[int]:
+    """The rows of ``metadata.parquet`` that hold each patch once.
+
+    A patch on rows of different splits is *in two splits* (left out), on two rows of one split
+    *listed twice* (the first row stays): see :mod:`~fusmae_fast.data.bad_patches`. Only faults
+    that concern ``split`` ('all': every split) are reported to ``bad``.
+    """
+    rows_of: dict[str, list[int]] = {}
+    for i, pid in enumerate(patch_ids):
+        rows_of.setdefault(pid, []).append(i)
+    drop: set[int] = set()
+    for pid, rows in rows_of.items():
+        if len(rows) == 1:
+            continue
+        in_splits = list(dict.fromkeys(_split_key(splits[i]) for i in rows))
+        where = ", ".join(f"{i} ('{_split_key(splits[i])}')" for i in rows)
+        concerns = split == "all" or split in in_splits
+        if len(in_splits) > 1:
+            drop.update(rows)
+            if concerns:
+                bad.add(IN_TWO_SPLITS, pid, str(meta_path), f"in two splits (rows {where})")
+        else:
+            drop.update(rows[1:])
+            if concerns:
+                bad.add(LISTED_TWICE, pid, str(meta_path), f"listed twice (rows {where})")
+    return [i for i in range(len(patch_ids)) if i not in drop]
+
+
 class BigEarthNetV2(RawDataset):
     """BigEarthNet v2.0 (reBEN) from its folders and ``metadata.parquet``.
 
@@ -302,6 +401,9 @@ class BigEarthNetV2(RawDataset):
         normalize, bands, image_size, fit, nan_policy: as :class:`BigEarthNetV1`.
         metadata, s2_dir, s1_dir: override the three locations.
         exclude_snow_cloud: drop rows flagged ``contains_seasonal_snow`` or ``contains_cloud_or_shadow``.
+        skip_bad: leave out patches on two rows or with a missing file (each recorded in
+            ``info.skipped_patches``) instead of stopping at the first (see
+            :mod:`~fusmae_fast.data.bad_patches`).
     """
 
     def __init__(
@@ -318,6 +420,7 @@ class BigEarthNetV2(RawDataset):
         s2_dir: str | os.PathLike[str] | None = None,
         s1_dir: str | os.PathLike[str] | None = None,
         exclude_snow_cloud: bool = True,
+        skip_bad: bool = False,
     ) -> None:
         import pyarrow.parquet as pq
 
@@ -346,7 +449,9 @@ class BigEarthNetV2(RawDataset):
             if c in V2_COLUMNS or c in ("contains_seasonal_snow", "contains_cloud_or_shadow")
         }
         skipped: dict[str, int] = {}
-        rows = range(table.num_rows)
+        bad = BadPatches(skip_bad)
+        self.split_origin = str(meta_path)
+        rows = unique_v2_rows(cols["patch_id"], cols["split"], meta_path, self.split, bad)
         if self.split != "all":
             rows = [i for i in rows if canonical_split(cols["split"][i]) == self.split]
         rows = list(rows)
@@ -370,6 +475,21 @@ class BigEarthNetV2(RawDataset):
             labels.append(y)
         if skipped.get("no_19_class_label"):
             log_skipped("BigEarthNetV2", skipped["no_19_class_label"], "no 19-class label")
+        if skip_bad:
+            missing = parallel_map(
+                lambda pair: first_missing(self._files(*pair)),
+                list(zip(names, s1_names, strict=True)),
+                "BigEarthNet v2 files",
+            )
+            for name, path in zip(names, missing, strict=True):
+                if path is not None:
+                    bad.add(MISSING_FILE, name, str(path), "missing file")
+            keep = [j for j, path in enumerate(missing) if path is None]
+            names, s1_names, labels = (
+                [names[j] for j in keep],
+                [s1_names[j] for j in keep],
+                [labels[j] for j in keep],
+            )
         self.names, self.s1_names = names, s1_names
         self.labels = np.stack(labels).astype(np.float32) if labels else np.zeros((0, 19), np.float32)
         self.nan_policy = nan_policy
@@ -386,8 +506,18 @@ class BigEarthNetV2(RawDataset):
                 "exclude_snow_cloud": exclude_snow_cloud,
                 "nan_policy": nan_policy,
             },
-            skipped=skipped,
+            skipped=bad.merge_into(skipped),
+            skipped_patches=bad.records,
         )
+
+    def _files(self, name: str, s1_name: str) -> list[Path]:
+        """The band files of patch ``name`` for the modalities read."""
+        out = []
+        if "s2" in self.modalities:
+            out += ben_band_files(v2_s2_folder(self.s2_dir, name), name, S2_BANDS)
+        if "s1" in self.modalities:
+            out += ben_band_files(v2_s1_folder(self.s1_dir, s1_name), s1_name, S1_BANDS)
+        return out
 
     def read_raw(self, index: int) -> RawSample:
         name, s1_name = self.names[index], self.s1_names[index]

@@ -62,7 +62,10 @@ def builtin_sample(
     cache: str | os.PathLike[str] | None = None,
     workers: int | None = None,
 ) -> Path:
-    """The store folder of a built-in sample, generating it first if needed (see module docstring)."""
+    """The store folder of a built-in sample, generating it first if needed (see module docstring).
+
+    A split of size 0 (``n_val=0``, ``n_test=0``) is not in the store.
+    """
     if kind not in DEFAULT_SIZES:
         raise ValueError(f"unknown built-in sample {kind!r}; choose one of {KINDS}")
     d = DEFAULT_SIZES[kind]
@@ -106,16 +109,19 @@ def _generate(kind: str, counts: tuple[int, int, int], seed: int, tmp: Path, wor
 
     raw = tmp / "raw"
     sources: list[tuple[str, RawDataset]] = []
+    splits = [
+        (split, short) for split, short, n in zip(SPLITS, ("train", "val", "test"), counts, strict=True) if n
+    ]
     if kind == "bigearthnet":
         write_bigearthnet_v1(raw, counts=counts, seed=seed, workers=workers)
-        for split, short in zip(SPLITS, ("train", "val", "test"), strict=True):
+        for split, short in splits:
             ds = BigEarthNetV1(
                 raw / "BigEarthNet-v1.0", raw / "BigEarthNet-S1-v1.0", raw / "splits" / f"{short}.csv"
             )
             sources.append((split, ds))
     else:
         write_sen12ms(raw, counts=counts, seed=seed, workers=workers)
-        sources = [(split, SEN12MS(raw, split=split)) for split in SPLITS]
+        sources = [(split, SEN12MS(raw, split=split)) for split, _ in splits]
     pack(
         sources,
         tmp / "store",

@@ -4,6 +4,12 @@ Packs every split the source defines (train, validation, test; or everything as 
 without split files) into one store; see :mod:`fusmae_fast.data.packing` for how the convert runs
 in worker processes, resumes after an interruption (run the same command again) and verifies itself,
 and :mod:`fusmae_fast.data.store` for the format.
+
+Every patch must be listed once: a patch in two splits, a duplicated row, a missing file or an
+empty split list stops the convert with one line naming the file and the patch. ``--skip-bad``
+(for data known to be partly broken) leaves such patches out instead, records each with its reason
+in the store's ``index.json`` (``skipped_patches``) and prints the count; see
+:mod:`fusmae_fast.data.bad_patches` for what it covers.
 """
 
 from __future__ import annotations
@@ -49,6 +55,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", "--chunk_size", dest="chunk_size", type=int, default=64)
     p.add_argument("--verify-samples", "--verify_samples", dest="verify_samples", type=int, default=16)
     p.add_argument("--overwrite", action="store_true", help="replace a different store or partial convert")
+    p.add_argument(
+        "--skip-bad",
+        "--skip_bad",
+        dest="skip_bad",
+        action="store_true",
+        help="leave out patches listed twice, in two splits or with a missing file (each recorded in the "
+        "store's index) instead of stopping at the first",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -67,7 +81,7 @@ def build_sources(args: argparse.Namespace) -> list[tuple[str, RawDataset]]:
     """One reader per split of the source described by the command-line arguments."""
     root = Path(args.root)
     files = _split_files(args.split_files)
-    common = {"nan_policy": args.nan_policy}
+    common = {"nan_policy": args.nan_policy, "skip_bad": args.skip_bad}
     if args.format == "bigearthnet-v1":
         from fusmae_fast.data.bigearthnet import (
             V1_S1_DIR,
@@ -123,15 +137,25 @@ def run(args: argparse.Namespace) -> int:
         verify_samples=args.verify_samples,
         progress=args.progress,
         description=description,
+        skip_bad=args.skip_bad,
     )
     summary = {
         "out": str(args.out),
         "samples": index["num_samples"],
         "splits": index["splits"],
         "skipped": index["skipped"],
+        "skipped_patches": len({r["patch"] for r in index.get("skipped_patches", [])}),
         "bytes_per_sample": index["bytes_per_sample"],
         "checksum": index["checksum"],
         "seconds": round(time.perf_counter() - t0, 2),
     }
     print(json.dumps(summary, indent=1))
+    if summary["skipped_patches"]:
+        n, entries = summary["skipped_patches"], len(index["skipped_patches"])
+        by_split = f" ({entries} entries by split)" if entries != n else ""
+        print(
+            f"[fusmae-fast] convert: --skip-bad left out {n} bad patch(es){by_split}; each is listed "
+            f"with its reason under 'skipped_patches' in {Path(args.out) / 'index.json'}",
+            file=sys.stderr,
+        )
     return 0

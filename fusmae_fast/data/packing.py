@@ -2,7 +2,10 @@
 
 How a convert runs:
 
-1. The sources (one reader per split) are indexed; names, labels and split codes are written at once.
+1. The sources (one reader per split) are indexed and every patch must appear once across them
+   (:func:`~fusmae_fast.data.bad_patches.check_unique_patches`: a patch in two splits or listed
+   twice stops the convert, or with ``skip_bad`` is left out and recorded in the index's
+   ``skipped_patches``); names, labels and split codes are written at once.
    A fingerprint of everything that determines the store's bytes (kind, layout, S1 dtype, chunk size,
    names, labels, splits, source description) goes to ``OUT/.convert/plan.json``.
 2. The image arrays are preallocated as ``.npy`` memmaps. Samples are processed in chunks of
@@ -19,7 +22,8 @@ How a convert runs:
    ``index.json`` is a complete, verified store.
 
 Array checksum: sha256 over the concatenated sha256 digests of its row chunks (so chunks hash in
-parallel and a resumed convert reuses the recorded digests).
+parallel and a resumed convert reuses the recorded digests). The index also records each array
+file's size in bytes, which opening a store checks (:func:`~fusmae_fast.data.store.check_files`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from fusmae_fast.atomic_write import atomic_write_text
+from fusmae_fast.data.bad_patches import check_unique_patches
 from fusmae_fast.data.bands import S1_BANDS, S2_BANDS
 from fusmae_fast.data.errors import DatasetError
 from fusmae_fast.data.labels import BEN19_NAMES, SIMPLIFIED_IGBP_NAMES
@@ -126,7 +131,13 @@ def _pack_chunk(k: int) -> dict[str, Any]:
         if os.getppid() != plan.parent_pid and plan.parent_pid != os.getpid():
             os._exit(3)  # the convert that started us is gone: stop writing
         source, local = plan.locate(row)
-        raw = source.read_raw(local)
+        try:
+            raw = source.read_raw(local)
+        except DatasetError as e:  # name the patch when the file's path does not
+            name = source.names[local]
+            if name in str(e):
+                raise
+            raise type(e)(f"{e} (patch {name})") from e
         _check_raw(raw, plan, source, local)
         assert raw.s2 is not None and raw.s1 is not None
         for g, arr in enumerate(raw.s2):
@@ -250,12 +261,15 @@ def pack(
     progress: bool = True,
     on_chunk: ProgressCallback | None = None,
     description: dict[str, Any] | None = None,
+    skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Pack ``sources`` ((split name, reader) pairs, concatenated in order) into the store ``out``.
 
     Returns the index. ``workers`` = 0 runs in this process. ``on_chunk(done, total)`` is called after
     each recorded chunk (an exception from it stops the convert, which can then be resumed).
     ``description`` is stored as ``index["source"]["convert"]`` (e.g. the command line's options).
+    ``skip_bad``: a patch in two splits or twice in one is left out (recorded in the index) instead
+    of stopping the convert; give the readers ``skip_bad=True`` too for what they check.
     """
     if s1_dtype not in S1_DTYPES:
         raise ValueError(f"s1_dtype must be one of {S1_DTYPES}, got {s1_dtype!r}")
@@ -263,6 +277,7 @@ def pack(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if not sources:
         raise ValueError("nothing to pack: no sources")
+    sources = check_unique_patches(sources, skip_bad)
     kinds = {ds.info.kind for _, ds in sources}
     layouts = {ds.layout for _, ds in sources}
     if len(kinds) != 1 or len(layouts) != 1:
@@ -364,9 +379,11 @@ def pack(
             "shape": list(arr.shape),
             "sha256": array_digest(arr, chunk_size),
         }
+    for spec in arrays.values():
+        spec["bytes"] = (out / spec["file"]).stat().st_size
     total = hashlib.sha256("".join(arrays[k]["sha256"] for k in sorted(arrays)).encode()).hexdigest()
     data_bytes = sum(int(np.prod(a["shape"])) * np.dtype(a["dtype"]).itemsize for a in arrays.values())
-    file_bytes = sum((out / a["file"]).stat().st_size for a in arrays.values())
+    file_bytes = sum(a["bytes"] for a in arrays.values())
     index = {
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
@@ -387,6 +404,7 @@ def pack(
         "statistics": _statistics(records, meta, split_names, kind),
         "source": {"sources": source_info, "convert": description or {}},
         "skipped": _sum_skipped(sources),
+        "skipped_patches": [{"split": s, **rec} for s, ds in sources for rec in ds.info.skipped_patches],
         "chunk_size": chunk_size,
         "bytes_per_sample": data_bytes / plan.num_samples,
         "file_bytes": file_bytes,

@@ -51,8 +51,9 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], desc: str) -> l
 class RawDataset(Dataset):
     """Base of the readers: ``names``, ``labels`` known up front; images read on ``__getitem__``.
 
-    Subclasses set ``names``, ``labels``, ``layout``, ``info``, ``modalities`` and implement
-    :meth:`read_raw`. Instances are picklable (DataLoader workers): they hold paths, not open files.
+    Subclasses set ``names``, ``labels``, ``layout``, ``info``, ``modalities``, ``split_origin`` and
+    implement :meth:`read_raw`. Instances are picklable (DataLoader workers): they hold paths, not open
+    files.
     """
 
     names: list[str]
@@ -61,6 +62,9 @@ class RawDataset(Dataset):
     info: DatasetInfo
     transform: ItemTransform
     modalities: tuple[str, ...] = ("s1", "s2")
+    split_origin: str = ""
+    """Where the reader's list of patches comes from (a split file, ``metadata.parquet``, a rule), for
+    messages about a patch of that list."""
 
     @property
     def num_classes(self) -> int:

@@ -80,3 +80,6 @@ class DatasetInfo:
     """Format name, paths and options of the source."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Patches left out while indexing, by reason (e.g. 'no_19_class_label', 'excluded')."""
+    skipped_patches: list[dict[str, str]] = field(default_factory=list)
+    """Bad patches left out with ``skip_bad``: one ``{"patch", "file", "reason"}`` record each (see
+    :mod:`fusmae_fast.data.bad_patches`)."""

@@ -11,14 +11,23 @@ Layout (as the mediaTUM tarballs extract; a per-tarball parent folder such as
 Sample name: the S2 file stem (``ROIs1158_spring_s2_1_p30``), as in the official split lists.
 Label: simplified IGBP class id 0..9 = argmax of the class histogram of the IGBP layer
 (docs/design.md §5; ties -> lower id). Patches without a valid IGBP pixel are skipped and counted.
+A patch is found by any of its files; one without the file of a modality read (or its land-cover
+file) stops with an error naming that file (``skip_bad``: left out and recorded, see
+:mod:`~fusmae_fast.data.bad_patches`).
 
 Splits, in order of precedence:
 1. ``split_file``: one entry a line: a file name or stem of any modality
    (``ROIs1158_spring_s2_1_p30.tif``) or a whole scene (``ROIs1158_spring/s1_63``).
 2. ``<root>/splits/{train,val,test}_list.txt`` (the format of the SEN12MS repository's split lists,
-   which ship ``val_list.txt`` and ``test_list.txt``; train is then every patch in neither).
+   which ship ``val_list.txt`` and ``test_list.txt``). When any of them exists, they define the
+   splits: train without a list is every patch in none of the others, validation or test without
+   a list is empty (said on stderr). A patch in two lists is *in two splits* (an error; with
+   ``skip_bad`` left out of both).
 3. Otherwise a deterministic scene-level hash split: sha1 of ``<season>/<scene>`` -> u in [0, 1);
    u < 0.8 train, < 0.9 validation, else test (whole scenes stay together: no spatial leakage).
+
+A split list that lists no patch is an error (an empty ``val_list.txt`` would otherwise move the
+validation patches into train).
 
 Images are 256x256; the item is fitted to ``image_size`` by centre crop by default (keeps the 10 m
 pixel of pretraining; see :mod:`fusmae_fast.data.transforms`), or ``fit="resize"``.
@@ -27,20 +36,23 @@ pixel of pretraining; see :mod:`fusmae_fast.data.transforms`), or ``fit="resize"
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from fusmae_fast.data.bad_patches import IN_TWO_SPLITS, MISSING_FILE, BadPatches
 from fusmae_fast.data.bands import SEN12MS_IMAGE_SIZE, SEN12MS_S2_BANDS
 from fusmae_fast.data.errors import DatasetError, MissingDataError
 from fusmae_fast.data.geotiff import NanPolicy, check_nan_policy, gdal_env, read_geotiff
 from fusmae_fast.data.labels import simplified_igbp_label
 from fusmae_fast.data.raw_dataset import RawDataset, log_skipped, modalities_of, parallel_map
 from fusmae_fast.data.raw_sample import SEN12MS_LAYOUT, DatasetInfo, RawSample
-from fusmae_fast.data.splits import canonical_split, read_name_list
+from fusmae_fast.data.splits import canonical_split, check_not_empty, read_name_list
 from fusmae_fast.data.transforms import Fit, ItemTransform
 
 SEASON_RE = re.compile(r"^ROIs\d+_[a-z]+$")
@@ -49,6 +61,8 @@ PATCH_RE = re.compile(r"^(ROIs\d+_[a-z]+)_(s1|s2|lc)_(\d+)_p(\d+)(\.tif)?$")
 SCENE_ENTRY_RE = re.compile(r"^(ROIs\d+_[a-z]+)/(s1|s2|lc)_(\d+)/?$")
 _KEEP_S2 = [i for i, b in enumerate(SEN12MS_S2_BANDS) if b != "B10"]
 HASH_SPLIT = (0.8, 0.9)
+Patch = tuple[str, int, int]
+"""(season, scene number, patch number)."""
 
 
 def _walk_scene_dirs(root: Path, depth: int = 3) -> Iterator[Path]:
@@ -100,6 +114,8 @@ class SEN12MS(RawDataset):
         image_size, fit: output size and 'crop' (default) or 'resize'.
         nan_policy: 'error' or 'zero' for NaN/Inf pixels.
         bands: 'all', 's1' or 's2'.
+        skip_bad: leave out patches with a missing file or in two split lists (each recorded in
+            ``info.skipped_patches``) instead of stopping at the first.
     """
 
     def __init__(
@@ -113,6 +129,7 @@ class SEN12MS(RawDataset):
         fit: Fit = "crop",
         nan_policy: NanPolicy = "error",
         bands: str = "all",
+        skip_bad: bool = False,
     ) -> None:
         check_nan_policy(nan_policy)
         self.root = Path(root)
@@ -127,21 +144,32 @@ class SEN12MS(RawDataset):
         if not self.scene_dirs:
             raise MissingDataError(f"{self.root}: no SEN12MS scene folders (ROIs*_<season>/s2_<n>) found")
 
-        patches: list[tuple[str, int, int]] = []
+        needed = (*self.modalities, "lc")
+        found: dict[str, set[Patch]] = {mod: set() for mod in needed}
         for (season, mod, scene), folder in sorted(self.scene_dirs.items()):
-            if mod != "s2":
+            if mod not in found:
                 continue
             for f in folder.iterdir():
                 m = PATCH_RE.match(f.name)
-                if m and f.suffix == ".tif" and m.group(2) == "s2":
-                    patches.append((season, scene, int(m.group(4))))
-        patches.sort()
+                if m and f.suffix == ".tif" and m.group(2) == mod:
+                    found[mod].add((season, scene, int(m.group(4))))
+        patches = sorted(set().union(*found.values()))
+        bad = BadPatches(skip_bad)
         split_source = "all"
         if split_file is not None:
             patches = self._select_listed(patches, Path(split_file))
             split_source = str(split_file)
         elif self.split != "all":
-            patches, split_source = self._select_split(patches)
+            patches, split_source = self._select_split(patches, bad)
+        self.split_origin = split_source if split_source != "all" else f"every patch under {self.root}"
+        complete = []
+        for p in patches:
+            absent = [mod for mod in needed if p not in found[mod]]
+            if absent:
+                bad.add(MISSING_FILE, self._name(p), str(self._expected_path(absent[0], *p)), "missing file")
+            else:
+                complete.append(p)
+        patches = complete
 
         def label_of(p: tuple[str, int, int]) -> int:  # runs in a thread pool
             with gdal_env(quiet=False):
@@ -157,7 +185,7 @@ class SEN12MS(RawDataset):
             skipped["no_valid_igbp"] = len(patches) - len(keep)
             log_skipped("SEN12MS", skipped["no_valid_igbp"], "no IGBP label")
         self.patches = [patches[i] for i in keep]
-        self.names = [f"{s}_s2_{sc}_p{n}" for s, sc, n in self.patches]
+        self.names = [self._name(p) for p in self.patches]
         self.labels = np.array([labels[i] for i in keep], dtype=np.int64)
         self.info = DatasetInfo(
             kind="sen12ms",
@@ -168,8 +196,23 @@ class SEN12MS(RawDataset):
                 "split_source": split_source,
                 "nan_policy": nan_policy,
             },
-            skipped=skipped,
+            skipped=bad.merge_into(skipped),
+            skipped_patches=bad.records,
         )
+
+    @staticmethod
+    def _name(p: Patch) -> str:
+        """The sample name of a patch: its S2 file stem."""
+        season, scene, n = p
+        return f"{season}_s2_{scene}_p{n}"
+
+    def _expected_path(self, mod: str, season: str, scene: int, n: int) -> Path:
+        """Where the ``mod`` file of a patch should be (beside its other modalities' scene folders)."""
+        folder = self.scene_dirs.get((season, mod, scene))
+        if folder is None:
+            sibling = next(d for (s, _, sc), d in self.scene_dirs.items() if (s, sc) == (season, scene))
+            folder = sibling.parent / f"{mod}_{scene}"
+        return folder / f"{season}_{mod}_{scene}_p{n}.tif"
 
     def _path(self, mod: str, season: str, scene: int, n: int) -> Path:
         folder = self.scene_dirs.get((season, mod, scene))
@@ -177,10 +220,13 @@ class SEN12MS(RawDataset):
             raise MissingDataError(f"{self.root}: scene folder {season}/{mod}_{scene} not found")
         return folder / f"{season}_{mod}_{scene}_p{n}.tif"
 
-    def _select_listed(self, patches: list[tuple[str, int, int]], path: Path) -> list[tuple[str, int, int]]:
-        wanted_patches: set[tuple[str, int, int]] = set()
+    def _select_listed(self, patches: list[Patch], path: Path) -> list[Patch]:
+        """The patches a split list names (patches or whole scenes); an empty list is an error."""
+        wanted_patches: set[Patch] = set()
         wanted_scenes: set[tuple[str, int]] = set()
-        for i, entry in enumerate(read_name_list(path)):
+        entries = read_name_list(path)
+        check_not_empty(path, entries)
+        for line, entry in entries:
             if entry.endswith(".tif"):
                 entry = Path(entry).name
             m, s = PATCH_RE.match(entry), SCENE_ENTRY_RE.match(entry)
@@ -189,7 +235,7 @@ class SEN12MS(RawDataset):
             elif s:
                 wanted_scenes.add((s.group(1), int(s.group(3))))
             else:
-                raise DatasetError(f"{path}: line {i + 1}: {entry!r} is not a SEN12MS patch or scene")
+                raise DatasetError(f"{path}: line {line}: {entry!r} is not a SEN12MS patch or scene")
         have = set(patches)
         absent = sorted(wanted_patches - have)
         if absent:
@@ -199,17 +245,35 @@ class SEN12MS(RawDataset):
             )
         return [p for p in patches if p in wanted_patches or (p[0], p[1]) in wanted_scenes]
 
-    def _select_split(self, patches: list[tuple[str, int, int]]) -> tuple[list[tuple[str, int, int]], str]:
-        lists = {s: self.root / "splits" / f"{s}_list.txt" for s in ("train", "val", "test")}
+    def _select_split(self, patches: list[Patch], bad: BadPatches) -> tuple[list[Patch], str]:
+        """The patches of ``self.split`` by the split lists under ``splits/``, else the scene hash."""
+        files = {s: self.root / "splits" / f"{s}_list.txt" for s in ("train", "val", "test")}
+        lists = {s: f for s, f in files.items() if f.is_file()}
+        if not lists:
+            return [p for p in patches if hash_split(p[0], p[1]) == self.split], "scene hash 80/10/10"
         short = {"train": "train", "validation": "val", "test": "test"}[self.split]
-        if lists[short].is_file():
-            return self._select_listed(patches, lists[short]), str(lists[short])
-        if self.split == "train" and lists["val"].is_file() and lists["test"].is_file():
-            held = set(self._select_listed(patches, lists["val"])) | set(
-                self._select_listed(patches, lists["test"])
-            )
-            return [p for p in patches if p not in held], f"all minus {lists['val']} and {lists['test']}"
-        return [p for p in patches if hash_split(p[0], p[1]) == self.split], "scene hash 80/10/10"
+        chosen = {s: set(self._select_listed(patches, f)) for s, f in lists.items()}
+        leaked: set[Patch] = set()
+        for a, b in itertools.combinations(chosen, 2):
+            both = chosen[a] & chosen[b]
+            if short in (a, b):
+                for p in sorted(both - leaked):
+                    bad.add(
+                        IN_TWO_SPLITS, self._name(p), str(lists[b]), f"in two splits (also in {lists[a]})"
+                    )
+            leaked |= both
+        if short in lists:
+            return [p for p in patches if p in chosen[short] and p not in leaked], str(lists[short])
+        if self.split == "train":
+            held = set().union(*chosen.values())
+            rest = " and ".join(str(f) for f in lists.values())
+            return [p for p in patches if p not in held], f"all minus {rest}"
+        print(
+            f"[fusmae-fast] SEN12MS: no {files[short]} beside the other split lists: "
+            f"the {self.split} split is empty",
+            file=sys.stderr,
+        )
+        return [], f"no {files[short]}"
 
     def read_raw(self, index: int) -> RawSample:
         season, scene, n = self.patches[index]

@@ -29,8 +29,9 @@ def canonical_split(split: str) -> str:
     return _ALIASES[key]
 
 
-def read_rows(path: str | os.PathLike[str]) -> list[list[str]]:
-    """Non-empty lines of a text/CSV file split on commas (fields stripped). Missing file: named error."""
+def read_rows(path: str | os.PathLike[str]) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-empty line of a text/CSV file, split on commas (fields
+    stripped). Missing file: named error."""
     path = Path(path)
     if not path.is_file():
         raise MissingDataError(f"{path}: missing file")
@@ -38,22 +39,32 @@ def read_rows(path: str | os.PathLike[str]) -> list[list[str]]:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: unreadable ({e})") from e
-    return [[f.strip() for f in line.split(",")] for line in text.splitlines() if line.strip()]
+    return [
+        (n, [f.strip() for f in line.split(",")])
+        for n, line in enumerate(text.splitlines(), 1)
+        if line.strip()
+    ]
 
 
-def read_name_list(path: str | os.PathLike[str], prefix: str = "") -> list[str]:
-    """First field of every line (a patch name per line, optionally ``name,other``).
+def read_name_list(path: str | os.PathLike[str], prefix: str = "") -> list[tuple[int, str]]:
+    """(line number, first field) of every line: a patch name per line, optionally ``name,other``.
 
     With ``prefix``, a first line whose first field does not start with it is taken as a header and
     skipped; a later such line is an error naming the file and line.
     """
-    rows = read_rows(path)
     out = []
-    for i, row in enumerate(rows):
+    for i, (line, row) in enumerate(read_rows(path)):
         name = row[0]
         if prefix and not name.startswith(prefix):
             if i == 0:
                 continue
-            raise DatasetError(f"{path}: line {i + 1}: {name!r} is not a patch name (expected {prefix}...)")
-        out.append(name)
+            raise DatasetError(f"{path}: line {line}: {name!r} is not a patch name (expected {prefix}...)")
+        out.append((line, name))
     return out
+
+
+def check_not_empty(path: str | os.PathLike[str], entries: list[object]) -> None:
+    """A split list must list at least one patch: an empty one (e.g. a truncated download) would
+    silently empty its split, or move its patches into another."""
+    if not entries:
+        raise DatasetError(f"{path}: the split list lists no patch (empty file); list the split's patches")

@@ -4,8 +4,8 @@ Written once by ``fusmae-fast convert`` (:mod:`fusmae_fast.data.packing`), read 
 :class:`PackedDataset`. A store folder holds::
 
     index.json      format/version, kind, sample count, splits, S2 layout, array table (file, dtype,
-                    shape, sha256), label vocabulary, per-band statistics, source, skipped counts,
-                    bytes per sample, and a checksum over all arrays
+                    shape, sha256, bytes), label vocabulary, per-band statistics, source, skipped
+                    counts and skipped patches, bytes per sample, and a checksum over all arrays
     s2_g<k>.npy     (n, bands_k, size_k, size_k) uint16 — S2 raw values per native-resolution group
                     (BigEarthNet: 10 m 4x120x120, 20 m 6x60x60, 60 m 2x20x20; SEN12MS: 12x256x256)
     s1.npy          (n, 2, N, N) float32 or float16 — S1 dB as read
@@ -18,6 +18,13 @@ Samples keep their raw form, so :class:`PackedDataset` applies the same
 give identical items (exactly for float32 S1; float16 S1 rounds dB to ~0.01). Arrays are opened with
 ``np.load(mmap_mode="r")`` lazily in each process (never pickled), so DataLoader workers share the
 page cache and copy only the sample they read.
+
+Integrity: opening a store checks every array file against the index (:func:`check_files`: present,
+``.npy`` header with the recorded dtype and shape, the recorded size in bytes; cheap, always), so a
+truncated or replaced file is named at once. Reading every byte against the recorded sha256
+(:func:`verify_arrays`) is ``fusmae-fast verify STORE`` (:mod:`fusmae_fast.data.verify`) or
+``PackedDataset(..., verify=True)``. Stores written before sizes were recorded are checked against
+the size their ``.npy`` header implies; arrays without a recorded sha256 are reported as unverifiable.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +90,97 @@ def chunk_digest(block: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(block).tobytes()).hexdigest()
 
 
-def array_digest(arr: np.ndarray, chunk_size: int) -> str:
-    """sha256 over the per-chunk sha256 digests of ``arr``'s rows (the store's checksum scheme)."""
+def array_digest(arr: np.ndarray, chunk_size: int, workers: int = 1) -> str:
+    """sha256 over the per-chunk sha256 digests of ``arr``'s rows (the store's checksum scheme);
+    ``workers`` threads hash chunks side by side (hashlib releases the GIL)."""
+    starts = range(0, len(arr), chunk_size)
+
+    def digest(start: int) -> bytes:
+        return bytes.fromhex(chunk_digest(arr[start : start + chunk_size]))
+
     h = hashlib.sha256()
-    for start in range(0, len(arr), chunk_size):
-        h.update(bytes.fromhex(chunk_digest(arr[start : start + chunk_size])))
+    if workers > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for d in pool.map(digest, starts):
+                h.update(d)
+    else:
+        for start in starts:
+            h.update(digest(start))
     return h.hexdigest()
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """(shape, dtype, fortran order, header length) of a ``.npy`` file, without reading its data."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        if major == 1:
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif major == 2:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f".npy format version {major} is not one a store writes")
+        return shape, dtype, fortran, f.tell()
+
+
+def file_problem(path: Path, spec: dict[str, Any]) -> str | None:
+    """What is wrong with the array file ``path`` against its index entry ``spec`` (None: nothing),
+    from its size and header only."""
+    if not path.is_file():
+        return "missing"
+    try:
+        shape, dtype, fortran, header = _npy_header(path)
+    except (OSError, ValueError, SyntaxError, UnicodeDecodeError) as e:
+        return f"unreadable .npy header ({e})"
+    want_dtype = np.dtype(spec["dtype"])
+    if list(shape) != list(spec["shape"]) or dtype.str != want_dtype.str or fortran:
+        return f"holds {dtype.str}{tuple(shape)}, the index records {want_dtype.str}{tuple(spec['shape'])}"
+    size = path.stat().st_size
+    if "bytes" in spec:
+        expected, source = int(spec["bytes"]), "the index records"
+    else:  # a store written before sizes were recorded
+        expected, source = header + int(np.prod(shape)) * dtype.itemsize, "its header implies"
+    if size != expected:
+        return f"{size} bytes, {source} {expected} (truncated or overwritten)"
+    return None
+
+
+def check_files(root: Path, index: dict[str, Any]) -> None:
+    """Every array file of the store ``root`` as its index records it (see :func:`file_problem`); the
+    error names the first bad file."""
+    for name, spec in index["arrays"].items():
+        path = root / spec["file"]
+        problem = file_problem(path, spec)
+        if problem == "missing":
+            raise MissingDataError(f"{path}: store array {name!r} missing")
+        if problem is not None:
+            raise DatasetError(
+                f"{path}: store array {name!r} {problem}; `fusmae-fast verify {root}` checks all"
+            )
+
+
+def verify_arrays(
+    root: Path, index: dict[str, Any], workers: int = 1
+) -> tuple[dict[str, str | None], list[str]]:
+    """Check every array file of the store ``root``: size and header, then every byte against the
+    recorded sha256. Returns ({file: problem or None}, files without a recorded sha256)."""
+    results: dict[str, str | None] = {}
+    unchecked: list[str] = []
+    for spec in index["arrays"].values():
+        path = root / spec["file"]
+        problem = file_problem(path, spec)
+        if problem is None and "sha256" not in spec:
+            unchecked.append(spec["file"])
+        elif problem is None:
+            arr = np.load(path, mmap_mode="r")
+            if array_digest(arr, int(index["chunk_size"]), workers) != spec["sha256"]:
+                problem = "checksum mismatch (store corrupted: its bytes changed since the convert)"
+        results[spec["file"]] = problem
+    digests = [index["arrays"][k].get("sha256") for k in sorted(index["arrays"])]
+    if "checksum" in index and None not in digests:
+        total = hashlib.sha256("".join(digests).encode()).hexdigest()  # type: ignore[arg-type]
+        if total != index["checksum"]:
+            results[INDEX_NAME] = "its total checksum does not match its array checksums (index altered)"
+    return results, unchecked
 
 
 class PackedDataset(RawDataset):
@@ -100,6 +193,8 @@ class PackedDataset(RawDataset):
         normalize: docs/design.md §5 normalisation; False returns raw values.
         fit: 'resize' or 'crop' (default: 'resize' for BigEarthNet, 'crop' for SEN12MS).
         verify: recompute every array's sha256 against the index first (reads the whole store).
+
+    Opening checks each array file's header and size against the index (:func:`check_files`).
     """
 
     def __init__(
@@ -122,11 +217,15 @@ class PackedDataset(RawDataset):
             normalize=normalize,
             fit=fit if fit is not None else ("crop" if kind == "sen12ms" else "resize"),
         )
-        self.info = DatasetInfo(kind=kind, source=self.index["source"], skipped=self.index.get("skipped", {}))
+        self.info = DatasetInfo(
+            kind=kind,
+            source=self.index["source"],
+            skipped=self.index.get("skipped", {}),
+            skipped_patches=self.index.get("skipped_patches", []),
+        )
+        self.split_origin = str(self.root / INDEX_NAME)
         self.modalities = ("s1", "s2")
-        for name, spec in self.index["arrays"].items():
-            if not (self.root / spec["file"]).is_file():
-                raise MissingDataError(f"{self.root / spec['file']}: store array {name!r} missing")
+        check_files(self.root, self.index)
         if verify:
             self.verify()
         split_names = list(self.index["split_names"])
@@ -182,9 +281,12 @@ class PackedDataset(RawDataset):
 
     def verify(self) -> None:
         """Recompute each array file's content hash and compare with the index (DatasetError if not)."""
-        for spec in self.index["arrays"].values():
-            arr = np.load(self.root / spec["file"], mmap_mode="r")
-            if list(arr.shape) != list(spec["shape"]) or arr.dtype.str != np.dtype(spec["dtype"]).str:
-                raise DatasetError(f"{self.root / spec['file']}: shape/dtype differ from the index")
-            if array_digest(arr, int(self.index["chunk_size"])) != spec["sha256"]:
-                raise DatasetError(f"{self.root / spec['file']}: checksum mismatch (store corrupted)")
+        results, unchecked = verify_arrays(self.root, self.index)
+        for file, problem in results.items():
+            if problem is not None:
+                raise DatasetError(f"{self.root / file}: {problem}")
+        if unchecked:
+            raise DatasetError(
+                f"{self.root / INDEX_NAME}: records no checksum for {', '.join(unchecked)} (written by an "
+                "older convert): the contents cannot be verified; convert again to add checksums"
+            )

@@ -91,10 +91,11 @@ def write_bigearthnet_v1(
     Split sizes: ``counts`` (train, validation, test) if given (``n`` is then ignored), else 4 : 1 : 1.
 
     ``root/BigEarthNet-v1.0``, ``root/BigEarthNet-S1-v1.0``, ``root/splits/{train,val,test}.csv``
-    (``S2name,S1name`` lines, 4 : 1 : 1), and ``root/patches_with_seasonal_snow.csv`` /
-    ``patches_with_cloud_and_shadow.csv`` listing the ``n_snow`` / ``n_cloud`` extra patches (written,
-    but in no split). ``n_unlabelled`` extra patches carry only CORINE names without a 19-class
-    counterpart and are listed in the train CSV (readers skip them with a count).
+    (``S2name,S1name`` lines, 4 : 1 : 1; no file for an empty split), and
+    ``root/patches_with_seasonal_snow.csv`` / ``patches_with_cloud_and_shadow.csv`` listing the
+    ``n_snow`` / ``n_cloud`` extra patches (written, but in no split). ``n_unlabelled`` extra patches
+    carry only CORINE names without a 19-class counterpart and are listed in the train CSV (readers
+    skip them with a count).
     """
     root = Path(root)
     plan = ben_patch_plan(n, seed, n_unlabelled, n_snow, n_cloud, counts)
@@ -108,7 +109,8 @@ def write_bigearthnet_v1(
             for p, (s2, s1) in zip(plan, names, strict=True)
             if p.role == split or (split == "train" and p.role == "unlabelled")
         ]
-        (splits_dir / f"{short}.csv").write_text("".join(line + "\n" for line in lines))
+        if lines:  # an empty split gets no file (readers reject a split file that lists nothing)
+            (splits_dir / f"{short}.csv").write_text("".join(line + "\n" for line in lines))
     for role, fname in (
         ("snow", "patches_with_seasonal_snow.csv"),
         ("cloud", "patches_with_cloud_and_shadow.csv"),

@@ -171,16 +171,23 @@ def write_sen12ms(
     """Write ``n`` patches (+ ``n_unlabelled`` with an all-fill IGBP layer) in SEN12MS layout.
 
     Season folders with ``s1_/s2_/lc_<scene>`` folders of 8 patches each, and ``splits/val_list.txt``,
-    ``splits/test_list.txt`` (S2 file names, as the SEN12MS repository's lists; train = the rest).
+    ``splits/test_list.txt`` (S2 file names, as the SEN12MS repository's lists; train = the rest). An
+    empty split gets no list; when both held-out splits are empty, ``splits/train_list.txt`` lists
+    the train patches.
     """
     root = Path(root)
     plan = sen_patch_plan(n, seed, n_unlabelled, counts)
     arrays = run_patches(_write_sen12ms_patch, root, plan, seed, workers, progress, calibrate=sen12ms_params)
     (root / "splits").mkdir(parents=True, exist_ok=True)
-    for role, fname in (("validation", "val_list.txt"), ("test", "test_list.txt")):
-        (root / "splits" / fname).write_text(
-            "".join(_sen_stem(p, "s2") + ".tif\n" for p in plan if p.role == role)
-        )
+    lists = {
+        fname: "".join(_sen_stem(p, "s2") + ".tif\n" for p in plan if p.role == role)
+        for role, fname in (("validation", "val_list.txt"), ("test", "test_list.txt"))
+    }
+    if not any(lists.values()):  # no held-out list: name the train patches (else the scene hash rules)
+        lists["train_list.txt"] = "".join(_sen_stem(p, "s2") + ".tif\n" for p in plan if p.role == "train")
+    for fname, text in lists.items():
+        if text:  # an empty split gets no list (readers reject a split list that lists nothing)
+            (root / "splits" / fname).write_text(text)
     m = Manifest(format="sen12ms", root=str(root), splits={"train": [], "validation": [], "test": []})
     for p in sorted(plan, key=lambda q: (q.season, q.scene, q.number)):
         name = _sen_stem(p, "s2")
