@@ -27,6 +27,7 @@ _register(
 )
 _register("embed", "fusmae_fast.embed", "Embeddings of a dataset by a pretrained encoder, as GeoParquet.")
 _register("convert", "fusmae_fast.data.convert", "Pack a dataset into the fast memory-mapped store.")
+_register("verify", "fusmae_fast.data.verify", "Check every file of a packed store against its checksums.")
 _register("sample-data", "fusmae_fast.data.sample_data", "Write a synthetic dataset in a real layout.")
 _register("reconstruct", "fusmae_fast.reconstruct", "Reconstruction figure of a training checkpoint.")
 
