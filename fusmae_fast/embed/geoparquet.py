@@ -190,26 +190,30 @@ class PartialOutput:
         atomic_write_bytes(self.group_path(group), buf.getvalue())
 
     def assemble(self, schema: pa.Schema, metadata: dict[str, Any]) -> Path:
-        """Copy the row groups in order into the final file (with ``metadata`` and, with geometry, the
-        ``geo`` entry), rename it to ``out`` and remove the folder."""
-        tables = [pq.read_table(self.group_path(g), schema=schema) for g in range(self.num_groups)]
+        """Copy the row groups in order, one at a time, into the final file (with ``metadata`` and, with
+        geometry, the ``geo`` entry), rename it to ``out`` and remove the folder."""
+        paths = [self.group_path(g) for g in range(self.num_groups)]
         file_meta = {b"fusmae_fast": json.dumps(metadata, sort_keys=True).encode()}
         if "geometry" in schema.names:
-            boxes = np.concatenate(
-                [
-                    np.stack([t.column("bbox").combine_chunks().field(f).to_numpy() for f in BBOX_FIELDS], 1)
-                    for t in tables
-                ]
-                + [np.zeros((0, 4))]
-            )
-            bbox = [*boxes[:, :2].min(0), *boxes[:, 2:].max(0)] if len(boxes) else None
-            file_meta[b"geo"] = json.dumps(geo_metadata(bbox)).encode()
+            file_meta[b"geo"] = json.dumps(geo_metadata(total_bbox(paths))).encode()
         tmp = self.folder / "assembled.parquet"
         with pq.ParquetWriter(tmp, schema.with_metadata(file_meta)) as writer:
-            for table in tables:
+            for path in paths:
+                table = pq.read_table(path, schema=schema)
                 writer.write_table(table, row_group_size=max(1, table.num_rows))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, self.out)
         shutil.rmtree(self.folder)
         return self.out
+
+
+def total_bbox(paths: list[Path]) -> list[float] | None:
+    """xmin, ymin, xmax, ymax over the ``bbox`` column of row group files (None when they hold no row)."""
+    lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
+    for path in paths:
+        box = pq.read_table(path, columns=["bbox"]).column("bbox").combine_chunks()
+        if len(box):
+            lo = np.minimum(lo, [box.field(f).to_numpy().min() for f in BBOX_FIELDS[:2]])
+            hi = np.maximum(hi, [box.field(f).to_numpy().max() for f in BBOX_FIELDS[2:]])
+    return [*lo.tolist(), *hi.tolist()] if np.isfinite(lo).all() else None
