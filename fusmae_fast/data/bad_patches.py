@@ -32,7 +32,7 @@ from fusmae_fast.data.raw_sample import RawSample
 LISTED_TWICE = "listed_twice"
 IN_TWO_SPLITS = "in_two_splits"
 MISSING_FILE = "missing_file"
-SKIP_HINT = "convert --skip-bad (skip_bad=True) leaves such patches out"
+SKIP_HINT = "convert --skip-bad leaves such patches out"
 
 
 class BadPatches:
