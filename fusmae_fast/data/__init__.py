@@ -3,6 +3,9 @@
 Entry point: :func:`open_dataset`. Readers: :class:`BigEarthNetV1`, :class:`BigEarthNetV2`,
 :class:`SEN12MS`; fast format: :class:`PackedDataset` (written by ``fusmae-fast convert``, see
 :mod:`fusmae_fast.data.packing`); synthetic data in the real layouts: :mod:`fusmae_fast.data.synthetic`.
+Patches a dataset lists wrongly (twice, in two splits, with a missing file) and ``--skip-bad``:
+:mod:`fusmae_fast.data.bad_patches`; checking a store's files: ``fusmae-fast verify``
+(:mod:`fusmae_fast.data.verify`).
 """
 
 from fusmae_fast.data.autodetect import open_dataset
