@@ -22,12 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fusmae_fast.data.errors import DatasetError
 from fusmae_fast.data.raw_dataset import RawDataset
 from fusmae_fast.data.raw_sample import RawSample
+
+if TYPE_CHECKING:
+    from fusmae_fast.data.raw_sample import Georeference
 
 LISTED_TWICE = "listed_twice"
 IN_TWO_SPLITS = "in_two_splits"
@@ -78,6 +82,9 @@ class ReaderSubset(RawDataset):
 
     def read_raw(self, index: int) -> RawSample:
         return self.base.read_raw(self.keep[index])
+
+    def georeference(self, index: int) -> Georeference:
+        return self.base.georeference(self.keep[index])  # type: ignore[attr-defined]
 
 
 def check_unique_patches(

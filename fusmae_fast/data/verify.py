@@ -38,7 +38,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     root = Path(args.store)
     index = read_index(root)
-    results, unchecked = verify_arrays(root, index, workers=max(1, args.workers))
+    workers = max(1, args.workers)
+    results, unchecked = verify_arrays(root, index, workers=workers)
+    extra = index.get("georeference", {}).get("arrays", {})  # arrays kept outside the main table
+    if extra:
+        more, more_unchecked = verify_arrays(
+            root, {"arrays": extra, "chunk_size": index["chunk_size"]}, workers
+        )
+        results, unchecked = {**results, **more}, unchecked + more_unchecked
     bad = {file: problem for file, problem in results.items() if problem is not None}
     for file, problem in results.items():
         if problem is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_index_records_sizes_and_an_intact_store_verifies(store: Path) -> None:
         assert spec["bytes"] == (store / spec["file"]).stat().st_size and len(spec["sha256"]) == 64
     proc = cli("verify", str(store))
     assert proc.returncode == 0, proc.stderr
-    assert "all 7 files match" in proc.stdout
+    assert "files match the checksums in its index" in proc.stdout
     PackedDataset(store, "train", verify=True)
 
 
@@ -101,7 +102,7 @@ def test_flipped_bytes_are_found_by_verify(copy: Path, store: Path) -> None:
     assert (
         len(bad) == 2 and "s2_g1.npy" in bad[0] and "labels.npy" in bad[1] and "checksum mismatch" in bad[0]
     )
-    assert "s2_g0.npy" in proc.stdout and "2 of 7 file(s)" in proc.stderr
+    assert "s2_g0.npy" in proc.stdout and re.search(r"2 of \d+ file\(s\)", proc.stderr)
     with pytest.raises(DatasetError, match="checksum mismatch"):
         PackedDataset(copy, "train", verify=True)
     # nothing valid is lost: the undamaged arrays still read as in the intact store
