@@ -12,7 +12,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {}
 
@@ -56,13 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
+    return run_reporting_errors(args.command, module.run, args)
+
+
+def run_reporting_errors(
+    command: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
+    """``run(args)``; bad input, missing files, unsupported settings (ValueError, OSError,
+    NotImplementedError) become one clear line and exit status 2, not a traceback."""
     try:
-        return int(module.run(args) or 0)
+        return int(run(args) or 0)
     except (ValueError, OSError, NotImplementedError) as exc:
-        # Bad input, missing files, unsupported settings: one clear line, not a traceback.
         if os.environ.get("FUSMAE_DEBUG"):
             raise
-        print(f"fusmae-fast {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fusmae-fast {command}: error: {exc}", file=sys.stderr)
         print("(set FUSMAE_DEBUG=1 to see the traceback)", file=sys.stderr)
         return 2
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,22 +80,45 @@ class EvalConfig:
             raise ValueError("give --ckpt, or --baseline random (or both)")
         if self.baseline not in (None, "random"):
             raise ValueError(f"EvalConfig.baseline must be None or 'random', got {self.baseline!r}")
-        if self.label_fraction is not None and not 0.0 < self.label_fraction <= 1.0:
-            raise ValueError(f"EvalConfig.label_fraction must lie in (0, 1], got {self.label_fraction}")
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError("EvalConfig.epochs must be >= 1")
         if self.pool not in POOLS:
             raise ValueError(f"EvalConfig.pool must be 'cls' or 'mean', got {self.pool!r}")
         if self.kernels not in KERNELS:
             raise ValueError(f"EvalConfig.kernels must be one of {KERNELS}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"EvalConfig.precision must be fp32, bf16 or fp16, got {self.precision!r}")
-        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
-            raise ValueError("EvalConfig.layer_decay must lie in (0, 1]")
-        if self.batch_size < 1:
-            raise ValueError("EvalConfig.batch_size must be >= 1")
+        for name, (flag, wanted, ok) in NUMBERS.items():
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL:
+                continue
+            where = f"EvalConfig.{name}" + (f" ({flag})" if flag else "")
+            integer = name in INTEGERS
+            kind = "an integer" if integer else "a finite number"
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+                raise ValueError(f"{where} must be {kind} {wanted}, got {value!r}")
+            if not math.isfinite(value) or not ok(value):
+                raise ValueError(f"{where} must be {kind} {wanted}, got {value}")
 
     def setting(self, name: str) -> Any:
         """``name`` (epochs, label_fraction, lr, weight_decay) as given, else the task's default."""
         value = getattr(self, name)
         return DEFAULTS[self.task][name] if value is None else value
+
+
+NUMBERS: dict[str, tuple[str | None, str, Callable[[float], bool]]] = {
+    "label_fraction": ("--label-fraction", "in (0, 1]", lambda v: 0 < v <= 1),
+    "epochs": ("--epochs", ">= 1", lambda v: v >= 1),
+    "batch_size": ("--batch_size", ">= 1", lambda v: v >= 1),
+    "lr": ("--lr", "> 0", lambda v: v > 0),
+    "weight_decay": ("--weight_decay", ">= 0", lambda v: v >= 0),
+    "layer_decay": ("--layer_decay", "in (0, 1]", lambda v: 0 < v <= 1),
+    "label_smoothing": (None, "in [0, 1)", lambda v: 0 <= v < 1),
+    "seed": ("--seed", ">= 0", lambda v: v >= 0),
+    "num_workers": ("--num_workers", ">= 0", lambda v: v >= 0),
+}
+"""Numeric fields: (flag, condition in words, condition); each must be finite and meet its condition."""
+
+INTEGERS = frozenset({"epochs", "batch_size", "seed", "num_workers"})
+"""Numeric fields that take whole numbers."""
+
+OPTIONAL = frozenset({"label_fraction", "epochs", "lr", "weight_decay", "layer_decay"})
+"""Fields for which None means the task's default (or off)."""

@@ -52,7 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="absolute lr (overrides --blr)")
     p.add_argument("--min_lr", "--min-lr", dest="min_lr", type=float, default=d.min_lr)
     p.add_argument(
-        "--warmup_epochs", "--warmup-epochs", dest="warmup_epochs", type=float, default=d.warmup_epochs
+        "--warmup_epochs",
+        "--warmup-epochs",
+        dest="warmup_epochs",
+        type=float,
+        default=d.warmup_epochs,
+        help="linear warm-up in epochs (default: 5, or the whole run when it is shorter)",
     )
     p.add_argument(
         "--weight_decay", "--weight-decay", dest="weight_decay", type=float, default=d.weight_decay
@@ -70,6 +75,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.on_nonfinite,
         choices=NONFINITE_ACTIONS,
     )
+    p.add_argument(
+        "--max_skips",
+        "--max-skips",
+        dest="max_skips",
+        type=int,
+        default=d.max_skips,
+        help="--on_nonfinite skip: stop after this many skipped batches in a row",
+    )
+    p.add_argument(
+        "--suspect_steps",
+        "--suspect-steps",
+        dest="suspect_steps",
+        type=int,
+        default=None,
+        help="on a non-finite loss, mark the checkpoints of the last K steps suspect "
+        "(default: one save interval)",
+    )
+    p.add_argument(
+        "--allow_changes",
+        "--allow-changes",
+        dest="allow_changes",
+        nargs="+",
+        default=[],
+        metavar="SETTING",
+        help="let --resume continue with these settings changed (as the refusal names them, or 'all')",
+    )
     p.add_argument("--log_every", "--log-every", dest="log_every", type=int, default=d.log_every)
     p.add_argument("--max_steps", "--max-steps", dest="max_steps", type=int, default=None)
     p.add_argument(
@@ -85,26 +116,43 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit status: 0 done, 3 stopped for a non-finite loss / state or took no optimizer step."""
     cfg = config_from_args(args)
     try:
         result = run_pretraining(cfg)
     except NonFiniteLossError as exc:
         print(f"[fusmae-fast] {exc}", file=sys.stderr)
         return 3
-    if int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0 if result.steps > result.start_step or not result.had_work else 3
+    if not result.had_work:
         print(
-            f"[fusmae-fast] done: {result.steps} steps, {result.epochs_done} epochs, final loss "
-            f"{result.final_loss if result.final_loss is None else round(result.final_loss, 4)}; "
-            f"outputs in {result.output_dir}"
+            f"[fusmae-fast] nothing to do: the run is already at its end (step {result.steps}, epoch "
+            f"{result.epochs_done} of {cfg.epochs}); pass a larger --epochs to train on. Outputs in "
+            f"{result.output_dir}"
         )
+        return 0
+    if result.steps == result.start_step:
+        print(
+            f"[fusmae-fast] error: no optimizer step was taken ({result.skipped_batches} batch(es) skipped "
+            f"for a non-finite loss); no encoder exported. Check the data and the lr.",
+            file=sys.stderr,
+        )
+        return 3
+    print(
+        f"[fusmae-fast] done: {result.steps} steps, {result.epochs_done} epochs, final loss "
+        f"{result.final_loss if result.final_loss is None else round(result.final_loss, 4)}; "
+        f"outputs in {result.output_dir}"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     from fusmae_fast import pretrain
+    from fusmae_fast.cli import run_reporting_errors
 
     parser = argparse.ArgumentParser(
         prog="python -m fusmae_fast.pretrain", description=pretrain.__doc__.splitlines()[0]
     )
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run_reporting_errors("pretrain", run, parser.parse_args(argv))

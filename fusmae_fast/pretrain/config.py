@@ -2,13 +2,16 @@
 
 The config is saved as ``config.json`` in the run folder and inside every checkpoint. Its checks run
 in ``__post_init__`` in a fixed order: fields with a fixed set of values (``CHOICES``), counts with a
-lower bound (``AT_LEAST``), then the learning-rate schedule and step limit, then the model fields
-(``ModelConfig``). A new check goes into the table or the step it belongs to.
+lower bound (``AT_LEAST``), real numbers (``NUMBERS``: finite and in range), then the warm-up against
+the run length, then the model fields (``ModelConfig``). A new check goes into the table or the step
+it belongs to. Each message names the field and, where there is one, its command-line flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +20,8 @@ from fusmae_fast.config import KERNELS, MASKINGS, VARIANTS, XATTN_WEIGHTS, Model
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NONFINITE_ACTIONS = ("stop", "skip")
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_WARMUP_EPOCHS = 5.0
+"""The paper's warm-up; a run shorter than this warms up over the whole run (said in the log)."""
 
 
 @dataclass
@@ -63,8 +68,9 @@ class PretrainConfig:
     """Absolute lr; overrides blr when given."""
     min_lr: float = 0.0
     """Floor of the cosine schedule."""
-    warmup_epochs: float = 5.0
-    """Linear warm-up length in epochs (per-iteration schedule)."""
+    warmup_epochs: float | None = None
+    """Linear warm-up length in epochs (per-iteration schedule); None: ``DEFAULT_WARMUP_EPOCHS``, or
+    the whole run when it is shorter (``warmup``)."""
     weight_decay: float = 0.05
     """AdamW weight decay (not on norms, biases, tokens)."""
     beta1: float = 0.9
@@ -85,6 +91,15 @@ class PretrainConfig:
     """'auto' (newest valid checkpoint in output_dir, if any) or a checkpoint path."""
     on_nonfinite: str = "stop"
     """Non-finite loss: 'stop' (raise, saving nothing) or 'skip' (drop the batch, count it)."""
+    max_skips: int = 10
+    """``on_nonfinite='skip'``: stop (non-zero exit) after this many consecutive skipped batches."""
+    suspect_steps: int | None = None
+    """On a non-finite loss, the checkpoints saved in the last K optimizer steps are marked suspect
+    in their sidecar (``--resume auto`` passes over them); None: one save interval (``save_every``,
+    or an epoch's steps when that is 0)."""
+    allow_changes: tuple[str, ...] = ()
+    """Settings a resume may change although they alter the run's course (names as the refusal
+    lists them, or 'all'); the changes are said in the log."""
     log_every: int = 10
     """Write a log.jsonl line every N optimizer steps (and at each epoch end)."""
     max_steps: int | None = None
@@ -97,10 +112,28 @@ class PretrainConfig:
     """'auto' (cuda when available), 'cpu' or 'cuda'."""
 
     def __post_init__(self) -> None:
+        self.allow_changes = tuple(self.allow_changes)
         self._check_choices()
         self._check_counts()
+        self._check_numbers()
         self._check_schedule()
         self.model_config()  # validates the model fields
+
+    @property
+    def warmup(self) -> float:
+        """The warm-up in epochs: ``warmup_epochs``, or the default clamped to the run."""
+        if self.warmup_epochs is not None:
+            return float(self.warmup_epochs)
+        return min(DEFAULT_WARMUP_EPOCHS, float(self.epochs))
+
+    def warmup_note(self) -> str | None:
+        """One line when the default warm-up was clamped to a shorter run (None otherwise)."""
+        if self.warmup_epochs is None and self.epochs < DEFAULT_WARMUP_EPOCHS:
+            return (
+                f"warm-up: the default {DEFAULT_WARMUP_EPOCHS:g} epochs is longer than the run; warming up "
+                f"over all {self.epochs} epoch(s) (set --warmup_epochs to choose)"
+            )
+        return None
 
     def _check_choices(self) -> None:
         for name, choices in CHOICES.items():
@@ -111,17 +144,27 @@ class PretrainConfig:
 
     def _check_counts(self) -> None:
         for name, least in AT_LEAST.items():
-            if getattr(self, name) < least:
-                raise ValueError(f"PretrainConfig.{name} must be >= {least}, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{field_name(name)} must be an integer >= {least}, got {value!r}")
+
+    def _check_numbers(self) -> None:
+        for name, (wanted, ok) in NUMBERS.items():
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{field_name(name)} must be a number {wanted}, got {value!r}")
+            if not math.isfinite(value) or not ok(value):
+                raise ValueError(f"{field_name(name)} must be a finite number {wanted}, got {value}")
 
     def _check_schedule(self) -> None:
-        if self.blr <= 0 or (self.lr is not None and self.lr <= 0):
-            raise ValueError("PretrainConfig.blr / lr must be positive")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("PretrainConfig.max_steps must be >= 1 when given")
-        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+        if self.warmup > self.epochs:
             raise ValueError(
-                f"PretrainConfig.warmup_epochs must lie in [0, epochs], got {self.warmup_epochs}"
+                f"{field_name('warmup_epochs')} must lie in [0, epochs] (epochs = {self.epochs}), "
+                f"got {self.warmup_epochs}"
             )
 
     def model_config(self) -> ModelConfig:
@@ -154,10 +197,38 @@ AT_LEAST: dict[str, int] = {
     "epochs": 1,
     "batch_size": 1,
     "accum_iter": 1,
+    "seed": 0,
     "log_every": 1,
     "num_workers": 0,
     "save_every": 0,
     "keep_last": 0,
+    "max_steps": 1,
+    "max_skips": 1,
+    "suspect_steps": 1,
     "recon_samples": 0,
 }
 """Integer fields and their smallest valid value (checked in this order)."""
+
+NUMBERS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "mask_ratio": ("in (0, 1)", lambda v: 0 < v < 1),
+    "blr": ("> 0", lambda v: v > 0),
+    "lr": ("> 0", lambda v: v > 0),
+    "min_lr": (">= 0", lambda v: v >= 0),
+    "warmup_epochs": (">= 0", lambda v: v >= 0),
+    "weight_decay": (">= 0", lambda v: v >= 0),
+    "beta1": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "beta2": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "clip_grad": ("> 0", lambda v: v > 0),
+}
+"""Real-valued fields: each must be finite and satisfy its condition (checked in this order)."""
+
+OPTIONAL = frozenset({"lr", "warmup_epochs", "clip_grad", "max_steps", "suspect_steps"})
+"""Fields for which None means 'not given' (their checks apply only to a value)."""
+
+NO_FLAG = frozenset({"beta1", "beta2"})
+"""Fields without a command-line flag (set only from Python)."""
+
+
+def field_name(name: str) -> str:
+    """How messages name a field: ``PretrainConfig.lr (--lr)``, the flag left out where there is none."""
+    return f"PretrainConfig.{name}" if name in NO_FLAG else f"PretrainConfig.{name} (--{name})"

@@ -1,7 +1,8 @@
 """``train_one_epoch`` (MAE's name): the steps of one epoch, and the pieces each step is made of.
 
 A step: draw the batch's masks from per-sample seeds and run the model (under autocast) ->
-check the loss is finite on every rank (a non-finite loss stops the run or skips the batch) ->
+check the loss is finite on every rank (a non-finite loss stops the run, or skips the batch; after
+``max_skips`` skips in a row the run stops; a stop marks the recent checkpoints suspect) ->
 backward (scaled, divided by ``accum_iter``) -> every ``accum_iter`` batches: set the lr of MAE's
 per-iteration schedule, clip, optimizer step -> log, checkpoint.
 """
@@ -22,11 +23,15 @@ from fusmae_fast.pretrain.config import PretrainConfig
 from fusmae_fast.pretrain.reporting import RunReport
 from fusmae_fast.pretrain.sampling import sample_seeds
 from fusmae_fast.pretrain.setup import PretrainRun
-from fusmae_fast.pretrain.state import TrainState, checkpoint_due, save_training_checkpoint
+from fusmae_fast.pretrain.state import (
+    NonFiniteLossError,
+    TrainState,
+    checkpoint_due,
+    save_training_checkpoint,
+    stop_advice,
+)
 
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/Inf; nothing was saved over the last good checkpoint."""
+__all__ = ["NonFiniteLossError", "lr_at", "max_steps_reached", "train_one_epoch"]
 
 
 def train_one_epoch(
@@ -54,7 +59,7 @@ def train_one_epoch(
             continue
         run.scaler.scale(out.loss / cfg.accum_iter).backward()
         report.window.add(out, images=batch["s1"].shape[0] * run.dist.world)
-        pos.iter_in_epoch = it + 1
+        pos.iter_in_epoch, pos.consecutive_skips = it + 1, 0
         if pos.iter_in_epoch % cfg.accum_iter:
             continue
         lr = lr_at(cfg, run.base_lr, pos.epoch + pos.iter_in_epoch / run.iters_per_epoch)
@@ -105,18 +110,27 @@ def skip_nonfinite_batch(
     run: PretrainRun, loss: torch.Tensor, pos: TrainState, it: int, report: RunReport
 ) -> None:
     """``on_nonfinite='stop'``: raise, saving nothing. 'skip': drop the batch (and the gradients
-    accumulated since the last step), count it, log it."""
-    if run.cfg.on_nonfinite == "stop":
+    accumulated since the last step), count it, log it; raise after ``max_skips`` in a row. Raising
+    marks the checkpoints of the steps before suspect."""
+    cfg = run.cfg
+    where = f"optimizer step {pos.step}, epoch {pos.epoch}, iteration {it}"
+    if cfg.on_nonfinite == "stop":
+        reason = f"non-finite loss ({loss.item()}) at {where}"
         raise NonFiniteLossError(
-            f"non-finite loss ({loss.item()}) at optimizer step {pos.step}, epoch {pos.epoch}, "
-            f"iteration {it}; "
-            f"nothing was saved over the last good checkpoint in {run.ckpt_dir}. Lower the lr, use "
-            f"--precision fp32, check the data, or pass --on_nonfinite skip."
+            f"{reason}; nothing was saved over the last good checkpoint in {run.ckpt_dir}. "
+            f"{stop_advice(run, pos, reason)}"
         )
     pos.skipped += 1
+    pos.consecutive_skips += 1
     run.optimizer.zero_grad(set_to_none=True)
     report.log({"event": "skipped_nonfinite", "step": pos.step, "epoch": pos.epoch, "iteration": it})
     pos.iter_in_epoch = it + 1
+    if pos.consecutive_skips >= cfg.max_skips:
+        reason = f"{pos.consecutive_skips} batches in a row had a non-finite loss (up to {where})"
+        raise NonFiniteLossError(
+            f"{reason}: the run is diverging (--on_nonfinite skip stops after --max_skips {cfg.max_skips}); "
+            f"nothing was saved. {stop_advice(run, pos, reason, suggest_skip=False)}"
+        )
 
 
 def optimizer_step(run: PretrainRun, lr: float) -> None:
@@ -133,10 +147,11 @@ def optimizer_step(run: PretrainRun, lr: float) -> None:
 
 def lr_at(cfg: PretrainConfig, base_lr: float, epoch_float: float) -> float:
     """MAE's per-iteration schedule: linear warm-up, then half-cycle cosine to min_lr."""
-    if epoch_float < cfg.warmup_epochs:
-        return base_lr * epoch_float / cfg.warmup_epochs
-    span = max(cfg.epochs - cfg.warmup_epochs, 1e-12)
-    t = min((epoch_float - cfg.warmup_epochs) / span, 1.0)
+    warmup = cfg.warmup
+    if epoch_float < warmup:
+        return base_lr * epoch_float / warmup
+    span = max(cfg.epochs - warmup, 1e-12)
+    t = min((epoch_float - warmup) / span, 1.0)
     return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 

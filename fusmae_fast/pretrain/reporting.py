@@ -2,8 +2,10 @@
 
 ``log.jsonl`` gets one line per ``log_every`` optimizer steps (and at each epoch end and the last
 step) with the mean losses since the previous line (averaged over ranks), the lr, throughput, the
-fraction of time spent waiting for data, peak memory and the precision; skipped batches get an
-``event`` line. Only rank 0 writes files; every rank takes part in the averaging.
+fraction of time spent waiting for data, peak memory and the precision; skipped batches and resumes
+get an ``event`` line. A run that starts at step S first cuts the log to what happened up to S (a
+killed run's later lines go), so that each step is logged once. Only rank 0 writes files; every rank
+takes part in the averaging.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
+from fusmae_fast.atomic_write import atomic_write_text
 from fusmae_fast.model import FusMAEOutput
 from fusmae_fast.pretrain.setup import PretrainRun
-from fusmae_fast.pretrain.state import TrainState
+from fusmae_fast.pretrain.state import Resumed, TrainState
 from fusmae_fast.progress import progress_bar
 
 
@@ -67,6 +71,24 @@ class RunReport:
         )
         self.window = LossWindow()
         self.final_loss: float | None = None
+
+    def start_at(self, resumed: Resumed, notes: list[str]) -> None:
+        """Cut log.jsonl to the resumed step, then say where the run starts (rank 0: printed and, for a
+        resume, an ``event`` line)."""
+        if not self.run.dist.is_main:
+            return
+        step = resumed.pos.step
+        dropped = truncate_log(self.log_path, step)
+        lines = [*resumed.notes, *notes]
+        if dropped:
+            lines.append(
+                f"log.jsonl: removed {dropped} line(s) written after step {step} by an interrupted run"
+            )
+        for line in lines:
+            print(f"[fusmae-fast] {line}")
+        self.final_loss = last_logged_loss(self.log_path)
+        if resumed.source is not None:
+            self.log({"event": "resumed", "step": step, "from": str(resumed.source), "notes": lines})
 
     def progress(self, pos: TrainState) -> Iterable[int]:
         """The iterations left in ``pos``'s epoch, with a progress bar when one is shown."""
@@ -129,6 +151,35 @@ class RunReport:
 
         if self.log_path.exists():
             plot_loss_curve(self.log_path, self.run.out_dir / "loss.png")
+
+
+def truncate_log(path: Path, step: int) -> int:
+    """Keep the loss lines of steps <= ``step`` and the events before it; returns the lines removed."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            dropped += 1
+            continue
+        s = rec.get("step", 0)
+        if s < step or (s == step and "event" not in rec):
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+    return dropped
+
+
+def last_logged_loss(path: Path) -> float | None:
+    """The loss of the last loss line of log.jsonl (None: none)."""
+    if not path.is_file():
+        return None
+    losses = [rec["loss"] for rec in map(json.loads, path.read_text().splitlines()) if "loss" in rec]
+    return losses[-1] if losses else None
 
 
 def fixed_batch(dataset: Dataset, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:

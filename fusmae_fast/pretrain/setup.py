@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from fusmae_fast.atomic_write import atomic_write_text
+from fusmae_fast.device import resolve_device
 from fusmae_fast.model import FusMAE
 from fusmae_fast.pretrain.config import PretrainConfig
 from fusmae_fast.pretrain.sampling import IndexedDataset, ResumableSampler
+from fusmae_fast.pretrain.trajectory import run_settings
 
 
 @dataclass
@@ -69,6 +71,8 @@ class PretrainRun:
     """This rank's share of each epoch's order."""
     iters_per_epoch: int
     """Batches per epoch and rank (a whole number of optimizer steps)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """What determines the run's course (``trajectory.run_settings``): recorded in every checkpoint."""
 
     @property
     def ckpt_dir(self) -> Path:
@@ -94,7 +98,7 @@ class PretrainRun:
 
 def set_up(cfg: PretrainConfig, train_set: Dataset | None, val_set: Dataset | None) -> PretrainRun:
     """Everything but the run's position; datasets given here replace those ``cfg.data`` names."""
-    device, distinfo = select_device(cfg.device)
+    device, distinfo = select_device(cfg.device, cfg.kernels)
     precision = resolve_precision(cfg.precision, device)
     out_dir = Path(cfg.output_dir)
     if distinfo.is_main:
@@ -112,6 +116,7 @@ def set_up(cfg: PretrainConfig, train_set: Dataset | None, val_set: Dataset | No
     base_lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256
 
     sampler = ResumableSampler(len(train_set), seed=cfg.seed, rank=distinfo.rank, world=distinfo.world)  # type: ignore[arg-type]
+    settings = run_settings(cfg, distinfo.world, precision, base_lr, train_set)
     return PretrainRun(
         cfg=cfg,
         device=device,
@@ -126,6 +131,7 @@ def set_up(cfg: PretrainConfig, train_set: Dataset | None, val_set: Dataset | No
         base_lr=base_lr,
         sampler=sampler,
         iters_per_epoch=iterations_per_epoch(cfg, len(sampler)),
+        settings=settings,
     )
 
 
@@ -142,9 +148,10 @@ def wrap_for_training(run: PretrainRun) -> torch.nn.Module:
 
 
 # ------------------------------------------------------------------------------- device and DDP
-def select_device(choice: str) -> tuple[torch.device, DistInfo]:
-    """The device ``choice`` names ('auto': cuda when available), joined to DDP under torchrun."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if choice == "auto" else choice)
+def select_device(choice: str, kernels: str = "torch") -> tuple[torch.device, DistInfo]:
+    """The device ``choice`` names ('auto': cuda when available; checked against the machine and
+    ``kernels``), joined to DDP under torchrun."""
+    device = resolve_device(choice, kernels)
     distinfo = init_distributed(device.type)
     if device.type == "cuda":
         device = torch.device("cuda", distinfo.local_rank)

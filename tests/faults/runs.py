@@ -1,0 +1,61 @@
+"""Running ``fusmae-fast`` as a user does, for the fault tests: in this process (fast) or as a child
+process (to kill it), with the tiny preset on the built-in sample."""
+
+import os
+import subprocess
+import sys
+
+from fusmae_fast.cli import main
+
+TINY = ["--preset", "tiny", "--num_workers", "0", "--no-progress"]
+"""Flags every test run takes (the built-in sample is the data)."""
+
+
+def pretrain_args(out, *extra):
+    """``pretrain`` on the built-in sample into ``out``: batches of 8, one warm-up epoch, 2 epochs."""
+    fixed = ["--batch_size", "8", "--epochs", "2", "--warmup_epochs", "1", "--output_dir", str(out)]
+    return ["pretrain", *TINY, *fixed, *map(str, extra)]
+
+
+def cli(args, capsys, monkeypatch):
+    """(exit status, stdout, stderr) of ``fusmae-fast ARGS`` run in this process."""
+    monkeypatch.delenv("FUSMAE_DEBUG", raising=False)
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def child(args, **kw):
+    """``fusmae-fast ARGS`` as a child process (Popen; stdout and stderr piped)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FUSMAE_DEBUG", None)
+    code = "import sys; from fusmae_fast.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kw,
+    )
+
+
+def one_line_error(err):
+    """True when stderr holds an error line and no traceback."""
+    return "Traceback" not in err and "error" in err.lower()
+
+
+class Overflowing:
+    """A dataset whose S2 images are scaled by 1e30: finite, but every loss overflows to NaN/Inf."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = dict(self.base[i])
+        item["s2"] = item["s2"] * 1e30
+        return item
