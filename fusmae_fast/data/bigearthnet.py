@@ -38,10 +38,10 @@ import numpy as np
 from fusmae_fast.data.bad_patches import IN_TWO_SPLITS, LISTED_TWICE, MISSING_FILE, BadPatches
 from fusmae_fast.data.bands import BEN_IMAGE_SIZE, BEN_S2_GROUPS, S1_BANDS, S2_BANDS
 from fusmae_fast.data.errors import DatasetError, MissingDataError
-from fusmae_fast.data.geotiff import NanPolicy, check_nan_policy, gdal_env, read_geotiff
+from fusmae_fast.data.geotiff import NanPolicy, check_nan_policy, gdal_env, read_georeference, read_geotiff
 from fusmae_fast.data.labels import ben19_multi_hot
 from fusmae_fast.data.raw_dataset import RawDataset, log_skipped, modalities_of, parallel_map
-from fusmae_fast.data.raw_sample import BEN_LAYOUT, DatasetInfo, RawSample
+from fusmae_fast.data.raw_sample import BEN_LAYOUT, DatasetInfo, Georeference, RawSample
 from fusmae_fast.data.splits import canonical_split, check_not_empty, read_name_list, read_rows
 from fusmae_fast.data.transforms import Fit, ItemTransform
 
@@ -343,6 +343,16 @@ class BigEarthNetV1(RawDataset):
             )
         return RawSample(s1=s1, s2=s2, label=self.labels[index], name=s2_name)
 
+    def georeference(self, index: int) -> Georeference:
+        """CRS and bounds of the patch's S2 band B02 (of its S1 VV band when S2 is not read)."""
+        s2_name, s1_name = self.names[index], self.s1_names[index]
+        if "s2" in self.modalities:
+            path = ben_band_files(self.s2_root / s2_name, s2_name, ("B02",))[0]  # type: ignore[operator]
+        else:
+            path = ben_band_files(self.s1_root / s1_name, s1_name, ("VV",))[0]  # type: ignore[operator]
+        with gdal_env():
+            return read_georeference(path)
+
 
 def v2_s2_folder(s2_dir: Path, patch_id: str) -> Path:
     """reBEN S2 patch folder: ``<s2_dir>/<tile>/<patch_id>``, tile = patch_id without ``_x_y``."""
@@ -533,3 +543,13 @@ class BigEarthNetV2(RawDataset):
                 else None
             )
         return RawSample(s1=s1, s2=s2, label=self.labels[index], name=name)
+
+    def georeference(self, index: int) -> Georeference:
+        """CRS and bounds of the patch's S2 band B02 (of its S1 VV band when S2 is not read)."""
+        name, s1_name = self.names[index], self.s1_names[index]
+        if "s2" in self.modalities:
+            path = ben_band_files(v2_s2_folder(self.s2_dir, name), name, ("B02",))[0]
+        else:
+            path = ben_band_files(v2_s1_folder(self.s1_dir, s1_name), s1_name, ("VV",))[0]
+        with gdal_env():
+            return read_georeference(path)

@@ -7,5 +7,10 @@ class DatasetError(ValueError):
     """A dataset file exists but its content is not what the format requires (shape, dtype, NaN, ...)."""
 
 
+class NoGeoreferenceError(DatasetError):
+    """A patch whose footprint is not known: a GeoTIFF without a CRS, or a store written before
+    stores kept their patches' georeference."""
+
+
 class MissingDataError(DatasetError, FileNotFoundError):
     """A file or folder that the dataset layout requires is absent."""

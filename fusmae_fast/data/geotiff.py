@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from fusmae_fast.data.errors import DatasetError, MissingDataError
+from fusmae_fast.data.raw_sample import Georeference
 
 NanPolicy = Literal["error", "zero"]
 NAN_POLICIES: tuple[str, ...] = ("error", "zero")
@@ -97,6 +98,22 @@ def read_geotiff(
             check_nan_policy(nan_policy)
             data = np.where(bad, 0, data).astype(want)
     return data
+
+
+def read_georeference(path: str | os.PathLike[str]) -> Georeference:
+    """The EPSG code (0 if none) and bounds of a GeoTIFF, from its header (no pixel read)."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path) as src:
+            epsg = src.crs.to_epsg() if src.crs is not None else None
+            b = src.bounds
+    except RasterioIOError as e:
+        if not Path(path).is_file():
+            raise MissingDataError(f"{path}: missing file") from None
+        raise DatasetError(f"{path}: unreadable GeoTIFF ({e})") from e
+    return Georeference(epsg=int(epsg or 0), bounds=(b.left, b.bottom, b.right, b.top))
 
 
 @functools.lru_cache(maxsize=64)

@@ -8,7 +8,8 @@ How a convert runs:
    ``skipped_patches``); names, labels and split codes are written at once.
    A fingerprint of everything that determines the store's bytes (kind, layout, S1 dtype, chunk size,
    names, labels, splits, source description) goes to ``OUT/.convert/plan.json``.
-2. The image arrays are preallocated as ``.npy`` memmaps. Samples are processed in chunks of
+2. The image arrays and the georeference arrays (each patch's EPSG code and bounds, from its reader's
+   ``georeference``) are preallocated as ``.npy`` memmaps. Samples are processed in chunks of
    ``chunk_size`` rows by worker processes, each writing its rows straight into the memmaps, flushing,
    and returning the chunk's per-array sha256 and per-band sums. The parent then records the chunk in
    ``OUT/.convert/chunks/<k>.json`` (atomic rename). Chunks are independent and idempotent.
@@ -48,6 +49,7 @@ from fusmae_fast.data.labels import BEN19_NAMES, SIMPLIFIED_IGBP_NAMES
 from fusmae_fast.data.raw_dataset import RawDataset
 from fusmae_fast.data.raw_sample import RawSample, S2Layout
 from fusmae_fast.data.store import (
+    GEOREFERENCE_ARRAYS,
     INDEX_NAME,
     S1_DTYPES,
     STORE_FORMAT,
@@ -89,6 +91,14 @@ class _Plan:
         out["s1"] = ((n, len(S1_BANDS), full, full), self.s1_dtype)
         return out
 
+    def geo_arrays(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Each patch's georeference (``store.GEOREFERENCE_ARRAYS``): EPSG code and bounds."""
+        return {"geo_epsg": ((self.num_samples,), "int32"), "geo_bounds": ((self.num_samples, 4), "float64")}
+
+    def chunk_arrays(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """The arrays that chunks write row by row: the images and the georeference."""
+        return {**self.image_arrays(), **self.geo_arrays()}
+
 
 _PLAN: _Plan | None = None
 _MAPS: dict[str, np.ndarray] = {}
@@ -102,7 +112,7 @@ def _init_worker(plan: _Plan | None) -> None:
 
 def _worker_maps(plan: _Plan) -> dict[str, np.ndarray]:
     if not _MAPS:
-        for name in plan.image_arrays():
+        for name in plan.chunk_arrays():
             _MAPS[name] = np.load(plan.out / f"{name}.npy", mmap_mode="r+")
     return _MAPS
 
@@ -147,6 +157,9 @@ def _pack_chunk(k: int) -> dict[str, Any]:
                 sums["s2"][band_row[b]] += (x[j].sum(), (x[j] ** 2).sum(), x[j].size)
         s1 = raw.s1.astype(plan.s1_dtype)
         maps["s1"][row] = s1
+        geo = source.georeference(local)
+        maps["geo_epsg"][row] = geo.epsg
+        maps["geo_bounds"][row] = geo.bounds
         x = s1.astype(np.float64)
         for j in range(len(S1_BANDS)):
             sums["s1"][j] += (x[j].sum(), (x[j] ** 2).sum(), x[j].size)
@@ -162,7 +175,7 @@ def _rehash_chunk(k: int) -> tuple[int, dict[str, str]]:
     assert plan is not None
     lo, hi = k * plan.chunk_size, min((k + 1) * plan.chunk_size, plan.num_samples)
     out = {}
-    for name in plan.image_arrays():
+    for name in plan.chunk_arrays():
         arr = np.load(plan.out / f"{name}.npy", mmap_mode="r")
         out[name] = chunk_digest(arr[lo:hi])
     return k, out
@@ -178,6 +191,7 @@ def _fingerprint(plan: _Plan, meta: dict[str, np.ndarray], source_info: list[dic
         "chunk_size": plan.chunk_size,
         "num_samples": plan.num_samples,
         "sources": source_info,
+        "georeference": list(GEOREFERENCE_ARRAYS),
     }
     h.update(json.dumps(head, sort_keys=True).encode())
     for name in sorted(meta):
@@ -204,7 +218,7 @@ def _meta_arrays(
 
 
 def _image_arrays_intact(plan: _Plan) -> bool:
-    for name, (shape, dtype) in plan.image_arrays().items():
+    for name, (shape, dtype) in plan.chunk_arrays().items():
         try:
             arr = np.load(plan.out / f"{name}.npy", mmap_mode="r")
         except (OSError, ValueError):
@@ -217,7 +231,7 @@ def _image_arrays_intact(plan: _Plan) -> bool:
 def _remove_store_files(out: Path) -> None:
     """Delete what a convert writes (only those files: OUT may hold other things)."""
     for p in out.glob("*.npy"):
-        if p.name.startswith(("s2_g", "s1", "labels", "names", "split")):
+        if p.name.startswith(("s2_g", "s1", "labels", "names", "split", "geo_")):
             p.unlink()
     for p in (out / INDEX_NAME,):
         if p.exists():
@@ -326,7 +340,7 @@ def pack(
         fresh = True  # killed while preallocating: nothing recorded can be trusted
     if fresh:
         shutil.rmtree(state, ignore_errors=True)
-        for name, (shape, dtype) in plan.image_arrays().items():
+        for name, (shape, dtype) in plan.chunk_arrays().items():
             np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=shape).flush()
         (state / "chunks").mkdir(parents=True)
         atomic_write_text(
@@ -366,12 +380,14 @@ def pack(
         bar.close()
         _init_worker(None)  # drop this process's maps and plan (in-process runs)
 
-    arrays: dict[str, Any] = {}
-    for name, (shape, dtype) in plan.image_arrays().items():
+    def chunked_spec(name: str, shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
         h = hashlib.sha256()
         for rec in records:
             h.update(bytes.fromhex(rec["sha256"][name]))
-        arrays[name] = {"file": f"{name}.npy", "dtype": dtype, "shape": list(shape), "sha256": h.hexdigest()}
+        return {"file": f"{name}.npy", "dtype": dtype, "shape": list(shape), "sha256": h.hexdigest()}
+
+    arrays = {name: chunked_spec(name, *spec) for name, spec in plan.image_arrays().items()}
+    geo = {name: chunked_spec(name, *spec) for name, spec in plan.geo_arrays().items()}
     for name, arr in meta.items():
         arrays[name] = {
             "file": f"{name}.npy",
@@ -379,7 +395,7 @@ def pack(
             "shape": list(arr.shape),
             "sha256": array_digest(arr, chunk_size),
         }
-    for spec in arrays.values():
+    for spec in [*arrays.values(), *geo.values()]:
         spec["bytes"] = (out / spec["file"]).stat().st_size
     total = hashlib.sha256("".join(arrays[k]["sha256"] for k in sorted(arrays)).encode()).hexdigest()
     data_bytes = sum(int(np.prod(a["shape"])) * np.dtype(a["dtype"]).itemsize for a in arrays.values())
@@ -401,6 +417,10 @@ def pack(
             "class_names": list(SIMPLIFIED_IGBP_NAMES if kind == "sen12ms" else BEN19_NAMES),
         },
         "arrays": arrays,
+        "georeference": {
+            "reference": "each patch's reference GeoTIFF (BigEarthNet: S2 band B02; SEN12MS: the S2 file)",
+            "arrays": geo,
+        },
         "statistics": _statistics(records, meta, split_names, kind),
         "source": {"sources": source_info, "convert": description or {}},
         "skipped": _sum_skipped(sources),
@@ -461,6 +481,7 @@ def _verify(plan: _Plan, records: list[dict[str, Any]], workers: int, verify_sam
     rng = np.random.default_rng(plan.num_samples)
     rows = sorted(set(rng.integers(0, plan.num_samples, size=verify_samples).tolist()))
     maps = {name: np.load(plan.out / f"{name}.npy", mmap_mode="r") for name in plan.image_arrays()}
+    geo_maps = {name: np.load(plan.out / f"{name}.npy", mmap_mode="r") for name in plan.geo_arrays()}
     names = np.load(plan.out / "names.npy", mmap_mode="r")
     for row in rows:
         source, local = plan.locate(row)
@@ -470,5 +491,8 @@ def _verify(plan: _Plan, records: list[dict[str, Any]], workers: int, verify_sam
             maps["s1"][row], raw.s1.astype(plan.s1_dtype)
         )
         same = same and all(np.array_equal(maps[f"s2_g{g}"][row], a) for g, a in enumerate(raw.s2))
+        geo = source.georeference(local)
+        same = same and int(geo_maps["geo_epsg"][row]) == geo.epsg
+        same = same and tuple(float(v) for v in geo_maps["geo_bounds"][row]) == geo.bounds
         if not same:
             raise DatasetError(f"{plan.out}: row {row} ({raw.name}) differs from its source after packing")

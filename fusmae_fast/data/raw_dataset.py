@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fusmae_fast.data.errors import NoGeoreferenceError
 from fusmae_fast.data.labels import BEN19_NAMES, SIMPLIFIED_IGBP_NAMES
-from fusmae_fast.data.raw_sample import DatasetInfo, RawSample, S2Layout
+from fusmae_fast.data.raw_sample import DatasetInfo, Georeference, RawSample, S2Layout
 from fusmae_fast.data.transforms import ItemTransform
 
 BANDS_CHOICES: tuple[str, ...] = ("all", "s1", "s2")
@@ -76,6 +77,10 @@ class RawDataset(Dataset):
 
     def read_raw(self, index: int) -> RawSample:
         raise NotImplementedError
+
+    def georeference(self, index: int) -> Georeference:
+        """The CRS and bounds of sample ``index`` (its reference GeoTIFF's, or as a store recorded them)."""
+        raise NoGeoreferenceError(f"{type(self).__name__}: no georeference for its samples")
 
     def _check_index(self, index: int) -> int:
         n = len(self)

@@ -70,6 +70,17 @@ class RawSample:
     """The patch name (the S2 patch name for BigEarthNet, the S2 file stem for SEN12MS)."""
 
 
+@dataclass(frozen=True)
+class Georeference:
+    """Where a patch lies: the CRS and bounds of its reference GeoTIFF (BigEarthNet: the S2 band B02,
+    SEN12MS: the S2 file), whose pixel grid is the layout's full size."""
+
+    epsg: int
+    """EPSG code of the CRS (a UTM zone for BigEarthNet and SEN12MS); 0 when the file has none."""
+    bounds: tuple[float, float, float, float]
+    """left, bottom, right, top in the CRS's units (metres)."""
+
+
 @dataclass
 class DatasetInfo:
     """Facts about a dataset that the packed store's index records."""

@@ -48,10 +48,10 @@ import numpy as np
 from fusmae_fast.data.bad_patches import IN_TWO_SPLITS, MISSING_FILE, BadPatches
 from fusmae_fast.data.bands import SEN12MS_IMAGE_SIZE, SEN12MS_S2_BANDS
 from fusmae_fast.data.errors import DatasetError, MissingDataError
-from fusmae_fast.data.geotiff import NanPolicy, check_nan_policy, gdal_env, read_geotiff
+from fusmae_fast.data.geotiff import NanPolicy, check_nan_policy, gdal_env, read_georeference, read_geotiff
 from fusmae_fast.data.labels import simplified_igbp_label
 from fusmae_fast.data.raw_dataset import RawDataset, log_skipped, modalities_of, parallel_map
-from fusmae_fast.data.raw_sample import SEN12MS_LAYOUT, DatasetInfo, RawSample
+from fusmae_fast.data.raw_sample import SEN12MS_LAYOUT, DatasetInfo, Georeference, RawSample
 from fusmae_fast.data.splits import canonical_split, check_not_empty, read_name_list
 from fusmae_fast.data.transforms import Fit, ItemTransform
 
@@ -274,6 +274,12 @@ class SEN12MS(RawDataset):
             file=sys.stderr,
         )
         return [], f"no {files[short]}"
+
+    def georeference(self, index: int) -> Georeference:
+        """CRS and bounds of the patch's S2 file (of its S1 file when S2 is not read)."""
+        mod = "s2" if "s2" in self.modalities else "s1"
+        with gdal_env():
+            return read_georeference(self._path(mod, *self.patches[index]))
 
     def read_raw(self, index: int) -> RawSample:
         season, scene, n = self.patches[index]

@@ -12,6 +12,14 @@ Written once by ``fusmae-fast convert`` (:mod:`fusmae_fast.data.packing`), read 
     labels.npy      (n, 19) uint8 multi-hot (BigEarthNet) or (n,) int64 class ids (SEN12MS)
     names.npy       (n,) fixed-width ASCII patch names
     split.npy       (n,) uint8 index into index["split_names"]
+    geo_epsg.npy    (n,) int32 EPSG code of each patch's CRS, 0 for none   (index["georeference"])
+    geo_bounds.npy  (n, 4) float64 left, bottom, right, top in that CRS  (index["georeference"])
+
+Georeference: each patch's CRS and bounds as its reader's ``georeference`` gives them (the reference
+GeoTIFF: BigEarthNet's S2 band B02, SEN12MS's S2 file), recorded in their own index section (file,
+dtype, shape, sha256, bytes per array), outside the image arrays' table, checksum and bytes per
+sample. A store converted before stores kept georeference has no such section:
+:meth:`PackedDataset.georeference` then says to convert it again.
 
 Samples keep their raw form, so :class:`PackedDataset` applies the same
 :class:`~fusmae_fast.data.transforms.ItemTransform` as the readers: a packed dataset and a direct read
@@ -38,12 +46,14 @@ from typing import Any
 
 import numpy as np
 
-from fusmae_fast.data.errors import DatasetError, MissingDataError
+from fusmae_fast.data.errors import DatasetError, MissingDataError, NoGeoreferenceError
 from fusmae_fast.data.raw_dataset import RawDataset
-from fusmae_fast.data.raw_sample import DatasetInfo, RawSample, S2Layout
+from fusmae_fast.data.raw_sample import DatasetInfo, Georeference, RawSample, S2Layout
 from fusmae_fast.data.splits import canonical_split
 from fusmae_fast.data.transforms import Fit, ItemTransform
 
+GEOREFERENCE_ARRAYS = ("geo_epsg", "geo_bounds")
+"""The arrays of ``index["georeference"]["arrays"]``."""
 STORE_FORMAT = "fusmae-fast-store"
 STORE_VERSION = 1
 INDEX_NAME = "index.json"
@@ -144,10 +154,15 @@ def file_problem(path: Path, spec: dict[str, Any]) -> str | None:
     return None
 
 
+def georeference_arrays(index: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The georeference arrays' entries of a store index (empty for a store without georeference)."""
+    return index.get("georeference", {}).get("arrays", {})
+
+
 def check_files(root: Path, index: dict[str, Any]) -> None:
-    """Every array file of the store ``root`` as its index records it (see :func:`file_problem`); the
-    error names the first bad file."""
-    for name, spec in index["arrays"].items():
+    """Every array file of the store ``root`` (georeference arrays included) as its index records it
+    (see :func:`file_problem`); the error names the first bad file."""
+    for name, spec in {**index["arrays"], **georeference_arrays(index)}.items():
         path = root / spec["file"]
         problem = file_problem(path, spec)
         if problem == "missing":
@@ -253,7 +268,7 @@ class PackedDataset(RawDataset):
         if self._arrays is None:
             self._arrays = {
                 name: np.load(self.root / spec["file"], mmap_mode="r")
-                for name, spec in self.index["arrays"].items()
+                for name, spec in {**self.index["arrays"], **georeference_arrays(self.index)}.items()
             }
         return self._arrays
 
@@ -279,9 +294,26 @@ class PackedDataset(RawDataset):
             s1=arrays["s1"][j], s2=groups, label=self.labels[index], name=arrays["names"][j].decode("ascii")
         )
 
+    def georeference(self, index: int) -> Georeference:
+        """The CRS and bounds recorded for sample ``index`` by the convert."""
+        if not georeference_arrays(self.index):
+            raise NoGeoreferenceError(
+                f"{self.root}: the store keeps no georeference (converted before stores kept it); convert "
+                "it again (fusmae-fast convert --overwrite), or pass --no-geometry"
+            )
+        j = int(self.indices[index])
+        arrays = self._mapped()
+        left, bottom, right, top = (float(v) for v in arrays["geo_bounds"][j])
+        return Georeference(epsg=int(arrays["geo_epsg"][j]), bounds=(left, bottom, right, top))
+
     def verify(self) -> None:
-        """Recompute each array file's content hash and compare with the index (DatasetError if not)."""
+        """Recompute each array file's content hash (georeference arrays included) and compare with the
+        index (DatasetError if not)."""
         results, unchecked = verify_arrays(self.root, self.index)
+        if georeference_arrays(self.index):
+            geo_index = {"arrays": georeference_arrays(self.index), "chunk_size": self.index["chunk_size"]}
+            geo_results, geo_unchecked = verify_arrays(self.root, geo_index)
+            results, unchecked = {**results, **geo_results}, unchecked + geo_unchecked
         for file, problem in results.items():
             if problem is not None:
                 raise DatasetError(f"{self.root / file}: {problem}")

@@ -34,7 +34,7 @@ from fusmae_fast.data.bands import S1_BANDS, S1_MEAN, S1_STD, S2_BANDS, S2_MEAN,
 from fusmae_fast.data.errors import DatasetError
 from fusmae_fast.data.splits import canonical_split
 from fusmae_fast.embed.config import EmbedConfig
-from fusmae_fast.embed.footprint import RING_POINTS, check_georeferenced, footprint, patch_geotiff
+from fusmae_fast.embed.footprint import RING_POINTS, check_georeferenced, footprint
 from fusmae_fast.embed.geoparquet import PartialOutput, output_schema, rows_table
 from fusmae_fast.evaluate.encoder import autocast, checkpoint_file, load_model, modalities, pooled_features
 from fusmae_fast.model import FusMAE
@@ -62,9 +62,10 @@ class EmbedItems(Dataset):
         item = ds[j]
         out = {m: item[m] for m in self.inputs}
         if self.geometry:
-            t = ds.transform  # type: ignore[attr-defined]
+            t, full = ds.transform, ds.layout.full_size  # type: ignore[attr-defined]
             crop = t.image_size if t.fit == "crop" else None
-            out["footprint"] = torch.from_numpy(footprint(patch_geotiff(ds, j), crop))
+            ring = footprint(ds.georeference(j), full, crop, ds.names[j])  # type: ignore[attr-defined]
+            out["footprint"] = torch.from_numpy(ring)
         return out
 
 
@@ -197,7 +198,7 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     check_architecture(model.config, parts, cfg.ckpt)
     if cfg.geometry:
         for _, ds in parts:
-            check_georeferenced(ds, cfg.data)
+            check_georeferenced(ds)
     rows = list_rows(parts)
     num_rows = len(rows["name"])
     num_groups = math.ceil(num_rows / cfg.row_group_size)

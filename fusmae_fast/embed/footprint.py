@@ -1,26 +1,25 @@
-"""Patch footprints: each patch's GeoTIFF bounds as a polygon in lon/lat (OGC:CRS84), and its WKB.
+"""Patch footprints: a patch's georeference as a polygon in lon/lat (OGC:CRS84), and its WKB.
 
-The footprint of a patch is the rectangle its own GeoTIFF's georeference covers (the S2 10 m band
-B02 for BigEarthNet, the S2 file for SEN12MS), in the file's CRS (a UTM zone for both datasets); for
-a dataset fitted by centre crop (SEN12MS's default) it is the cropped window the encoder sees. The
-four corners are transformed to longitude/latitude by GDAL/PROJ (``rasterio.warp.transform``); the ring
-runs counter-clockwise (lower-left, lower-right, upper-right, upper-left, lower-left again): a
-north-up projected rectangle keeps its orientation in lon/lat.
-
-A packed store does not keep its patches' georeference yet; embedding a store with geometry stops with
-a message saying to re-convert, or to pass ``--no-geometry``.
+A patch's georeference (``RawDataset.georeference``: the EPSG code and bounds of its reference
+GeoTIFF, read from the file by a reader, or as ``fusmae-fast convert`` recorded it in a store) covers
+the layout's full pixel grid (BigEarthNet 120x120, SEN12MS 256x256). The footprint is that rectangle,
+or for a dataset fitted by centre crop (SEN12MS's default) the centred window the encoder sees. Its
+four corners are transformed to longitude/latitude by GDAL/PROJ (``rasterio.warp.transform``); the
+ring runs counter-clockwise (lower-left, lower-right, upper-right, upper-left, lower-left again): a
+north-up projected rectangle keeps its orientation in lon/lat. A store and the raw root it was
+converted from give the same georeference, hence the same footprints.
 """
 
 from __future__ import annotations
 
 import functools
 import struct
-from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from fusmae_fast.data.errors import DatasetError
+from fusmae_fast.data.errors import NoGeoreferenceError
+from fusmae_fast.data.raw_sample import Georeference
 
 LONLAT = "OGC:CRS84"
 """The footprints' CRS: WGS 84 longitude, latitude (GeoParquet's default)."""
@@ -28,75 +27,37 @@ RING_POINTS = 5
 """Points of a footprint ring (four corners and the first again)."""
 
 
-class NoGeoreferenceError(ValueError):
-    """The dataset cannot give its patches' footprints (a store written without georeference)."""
-
-
-def patch_geotiff(ds: Dataset, index: int) -> Path:
-    """The GeoTIFF whose georeference gives the footprint of patch ``index`` of a raw reader."""
-    from fusmae_fast.data.bigearthnet import BigEarthNetV1, BigEarthNetV2, ben_band_files, v2_s2_folder
-    from fusmae_fast.data.sen12ms import SEN12MS
-
-    name = ds.names[index]  # type: ignore[attr-defined]
-    if isinstance(ds, BigEarthNetV1):
-        if ds.s2_root is not None:
-            return ben_band_files(ds.s2_root / name, name, ("B02",))[0]
-        s1 = ds.s1_names[index]
-        return ben_band_files(ds.s1_root / s1, s1, ("VV",))[0]  # type: ignore[operator]
-    if isinstance(ds, BigEarthNetV2):
-        return ben_band_files(v2_s2_folder(ds.s2_dir, name), name, ("B02",))[0]
-    if isinstance(ds, SEN12MS):
-        season, scene, _ = ds.patches[index]
-        return ds.scene_dirs[(season, "s2", scene)] / f"{name}.tif"
-    raise NoGeoreferenceError(f"{type(ds).__name__}: no georeference known for this kind of dataset")
-
-
-def check_georeferenced(ds: Dataset, where: str) -> None:
-    """Raise :class:`NoGeoreferenceError` (one line) when ``ds`` cannot give footprints."""
-    from fusmae_fast.data.store import PackedDataset
-
-    if isinstance(ds, PackedDataset):
-        raise NoGeoreferenceError(
-            f"{where}: the store keeps no georeference (written before stores kept it): re-convert the "
-            "raw dataset with fusmae-fast convert, or pass --no-geometry"
-        )
+def check_georeferenced(ds: Dataset) -> None:
+    """Raise :class:`NoGeoreferenceError` (one line) when ``ds`` cannot give its patches' footprints."""
     if len(ds):  # type: ignore[arg-type]
-        patch_geotiff(ds, 0)  # raises for a kind of dataset without known georeference
+        ds.georeference(0)  # type: ignore[attr-defined]
 
 
-@functools.lru_cache(maxsize=16)
-def _to_lonlat(crs_wkt: str):  # -> a function (xs, ys) -> (lons, lats)
+@functools.lru_cache(maxsize=64)
+def _to_lonlat(epsg: int):  # -> a function (xs, ys) -> (lons, lats)
     from rasterio.crs import CRS
     from rasterio.warp import transform
 
-    src, dst = CRS.from_wkt(crs_wkt), CRS.from_user_input(LONLAT)
+    src, dst = CRS.from_epsg(epsg), CRS.from_user_input(LONLAT)
     return lambda xs, ys: transform(src, dst, xs, ys)
 
 
-def footprint(path: Path, crop: int | None = None) -> np.ndarray:
-    """(5, 2) float64 lon/lat ring of the GeoTIFF's extent (see the module docstring); with ``crop``,
-    of its centred ``crop`` x ``crop`` pixel window (what the encoder sees after ``fit="crop"``)."""
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
-    from fusmae_fast.data.geotiff import gdal_env
-
-    try:
-        with gdal_env(quiet=False), rasterio.open(path) as src:
-            crs, affine, h, w = src.crs, src.transform, src.height, src.width
-    except RasterioIOError as exc:
-        raise DatasetError(f"{path}: unreadable GeoTIFF ({exc})") from exc
-    if crs is None:
-        raise NoGeoreferenceError(f"{path}: the GeoTIFF has no CRS; pass --no-geometry")
-    top, left, bottom, right = 0, 0, h, w
-    if crop is not None and crop < min(h, w):
-        top, left = (h - crop) // 2, (w - crop) // 2
-        bottom, right = top + crop, left + crop
-    cols = [left, right, right, left, left]
-    rows = [bottom, bottom, top, top, bottom]
-    xs = [affine.a * c + affine.b * r + affine.c for c, r in zip(cols, rows, strict=True)]
-    ys = [affine.d * c + affine.e * r + affine.f for c, r in zip(cols, rows, strict=True)]
-    lons, lats = _to_lonlat(crs.to_wkt())(xs, ys)
+def footprint(geo: Georeference, full_size: int, crop: int | None = None, name: str = "") -> np.ndarray:
+    """(5, 2) float64 lon/lat ring of a patch of ``full_size`` x ``full_size`` pixels (see the module
+    docstring); with ``crop``, of its centred ``crop`` x ``crop`` window."""
+    if geo.epsg == 0:
+        raise NoGeoreferenceError(
+            f"patch {name}: its GeoTIFF has no CRS with an EPSG code; pass --no-geometry"
+        )
+    left, bottom, right, top = geo.bounds
+    if crop is not None and crop < full_size:
+        dx, dy = (right - left) / full_size, (top - bottom) / full_size
+        off = (full_size - crop) // 2
+        left, right = left + off * dx, left + (off + crop) * dx
+        top, bottom = top - off * dy, top - (off + crop) * dy
+    xs = [left, right, right, left, left]
+    ys = [bottom, bottom, top, top, bottom]
+    lons, lats = _to_lonlat(geo.epsg)(xs, ys)
     return np.stack([np.asarray(lons, np.float64), np.asarray(lats, np.float64)], axis=1)
 
 

@@ -180,21 +180,52 @@ def test_kill_and_resume_equals_uninterrupted(world, tmp_path):
     assert meta_a[b"geo"] == meta_b[b"geo"]
 
 
-def test_builtin_sample(world, tmp_path, capsys):
-    """The built-in sample is a store, which keeps no georeference yet: geometry asks to re-convert."""
+def test_builtin_sample(world, tmp_path):
+    """The built-in sample (a store converted from the synthetic v1 layout) keeps its georeference."""
+    geopandas = pytest.importorskip("geopandas")
     root, _ = world
     out = tmp_path / "sample.parquet"
     args = ["embed", "--ckpt", str(root / "encoder.safetensors"), "--data", "sample", "--out", str(out)]
-    args += ["--split", "test", "--num_workers", "0", "--no-progress", "--precision", "fp32"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "re-convert" in err and "--no-geometry" in err and len(err.strip().splitlines()) == 2
-    assert main([*args, "--no-geometry"]) == 0
-    table = pq.read_table(out)
+    assert main([*args, "--split", "test", "--num_workers", "0", "--no-progress", "--precision", "fp32"]) == 0
+    df = geopandas.read_parquet(out)
     ds = open_dataset("sample", split="test")
-    assert table.num_rows == len(ds) and table.column("name").to_pylist() == ds.names
-    assert "geometry" not in table.column_names and b"geo" not in pq.read_metadata(out).metadata
-    assert table.column("s1_name").null_count == len(ds)  # the store does not keep S1 names
+    assert len(df) == len(ds) and list(df["name"]) == ds.names
+    assert df["s1_name"].isna().all()  # the store does not keep S1 names
+    bounds = np.array([ds.georeference(i).bounds for i in range(len(ds))])
+    assert (bounds[:, 2] - bounds[:, 0] == 1200).all() and (bounds[:, 3] - bounds[:, 1] == 1200).all()
+    assert df.geometry.is_valid.all() and (df.to_crs(ds.georeference(0).epsg).geometry.area > 1e6).all()
+
+
+def test_store_gives_the_raw_roots_geometry(world, tmp_path, capsys):
+    """A store converted from the v1 root gives the same footprints (and embeddings) as the root; a store
+    converted before stores kept georeference says to convert again, or --no-geometry."""
+    from fusmae_fast.data.packing import pack
+
+    root, _ = world
+    sources = [(s, open_dataset(root / "v1", split=s)) for s in ("train", "validation", "test")]
+    pack(sources, tmp_path / "store", workers=0, progress=False)
+    from_root, from_store = tmp_path / "root.parquet", tmp_path / "store.parquet"
+    assert _embed(root, from_root) == 0
+    ckpt = str(root / "encoder.safetensors")
+    args = ["embed", "--ckpt", ckpt, "--data", str(tmp_path / "store"), "--out", str(from_store)]
+    args += ["--precision", "fp32", "--num_workers", "0", "--no-progress", "--batch_size", "4"]
+    assert main([*args, "--row_group_size", "6"]) == 0
+    a, b = pq.read_table(from_root), pq.read_table(from_store)
+    for column in ("name", "split", "labels", "embedding", "geometry", "bbox"):
+        assert a.column(column).equals(b.column(column)), column
+
+    index_path = tmp_path / "store" / "index.json"
+    index = json.loads(index_path.read_text())
+    del index["georeference"]  # as a convert before stores kept georeference wrote it
+    index_path.write_text(json.dumps(index))
+    capsys.readouterr()
+    assert main([*args, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "keeps no georeference" in err and "convert" in err and "--no-geometry" in err
+    assert main([*args, "--overwrite", "--no-geometry"]) == 0
+    plain = pq.read_table(from_store)
+    assert "geometry" not in plain.column_names and b"geo" not in pq.read_metadata(from_store).metadata
+    assert plain.column("embedding").equals(a.column("embedding"))
 
 
 def test_bad_input_one_line_each(world, tmp_path, capsys):
