@@ -142,6 +142,8 @@ class PartialOutput:
             self.out.unlink(missing_ok=True)
             shutil.rmtree(self.folder, ignore_errors=True)
         elif self.out.exists():
+            if self._recorded() == fingerprint:  # killed after the rename, before the folder's removal
+                shutil.rmtree(self.folder, ignore_errors=True)
             raise OutputError(describe_existing(self.out))
         run_file = self.folder / RUN_NAME
         if self.folder.is_dir() and run_file.is_file():
@@ -163,6 +165,13 @@ class PartialOutput:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_file, json.dumps(fingerprint, indent=1, sort_keys=True))
         return self
+
+    def _recorded(self) -> dict[str, Any] | None:
+        """The fingerprint an unfinished run recorded in the folder (None if none is readable)."""
+        try:
+            return json.loads((self.folder / RUN_NAME).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
 
     def group_path(self, group: int) -> Path:
         return self.folder / f"group-{group:06d}.parquet"

@@ -120,3 +120,23 @@ def test_repo_id_without_huggingface_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_hub)
     with pytest.raises(FileNotFoundError, match="needs huggingface_hub"):
         FusMAE.from_pretrained("someone/fusmae-tiny")
+
+
+def test_eval_accepts_a_pretrained_folder(tmp_path):
+    """``fusmae-fast eval --ckpt DIR`` with a save_pretrained folder: the linear probe runs on its encoder."""
+    from fusmae_fast.evaluate import EvalConfig, run_evaluation
+
+    torch.manual_seed(0)
+    folder = build_model("tiny").save_pretrained(tmp_path / "tiny-pretrained", encoder_only=True)
+    cfg = EvalConfig(
+        task="linear",
+        ckpt=str(folder),
+        inputs=("s1+s2",),
+        epochs=1,
+        output_dir=str(tmp_path / "eval"),
+        num_workers=0,
+        progress=False,
+    )
+    result = run_evaluation(cfg)
+    assert list(result["results"]) == ["tiny-pretrained"]
+    assert 0.0 <= result["results"]["tiny-pretrained"]["s1+s2"]["map_macro"] <= 1.0
