@@ -208,17 +208,36 @@ def encoder_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def export_encoder(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write the encoder weights and the model config to a ``.safetensors`` file, atomically."""
+def export_encoder(model: torch.nn.Module, path: str | os.PathLike[str], *, step: int | None = None) -> Path:
+    """Write the encoder weights and the model config (and the optimizer ``step`` they are from, when
+    given) to a ``.safetensors`` file, atomically."""
     from safetensors.torch import save
 
     config = model.config.to_dict()  # type: ignore[attr-defined]
-    data = save(
-        encoder_state_dict(model), metadata={"fusmae_fast_config": json.dumps(config), "format": "pt"}
-    )
+    meta = {"fusmae_fast_config": json.dumps(config), "format": "pt"}
+    if step is not None:
+        meta["fusmae_fast_step"] = str(step)
+    data = save(encoder_state_dict(model), metadata=meta)
     path = Path(path)
     atomic_write_bytes(path, data)
     return path
+
+
+def unreadable_encoder(path: str | os.PathLike[str], exc: Exception) -> ValueError:
+    """The one-line error for an encoder file that safetensors cannot read."""
+    return ValueError(f"{path}: not a readable safetensors file (truncated or damaged? {exc})")
+
+
+def encoder_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata of an exported encoder file; a ValueError naming it when it cannot be read
+    (truncated or damaged)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise unreadable_encoder(path, exc) from exc
 
 
 def load_encoder(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", **overrides: Any):
@@ -229,7 +248,7 @@ def load_encoder(path: str | os.PathLike[str], map_location: str | torch.device 
     ``model.encode(s1, s2)`` (either may be None) for features. ``overrides`` change config fields
     (e.g. ``kernels="triton"``).
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from fusmae_fast.config import ModelConfig
@@ -240,12 +259,14 @@ def load_encoder(path: str | os.PathLike[str], map_location: str | torch.device 
         return FusMAE.from_pretrained(path, map_location=map_location, **overrides)
     if not path.is_file():
         raise FileNotFoundError(f"no encoder file at {path}")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
+    meta = encoder_metadata(path)
     if "fusmae_fast_config" not in meta:
         raise ValueError(f"{path} was not written by fusmae_fast.export_encoder (no config in its metadata)")
     cfg = ModelConfig.from_dict({**json.loads(meta["fusmae_fast_config"]), **overrides})
-    state = load_file(str(path), device=str(map_location))
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError) as exc:
+        raise unreadable_encoder(path, exc) from exc
     return load_weights(FusMAE(cfg), state, path, encoder_only=True)
 
 

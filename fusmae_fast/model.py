@@ -302,10 +302,17 @@ class FusMAE(nn.Module):
             )
         if not img.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {img.dtype}")
+        weights = self.patch_embed_s1.weight.dtype
+        if img.dtype != weights and not torch.is_autocast_enabled(img.device.type):
+            raise TypeError(
+                f"{name} is {img.dtype} but the model's weights are {weights}: pass {name}.to({weights}), "
+                "or run under torch.autocast for a lower precision"
+            )
         if cfg.validate_inputs and not torch.compiler.is_compiling() and _has_non_finite(img):
             bad = int((~torch.isfinite(img)).sum())
             raise ValueError(
-                f"{name} holds {bad} NaN/Inf values; clean the data (or use the reader's nan_policy)"
+                f"{name} holds {bad} NaN/Inf values; clean the data: repack it with fusmae-fast convert "
+                "--nan-policy, or pass nan_policy= to the dataset reader in Python"
             )
 
     def _check_pair(self, s1: torch.Tensor | None, s2: torch.Tensor | None) -> int:

@@ -16,12 +16,20 @@ from torch.utils.data import Dataset, Subset
 
 from fusmae_fast.atomic_write import atomic_write_text
 from fusmae_fast.config import ModelConfig
+from fusmae_fast.device import resolve_device
 from fusmae_fast.evaluate.config import EvalConfig
 from fusmae_fast.evaluate.encoder import load_model
 from fusmae_fast.evaluate.finetune import finetune, predict
 from fusmae_fast.evaluate.linear import extract_features, train_linear_head
 from fusmae_fast.evaluate.report import write_results_md
-from fusmae_fast.evaluate.tasks import headline, num_classes, open_task_dataset, score, uses_linear_probe
+from fusmae_fast.evaluate.tasks import (
+    check_task_fits,
+    headline,
+    num_classes,
+    open_task_dataset,
+    score,
+    uses_linear_probe,
+)
 from fusmae_fast.model import FusMAE
 from fusmae_fast.plots import plot_ap_per_class
 
@@ -30,9 +38,7 @@ def run_evaluation(
     cfg: EvalConfig, *, train_set: Dataset | None = None, test_set: Dataset | None = None
 ) -> dict[str, Any]:
     """Evaluate the checkpoint (and the random baseline) on every requested input; write the outputs."""
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    )
+    device = resolve_device(cfg.device, cfg.kernels)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -43,6 +49,7 @@ def run_evaluation(
         train_set = open_task_dataset(cfg.data, "train", cfg.task, image_size)
     if test_set is None:
         test_set = open_task_dataset(cfg.data, "test", cfg.task, image_size)
+    check_task_fits(cfg.task, train_set, cfg.data)
     train_sub = labelled_subset(train_set, cfg, out_dir)
 
     rows: dict[str, dict[str, Any]] = {}

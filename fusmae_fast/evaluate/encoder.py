@@ -7,12 +7,21 @@ modality's tokens are not fed (see ``fusmae_fast.model``).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fusmae_fast.checkpoint import latest_valid, load_checkpoint, load_encoder
+from fusmae_fast.checkpoint import (
+    encoder_metadata,
+    latest_valid,
+    list_checkpoints,
+    load_checkpoint,
+    load_encoder,
+    step_of,
+    suspect_reason,
+)
 from fusmae_fast.config import ModelConfig
 from fusmae_fast.model import FusMAE
 from fusmae_fast.pretrained import is_pretrained_folder
@@ -20,12 +29,13 @@ from fusmae_fast.pretrained import is_pretrained_folder
 
 def checkpoint_file(ckpt: str | os.PathLike[str]) -> Path:
     """What ``ckpt`` names: a pretrained folder (``FusMAE.save_pretrained``) as it is, a run folder's
-    encoder.safetensors (else its newest valid checkpoint), or the given .safetensors / .pt file."""
+    encoder.safetensors (else, or when it is unreadable or older than the newest checkpoint, its newest
+    valid checkpoint, saying so), or the given .safetensors / .pt file."""
     path = Path(ckpt)
     if path.is_dir():
         if is_pretrained_folder(path):
             return path
-        if (path / "encoder.safetensors").is_file():
+        if (path / "encoder.safetensors").is_file() and current_encoder(path):
             return path / "encoder.safetensors"
         found = latest_valid(path / "checkpoints")
         if found is None:
@@ -36,6 +46,31 @@ def checkpoint_file(ckpt: str | os.PathLike[str]) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint or encoder at {path}")
     return path
+
+
+def current_encoder(run: Path) -> bool:
+    """True when the run folder's encoder.safetensors is readable and not older than its newest
+    checkpoint (not marked suspect); else says why the checkpoint is used instead."""
+    encoder = run / "encoder.safetensors"
+    try:
+        step = encoder_metadata(encoder).get("fusmae_fast_step")
+    except ValueError as exc:
+        print(f"[fusmae-fast] {exc}: using the newest valid checkpoint instead", file=sys.stderr)
+        return False
+    ckpts = [p for p in list_checkpoints(run / "checkpoints") if suspect_reason(p) is None]
+    if not ckpts:
+        return True
+    newest = ckpts[-1]
+    stale = (
+        step_of(newest) > int(step) if step is not None else newest.stat().st_mtime > encoder.stat().st_mtime
+    )
+    if stale:
+        print(
+            f"[fusmae-fast] {encoder} (step {step or '?'}) is older than {newest.name}: evaluating the "
+            "newest valid checkpoint instead",
+            file=sys.stderr,
+        )
+    return not stale
 
 
 def load_model(

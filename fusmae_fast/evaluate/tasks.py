@@ -37,6 +37,24 @@ def open_task_dataset(path: str | None, split: str, task: str, image_size: int) 
     return open_dataset(path, split=split, image_size=image_size)
 
 
+def check_task_fits(task: str, dataset: Dataset, path: str | None) -> None:
+    """A ValueError saying which task fits when ``dataset``'s kind (BigEarthNet or SEN12MS) is not
+    the task's (datasets that do not say their kind pass)."""
+    kind = getattr(getattr(dataset, "info", None), "kind", None)
+    wanted = "sen12ms" if task == "sen12ms" else "bigearthnet"
+    if kind is None or kind == wanted:
+        return
+    where = path or "the built-in sample"
+    if task == "sen12ms":
+        raise ValueError(
+            f"eval sen12ms needs SEN12MS data (10 simplified-IGBP classes); {where} holds {kind} patches: "
+            "use eval linear or eval finetune"
+        )
+    raise ValueError(
+        f"eval {task} needs BigEarthNet data (19 classes); {where} holds {kind} patches: use eval sen12ms"
+    )
+
+
 def label_target(label: torch.Tensor, task: str) -> torch.Tensor:
     """A batch of labels as the loss wants them: (B, 19) float, or (B,) class ids for SEN12MS
     (given as ids, or as (B, 10) one-hot/histograms whose argmax is taken)."""

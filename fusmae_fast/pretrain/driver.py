@@ -60,21 +60,21 @@ def run_pretraining(
         if train_one_epoch(run, train_model, loader, pos, report) and run.dist.is_main:
             report.epoch_figures(pos.epoch - 1)
         del loader
-    finish(run, report, trained=pos.step > 0)
+    finish(run, report, pos.step)
     return PretrainResult(
         run.out_dir, pos.step, pos.epoch, report.final_loss, pos.skipped, start_step, had_work
     )
 
 
-def finish(run: PretrainRun, report: RunReport, *, trained: bool = True) -> None:
-    """Rank 0 exports ``encoder.safetensors`` (when the weights have trained and are finite) and draws
-    the final loss curve; all ranks meet."""
+def finish(run: PretrainRun, report: RunReport, step: int) -> None:
+    """Rank 0 exports ``encoder.safetensors`` of ``step`` (when the weights have trained, step > 0,
+    and are finite) and draws the final loss curve; all ranks meet."""
     bad = first_nonfinite(run)
     if bad is not None:
         raise NonFiniteLossError(f"non-finite {bad} at the end of the run: no encoder exported")
     if run.dist.is_main:
-        if trained:
-            export_encoder(run.model, run.out_dir / "encoder.safetensors")
+        if step > 0:
+            export_encoder(run.model, run.out_dir / "encoder.safetensors", step=step)
         report.loss_curve()
     if run.dist.world > 1:
         dist.barrier()
