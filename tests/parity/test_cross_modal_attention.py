@@ -40,7 +40,6 @@ from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref,
 from fusmae_fast.kernels.triton_runtime import TL_DTYPE_NAME
 
 CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
 LENGTHS = (1, 7, 64, 113, 225)
 HEAD_DIMS = (16, 40, 64)
 REPORT = ErrorReport("cross_modal_attention max |error| vs float64 reference:", width=28)
@@ -108,54 +107,54 @@ def check_parity(q, k, v, do, split, dtype, tag=""):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
-def test_parity(case):
+def test_parity(case, device):
     dtype, B, L, H, D, kinds = case
     (q, k, v, do), gen = _inputs(B, L, H, D, dtype, seed=zlib.crc32(_ids(case).encode()))
     split = torch.tensor(_splits(list(kinds), L, gen), dtype=torch.int64)
-    q, k, v, do, split = (t.to(DEVICE) for t in (q, k, v, do, split))
+    q, k, v, do, split = (t.to(device) for t in (q, k, v, do, split))
     check_parity(q, k, v, do, split, dtype, tag=_ids(case))
 
 
 @pytest.mark.parametrize("config", [(16, 16, 4, 1), (64, 64, 4, 1), (16, 64, 4, 1)])
-def test_block_configs(monkeypatch, config):
+def test_block_configs(monkeypatch, config, device):
     """The result does not depend on the block shape (straddling blocks, off-grid key starts)."""
     monkeypatch.setitem(xmod.INTERPRETER_CONFIG, "fwd", config)
     monkeypatch.setitem(xmod.INTERPRETER_CONFIG, "dq", config)
     monkeypatch.setitem(xmod.INTERPRETER_CONFIG, "dkdv", config[1::-1] + config[2:])
     (q, k, v, do), _ = _inputs(3, 113, 2, 40, torch.float32, seed=7)
     split = torch.tensor([17, 64, 100], dtype=torch.int64)
-    check_parity(*(t.to(DEVICE) for t in (q, k, v, do, split)), torch.float32, tag=f"config {config}")
+    check_parity(*(t.to(device) for t in (q, k, v, do, split)), torch.float32, tag=f"config {config}")
 
 
-def test_non_contiguous_views():
+def test_non_contiguous_views(device):
     """q, k, v as strided views of one packed (B, L, 3, H, D) projection; dO non-contiguous too."""
     B, L, H, D = 2, 50, 2, 32
     gen = torch.Generator().manual_seed(3)
-    qkv = torch.randn(B, L, 3, H, D, generator=gen).to(DEVICE)
+    qkv = torch.randn(B, L, 3, H, D, generator=gen).to(device)
     q, k, v = qkv.unbind(2)
     assert not q.is_contiguous()
-    do = torch.randn(B, H, L, D, generator=gen).to(DEVICE).transpose(1, 2)
-    split = torch.tensor([20, 31], dtype=torch.int64, device=DEVICE)
+    do = torch.randn(B, H, L, D, generator=gen).to(device).transpose(1, 2)
+    split = torch.tensor([20, 31], dtype=torch.int64, device=device)
     check_parity(q, k, v, do, split, torch.float32, tag="views")
 
 
-def test_rows_without_keys_are_exact_zeros():
+def test_rows_without_keys_are_exact_zeros(device):
     """split 0 or L: no key of the other modality, so o = 0 and all gradients 0, never NaN."""
     B, L, H, D = 2, 40, 2, 16
     (q, k, v, do), _ = _inputs(B, L, H, D, torch.float32, seed=5)
     split = torch.tensor([0, L], dtype=torch.int64)
     o, dq, dk, dv = _run(
-        cross_modal_attention_triton, *(t.to(DEVICE) for t in (q, k, v, do)), split.to(DEVICE)
+        cross_modal_attention_triton, *(t.to(device) for t in (q, k, v, do)), split.to(device)
     )
     for t in (o, dq, dk, dv):
         assert torch.equal(t, torch.zeros_like(t))
 
 
-def test_ops_dispatch():
+def test_ops_dispatch(device):
     """fusmae_fast.ops routes kernels='triton' to this module; same result as kernels='torch'."""
     (q, k, v, _), _ = _inputs(2, 21, 1, 16, torch.float32, seed=11)
     split = torch.tensor([5, 21], dtype=torch.int64)
-    q, k, v, split = (t.to(DEVICE) for t in (q, k, v, split))
+    q, k, v, split = (t.to(device) for t in (q, k, v, split))
     got = ops.cross_modal_attention(q, k, v, split, kernels="triton")
     want = ops.cross_modal_attention(q, k, v, split, kernels="torch")
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
@@ -169,12 +168,12 @@ def test_ops_dispatch():
     D=st.sampled_from([16, 24, 40, 56]),
     data=st.data(),
 )
-def test_fuzz_shapes_and_splits(B, L, H, D, data):
+def test_fuzz_shapes_and_splits(B, L, H, D, data, device):
     splits = data.draw(st.lists(st.integers(0, L), min_size=B, max_size=B), label="split")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
     (q, k, v, do), _ = _inputs(B, L, H, D, torch.float32, seed=seed)
     split = torch.tensor(splits, dtype=torch.int64)
-    check_parity(*(t.to(DEVICE) for t in (q, k, v, do, split)), torch.float32, tag=f"fuzz {splits}")
+    check_parity(*(t.to(device) for t in (q, k, v, do, split)), torch.float32, tag=f"fuzz {splits}")
 
 
 def test_bf16_torch_path():
@@ -193,22 +192,22 @@ def test_bf16_torch_path():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="Triton's interpreter has no bf16; runs on CUDA only")
-def test_bf16_triton_cuda():
+def test_bf16_triton_cuda(device):
     for L, D, splits in ((113, 64, [0, 57, 113]), (225, 40, [1, 200, 112])):
         (q, k, v, do), _ = _inputs(3, L, 2, D, torch.bfloat16, seed=L)
         split = torch.tensor(splits, dtype=torch.int64)
-        check_parity(*(t.to(DEVICE) for t in (q, k, v, do, split)), torch.bfloat16, tag=f"bf16 L{L}")
+        check_parity(*(t.to(device) for t in (q, k, v, do, split)), torch.bfloat16, tag=f"bf16 L{L}")
 
 
-def test_custom_op_opcheck():
+def test_custom_op_opcheck(device):
     """torch.library registration: schema, fake (meta) kernel, autograd registration."""
     (q, k, v, _), _ = _inputs(2, 9, 1, 16, torch.float32, seed=17)
     split = torch.tensor([4, 9], dtype=torch.int64)
-    q, k, v, split = (t.to(DEVICE).requires_grad_(t.is_floating_point()) for t in (q, k, v, split))
+    q, k, v, split = (t.to(device).requires_grad_(t.is_floating_point()) for t in (q, k, v, split))
     torch.library.opcheck(torch.ops.fusmae_fast.cross_modal_attention_fwd.default, (q, k, v, split, False))
 
 
-def test_torch_compile_fullgraph():
+def test_torch_compile_fullgraph(device):
     """torch.compile traces a function using the op with no graph break (dynamo + AOT autograd with
     fake tensors; backend aot_eager so the test needs no C++ toolchain), forward and backward."""
     import torch._dynamo
@@ -220,7 +219,7 @@ def test_torch_compile_fullgraph():
 
     (q, k, v, _), _ = _inputs(2, 12, 1, 16, torch.float32, seed=19)
     split = torch.tensor([5, 0], dtype=torch.int64)
-    q, k, v, split = (t.to(DEVICE) for t in (q, k, v, split))
+    q, k, v, split = (t.to(device) for t in (q, k, v, split))
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     out = compiled(*leaves, split)

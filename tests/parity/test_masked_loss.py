@@ -28,7 +28,6 @@ from fusmae_fast.kernels.triton_runtime import pow2_block
 from fusmae_fast.masking import random_masking
 
 CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
 LOSS_ATOL = 1e-6
 REPORT = ErrorReport("masked_mse max |error| vs float64 reference (grads scaled to O(1)):")
 _print_errors = REPORT.fixture()
@@ -87,29 +86,29 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{s}-Cin{c}-norm{int(n)}-{str(d)[6:]}" for s, c, n, d in CASES])
-def test_parity(case):
+def test_parity(case, device):
     size, C_in, norm_pix, dtype = case
     H, P = IMAGE_SIZES[size]
     N = (H // P) ** 2
     gen = torch.Generator().manual_seed(zlib.crc32(str(case).encode()))
     img, pred = (t.to(dtype) for t in _inputs(3, C_in, H, P, gen))
     mask = _ratio_mask(N, [0.0, 0.75, 1.0], gen)
-    check_mse(pred.to(DEVICE), img.to(DEVICE), mask.to(DEVICE), P, norm_pix, tag=str(case))
+    check_mse(pred.to(device), img.to(device), mask.to(device), P, norm_pix, tag=str(case))
 
 
 @pytest.mark.parametrize("norm_pix", [True, False])
-def test_nothing_masked(norm_pix):
+def test_nothing_masked(norm_pix, device):
     """Mask ratio 0.0 for the whole batch: loss 0 (denominator clamped to 1), exact zero gradients."""
     gen = torch.Generator().manual_seed(3)
-    img, pred = (t.float().to(DEVICE).requires_grad_(True) for t in _inputs(2, 2, 8, 4, gen))
-    mask = torch.zeros(2, 4, dtype=torch.bool, device=DEVICE)
+    img, pred = (t.float().to(device).requires_grad_(True) for t in _inputs(2, 2, 8, 4, gen))
+    mask = torch.zeros(2, 4, dtype=torch.bool, device=device)
     loss = masked_mse_triton(pred, img, mask, 4, norm_pix)
     assert loss.item() == 0.0
     for g in torch.autograd.grad(loss, (pred, img)):
         assert not g.any()
 
 
-def test_float_mask_weights_and_strided_slices():
+def test_float_mask_weights_and_strided_slices(device):
     """A float mask weights patches (as the reference); the model's per-modality mask is a strided
     slice of a (B, 2N) mask; fp16 predictions with fp32 images."""
     H, P, C_in, B = 16, 4, 3, 2
@@ -117,21 +116,21 @@ def test_float_mask_weights_and_strided_slices():
     gen = torch.Generator().manual_seed(4)
     img, pred = (t.float() for t in _inputs(B, C_in, H, P, gen))
     weights = torch.rand(B, N, generator=gen) * (torch.rand(B, N, generator=gen) < 0.7)
-    check_mse(pred.to(DEVICE), img.to(DEVICE), weights.to(DEVICE), P, True, tag="float weights")
+    check_mse(pred.to(device), img.to(device), weights.to(device), P, True, tag="float weights")
     masking = random_masking(B, N, 0.75, "independent", generator=torch.Generator().manual_seed(5))
     for mask in (masking.mask_s1, masking.mask_s2):
         assert not mask.is_contiguous()
-        check_mse(pred.to(DEVICE), img.to(DEVICE), mask.to(DEVICE), P, True, tag="strided mask")
-    check_mse(pred.half().to(DEVICE), img.to(DEVICE), masking.mask_s1.to(DEVICE), P, True, tag="fp16 pred")
+        check_mse(pred.to(device), img.to(device), mask.to(device), P, True, tag="strided mask")
+    check_mse(pred.half().to(device), img.to(device), masking.mask_s1.to(device), P, True, tag="fp16 pred")
 
 
-def test_pred_only_gradient_and_large_offsets():
+def test_pred_only_gradient_and_large_offsets(device):
     """Images far from zero (raw-reflectance-like offsets) normalise stably; img without grad."""
     gen = torch.Generator().manual_seed(6)
     img, pred = _inputs(2, 12, 16, 8, gen, img_scale=50.0)
-    img = (img + 2000.0).float().to(DEVICE)
-    pred = pred.float().to(DEVICE).requires_grad_(True)
-    mask = _ratio_mask(4, [0.5, 0.75], gen).to(DEVICE)
+    img = (img + 2000.0).float().to(device)
+    pred = pred.float().to(device).requires_grad_(True)
+    mask = _ratio_mask(4, [0.5, 0.75], gen).to(device)
     loss = masked_mse_triton(pred, img, mask, 8, True)
     (dpred,) = torch.autograd.grad(loss, [pred])
     pred64 = pred.detach().double().requires_grad_(True)
@@ -141,34 +140,36 @@ def test_pred_only_gradient_and_large_offsets():
     torch.testing.assert_close(dpred.double(), dref, atol=1e-8, rtol=1e-5)
 
 
-def test_rejects_oversized_patches_and_bad_dtypes():
-    img = torch.randn(1, 17, 16, 16)
-    pred = torch.randn(1, 1, 16 * 16 * 17)
+def test_rejects_oversized_patches_and_bad_dtypes(device):
+    img = torch.randn(1, 17, 16, 16, device=device)
+    pred = torch.randn(1, 1, 16 * 16 * 17, device=device)
+    ones = torch.ones(1, 1, device=device)
     with pytest.raises(ValueError, match="exceeds the Triton path's limit"):
-        masked_mse_triton(pred, img, torch.ones(1, 1, dtype=torch.bool), 16, True)
+        masked_mse_triton(pred, img, ones.bool(), 16, True)
     with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
-        masked_mse_triton(pred[..., :256].double(), img[:, :1].double(), torch.ones(1, 1), 16, True)
+        masked_mse_triton(pred[..., :256].double(), img[:, :1].double(), ones, 16, True)
     with pytest.raises(ValueError, match="at least 2 elements"):
-        masked_mse_triton(torch.randn(1, 4, 1), torch.randn(1, 1, 2, 2), torch.ones(1, 4), 1, True)
+        pred, img = torch.randn(1, 4, 1, device=device), torch.randn(1, 1, 2, 2, device=device)
+        masked_mse_triton(pred, img, torch.ones(1, 4, device=device), 1, True)
 
 
-def test_ops_dispatch():
+def test_ops_dispatch(device):
     gen = torch.Generator().manual_seed(7)
-    img, pred = (t.float() for t in _inputs(2, 12, 16, 4, gen))
-    mask = _ratio_mask(16, [0.75, 0.5], gen)
+    img, pred = (t.float().to(device) for t in _inputs(2, 12, 16, 4, gen))
+    mask = _ratio_mask(16, [0.75, 0.5], gen).to(device)
     got = ops.masked_mse(pred, img, mask, 4, True, kernels="triton")
     want = ops.masked_mse(pred, img, mask, 4, True, kernels="torch")
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
-def test_opcheck():
+def test_opcheck(device):
     gen = torch.Generator().manual_seed(8)
-    img, pred = (t.float().requires_grad_(True) for t in _inputs(2, 2, 8, 4, gen))
-    mask = _ratio_mask(4, [0.75, 0.5], gen)
+    img, pred = (t.float().to(device).requires_grad_(True) for t in _inputs(2, 2, 8, 4, gen))
+    mask = _ratio_mask(4, [0.75, 0.5], gen).to(device)
     torch.library.opcheck(torch.ops.fusmae_fast.masked_mse_fwd.default, (pred, img, mask, 4, True))
 
 
-def test_torch_compile_fullgraph():
+def test_torch_compile_fullgraph(device):
     import torch._dynamo
 
     torch._dynamo.reset()
@@ -177,9 +178,9 @@ def test_torch_compile_fullgraph():
         return masked_mse_triton(pred * 2.0, img, mask, 4, True) * 3.0
 
     gen = torch.Generator().manual_seed(9)
-    img, pred = (t.float() for t in _inputs(2, 2, 8, 4, gen))
+    img, pred = (t.float().to(device) for t in _inputs(2, 2, 8, 4, gen))
     pred.requires_grad_(True)
-    mask = _ratio_mask(4, [0.75, 0.5], gen)
+    mask = _ratio_mask(4, [0.75, 0.5], gen).to(device)
     out = torch.compile(f, fullgraph=True, backend="aot_eager")(pred, img, mask)
     (grad,) = torch.autograd.grad(out, [pred])
     pred64 = pred.detach().double().requires_grad_(True)
@@ -203,9 +204,9 @@ def test_one_config_per_block_d():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="Triton's interpreter has no bf16; runs on CUDA only")
-def test_bf16_cuda():
+def test_bf16_cuda(device):
     gen = torch.Generator().manual_seed(10)
     for C_in in (2, 12):
         img, pred = (t.bfloat16() for t in _inputs(4, C_in, 120, 8, gen))
         mask = _ratio_mask(225, [0.0, 0.75, 1.0, 0.5], gen)
-        check_mse(pred.to(DEVICE), img.to(DEVICE), mask.to(DEVICE), 8, True, tag=f"bf16 {C_in}")
+        check_mse(pred.to(device), img.to(device), mask.to(device), 8, True, tag=f"bf16 {C_in}")

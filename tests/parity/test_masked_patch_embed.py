@@ -23,7 +23,6 @@ from fusmae_fast import ops
 from fusmae_fast.kernels import masked_patch_embed as mpe
 
 CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
 REPORT = ErrorReport("masked_patch_embed max |error| vs float64 reference:")
 _err = max_abs_error
 _print_errors = REPORT.fixture()
@@ -96,7 +95,7 @@ MPE_CASES = [
 
 
 @pytest.mark.parametrize("case", MPE_CASES, ids=[f"{s}-Cin{c}-{str(d)[6:]}" for s, c, d in MPE_CASES])
-def test_mpe_parity_ragged(case):
+def test_mpe_parity_ragged(case, device):
     """One launch, three samples: mask ratio 0.0 (all N kept), 0.75 (N/4 kept) and 1.0 (nothing kept),
     kept patches at random slots of K = N, -1 elsewhere (the ragged per-modality keep form)."""
     size, C_in, dtype = case
@@ -106,11 +105,11 @@ def test_mpe_parity_ragged(case):
     img, weight, bias, pos = (t.to(dtype) for t in _mpe_inputs(3, C_in, H, P, EMBED, gen))
     ids = _ragged_ids(N, [N, N // 4, 0], gen)
     dout = torch.randn(3, N, EMBED, generator=gen).to(dtype)
-    check_mpe(*(t.to(DEVICE) for t in (img, weight, bias, pos, ids)), P, dout.to(DEVICE), tag=str(case))
+    check_mpe(*(t.to(device) for t in (img, weight, bias, pos, ids)), P, dout.to(device), tag=str(case))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_mpe_uniform_keep(dtype):
+def test_mpe_uniform_keep(dtype, device):
     """MAE's plain form: K = N/4 kept per sample, no empty slot (mask ratio 0.75)."""
     H, P, C_in, B = 120, 8, 2, 2
     N = (H // P) ** 2
@@ -119,17 +118,17 @@ def test_mpe_uniform_keep(dtype):
     ids = torch.stack([torch.randperm(N, generator=gen)[: N // 4] for _ in range(B)])
     dout = torch.randn(B, N // 4, EMBED, generator=gen).to(dtype)
     check_mpe(
-        *(t.to(DEVICE) for t in (img, weight, bias, pos, ids)), P, dout.to(DEVICE), tag=f"uniform {dtype}"
+        *(t.to(device) for t in (img, weight, bias, pos, ids)), P, dout.to(device), tag=f"uniform {dtype}"
     )
 
 
-def test_mpe_nothing_kept():
+def test_mpe_nothing_kept(device):
     """K = 0 (mask ratio 1.0 for the whole batch): empty output, all gradients exact zeros."""
     gen = torch.Generator().manual_seed(22)
     img, weight, bias, pos = (
-        t.float().to(DEVICE).requires_grad_(True) for t in _mpe_inputs(2, 2, 8, 4, 8, gen)
+        t.float().to(device).requires_grad_(True) for t in _mpe_inputs(2, 2, 8, 4, 8, gen)
     )
-    ids = torch.empty(2, 0, dtype=torch.int64, device=DEVICE)
+    ids = torch.empty(2, 0, dtype=torch.int64, device=device)
     out = mpe.masked_patch_embed_triton(img, weight, bias, pos, ids, 4)
     assert out.shape == (2, 0, 8)
     grads = torch.autograd.grad(out.sum(), [img, weight, bias, pos])
@@ -140,7 +139,7 @@ def test_mpe_nothing_kept():
 @pytest.mark.parametrize(
     "conf", [(16, 16, 32, 4, 1), (32, 16, 16, 4, 1)], ids=["BM16-BN16-BR32", "BM32-BN16-BR16"]
 )
-def test_mpe_block_configs_and_dw_splits(monkeypatch, conf):
+def test_mpe_block_configs_and_dw_splits(monkeypatch, conf, device):
     """Small blocks (partial row / column / reduction blocks, straddling empty-slot blocks) and several
     d weight row splits give the same results."""
     for kernel in ("fwd", "dimg", "dw"):
@@ -154,10 +153,10 @@ def test_mpe_block_configs_and_dw_splits(monkeypatch, conf):
     img, weight, bias, pos = (t.float() for t in _mpe_inputs(3, C_in, H, P, C, gen))
     ids = _ragged_ids(N, [N, 7, 0], gen)
     dout = torch.randn(3, N, C, generator=gen)
-    check_mpe(*(t.to(DEVICE) for t in (img, weight, bias, pos, ids)), P, dout.to(DEVICE), tag=f"conf {conf}")
+    check_mpe(*(t.to(device) for t in (img, weight, bias, pos, ids)), P, dout.to(device), tag=f"conf {conf}")
 
 
-def test_mpe_strided_inputs():
+def test_mpe_strided_inputs(device):
     """channels_last image, transposed-view weight, strided pos and ids: strides are honoured."""
     H, P, C_in, C, B = 16, 4, 3, 24, 2
     N = (H // P) ** 2
@@ -170,10 +169,10 @@ def test_mpe_strided_inputs():
     ids = _ragged_ids(N, [N, 5], gen).t().contiguous().t()
     dout = torch.randn(B, N, C, generator=gen)
     assert not (img.is_contiguous() or weight.is_contiguous() or pos.is_contiguous())
-    check_mpe(*(t.to(DEVICE) for t in (img, weight, bias, pos, ids)), P, dout.to(DEVICE), tag="strided")
+    check_mpe(*(t.to(device) for t in (img, weight, bias, pos, ids)), P, dout.to(device), tag="strided")
 
 
-def test_mpe_fusmae_two_modalities():
+def test_mpe_fusmae_two_modalities(device):
     """The model's use: S1 and S2 embedded with ids_keep_modality(1|2) (ragged, independent masking)
     and added give the modality-sorted sequence; matches the torch path."""
     from fusmae_fast.masking import random_masking
@@ -187,47 +186,48 @@ def test_mpe_fusmae_two_modalities():
         parts = []
         for modality, c_in in ((1, 2), (2, 12)):
             g = torch.Generator().manual_seed(100 + modality)
-            img, weight, bias, pos = (t.float().to(DEVICE) for t in _mpe_inputs(B, c_in, H, P, C, g))
-            ids = masking.ids_keep_modality(modality).to(DEVICE)
+            img, weight, bias, pos = (t.float().to(device) for t in _mpe_inputs(B, c_in, H, P, C, g))
+            ids = masking.ids_keep_modality(modality).to(device)
             parts.append(ops.masked_patch_embed(img, weight, bias, pos, ids, P, kernels=kernels))
         total[kernels] = parts[0] + parts[1]
     del gen
     torch.testing.assert_close(total["triton"], total["torch"], atol=1e-5, rtol=1e-5)
 
 
-def test_mpe_rejects_mixed_dtypes_and_repeats():
+def test_mpe_rejects_mixed_dtypes_and_repeats(device):
     gen = torch.Generator().manual_seed(26)
-    img, weight, bias, pos = (t.float() for t in _mpe_inputs(2, 2, 8, 4, 8, gen))
-    ids = torch.tensor([[0, 1], [2, -1]])
+    img, weight, bias, pos = (t.float().to(device) for t in _mpe_inputs(2, 2, 8, 4, 8, gen))
+    ids = torch.tensor([[0, 1], [2, -1]], device=device)
     with pytest.raises(TypeError, match="share a dtype"):
         mpe.masked_patch_embed_triton(img, weight.half(), bias, pos, ids, 4)
     with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
         mpe.masked_patch_embed_triton(img.double(), weight.double(), bias.double(), pos.double(), ids, 4)
-    repeated = torch.tensor([[0, 0], [2, -1]])
+    repeated = torch.tensor([[0, 0], [2, -1]], device=device)
     with pytest.raises(ValueError, match="repeats an index"):
         mpe.masked_patch_embed_triton(img, weight, bias.requires_grad_(True), pos, repeated, 4)
     # two empty slots (-1) in a row are not a repeat
-    out = mpe.masked_patch_embed_triton(img, weight, bias, pos, torch.tensor([[-1, -1], [3, -1]]), 4)
+    empty_slots = torch.tensor([[-1, -1], [3, -1]], device=device)
+    out = mpe.masked_patch_embed_triton(img, weight, bias, pos, empty_slots, 4)
     assert not out[0].any()
 
 
-def test_mpe_ops_dispatch():
+def test_mpe_ops_dispatch(device):
     gen = torch.Generator().manual_seed(27)
-    img, weight, bias, pos = (t.float() for t in _mpe_inputs(2, 12, 16, 4, 8, gen))
-    ids = torch.tensor([[0, 5, 15], [3, -1, 9]])
+    img, weight, bias, pos = (t.float().to(device) for t in _mpe_inputs(2, 12, 16, 4, 8, gen))
+    ids = torch.tensor([[0, 5, 15], [3, -1, 9]], device=device)
     got = ops.masked_patch_embed(img, weight, bias, pos, ids, 4, kernels="triton")
     want = ops.masked_patch_embed(img, weight, bias, pos, ids, 4, kernels="torch")
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_mpe_opcheck():
+def test_mpe_opcheck(device):
     gen = torch.Generator().manual_seed(28)
-    leaves = [t.float().requires_grad_(True) for t in _mpe_inputs(2, 2, 8, 4, 8, gen)]
-    ids = torch.tensor([[0, 3], [2, -1]])
+    leaves = [t.float().to(device).requires_grad_(True) for t in _mpe_inputs(2, 2, 8, 4, 8, gen)]
+    ids = torch.tensor([[0, 3], [2, -1]], device=device)
     torch.library.opcheck(torch.ops.fusmae_fast.masked_patch_embed_fwd.default, (*leaves, ids, 4, False))
 
 
-def test_mpe_torch_compile_fullgraph():
+def test_mpe_torch_compile_fullgraph(device):
     import torch._dynamo
 
     torch._dynamo.reset()
@@ -236,8 +236,8 @@ def test_mpe_torch_compile_fullgraph():
         return (mpe.masked_patch_embed_triton(img * 2.0, weight, bias, pos, ids, 4) ** 2).sum()
 
     gen = torch.Generator().manual_seed(29)
-    leaves = [t.float().requires_grad_(True) for t in _mpe_inputs(2, 2, 8, 4, 8, gen)]
-    ids = torch.tensor([[0, 3], [2, -1]])
+    leaves = [t.float().to(device).requires_grad_(True) for t in _mpe_inputs(2, 2, 8, 4, 8, gen)]
+    ids = torch.tensor([[0, 3], [2, -1]], device=device)
     out = torch.compile(f, fullgraph=True, backend="aot_eager")(*leaves, ids)
     grads = torch.autograd.grad(out, leaves)
     ref_leaves = [t.detach().double().requires_grad_(True) for t in leaves]
@@ -250,7 +250,7 @@ def test_mpe_torch_compile_fullgraph():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="Triton's interpreter has no bf16; runs on CUDA only")
-def test_mpe_bf16_cuda():
+def test_mpe_bf16_cuda(device):
     gen = torch.Generator().manual_seed(30)
     H, P = 120, 8
     N = (H // P) ** 2
@@ -259,7 +259,7 @@ def test_mpe_bf16_cuda():
         ids = _ragged_ids(N, [N, N // 4, 0, 112], gen)
         dout = torch.randn(4, N, 768, generator=gen).bfloat16()
         check_mpe(
-            *(t.to(DEVICE) for t in (img, weight, bias, pos, ids)), P, dout.to(DEVICE), tag=f"bf16 {C_in}"
+            *(t.to(device) for t in (img, weight, bias, pos, ids)), P, dout.to(device), tag=f"bf16 {C_in}"
         )
 
 

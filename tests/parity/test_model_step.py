@@ -12,14 +12,14 @@ from fusmae_fast import build_model
 
 @pytest.mark.parametrize("variant", ["xae", "xad"])
 @pytest.mark.parametrize("masking", ["consistent", "independent"])
-def test_training_step_torch_vs_triton(variant, masking):
+def test_training_step_torch_vs_triton(variant, masking, device):
     torch.manual_seed(0)
-    ref = build_model("tiny", variant=variant, masking=masking)
+    ref = build_model("tiny", variant=variant, masking=masking).to(device)
     tri = copy.deepcopy(ref).set_kernels("triton")
     g = torch.Generator().manual_seed(1)
-    s1 = torch.randn(2, 2, 120, 120, generator=g)
-    s2 = torch.randn(2, 12, 120, 120, generator=g)
-    seeds = torch.tensor([3, 4])
+    s1 = torch.randn(2, 2, 120, 120, generator=g).to(device)
+    s2 = torch.randn(2, 12, 120, 120, generator=g).to(device)
+    seeds = torch.tensor([3, 4], device=device)
     out_ref = ref(s1, s2, seeds=seeds)
     out_tri = tri(s1, s2, seeds=seeds)
     assert torch.equal(out_ref.mask_s1, out_tri.mask_s1) and torch.equal(out_ref.split, out_tri.split)

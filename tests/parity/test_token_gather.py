@@ -24,7 +24,6 @@ from fusmae_fast.kernels import reductions, token_gather, triton_runtime
 from fusmae_fast.kernels.token_gather import gather_tokens_ref, gather_tokens_triton
 
 CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
 REPORT = ErrorReport("token_gather max |error| vs float64 reference:")
 _err = max_abs_error
 _record = REPORT.record
@@ -67,7 +66,7 @@ def check_gather(x, ids, pos, dout, tag: str) -> None:
 
 
 @pytest.mark.parametrize("case", TOKEN_CASES, ids=TOKEN_CASE_IDS)
-def test_gather_parity(case):
+def test_gather_parity(case, device):
     grid, C, ratio, dtype, with_pos = case
     N = GRID_N[grid]
     B = 3
@@ -77,12 +76,12 @@ def test_gather_parity(case):
     pos = torch.randn(N, C, generator=gen).to(dtype) if with_pos else None
     ids = _keep_ids(B, N, K, gen)
     dout = torch.randn(B, K, C, generator=gen).to(dtype)
-    dev = [t.to(DEVICE) if t is not None else None for t in (x, ids, pos, dout)]
+    dev = [t.to(device) if t is not None else None for t in (x, ids, pos, dout)]
     check_gather(*dev, tag=str(case))
 
 
 @pytest.mark.parametrize("min_per_split", [1, 2])
-def test_gather_batch_splits(monkeypatch, min_per_split):
+def test_gather_batch_splits(monkeypatch, min_per_split, device):
     """The d pos reduction gives the same result for several batch splits (uneven last split)."""
     monkeypatch.setattr(reductions, "MIN_BATCH_PER_SPLIT", min_per_split)
     B, N, C, K = 7, 50, 70, 20
@@ -91,10 +90,10 @@ def test_gather_batch_splits(monkeypatch, min_per_split):
     x, pos = torch.randn(B, N, C, generator=gen), torch.randn(N, C, generator=gen)
     ids = _keep_ids(B, N, K, gen)
     dout = torch.randn(B, K, C, generator=gen)
-    check_gather(*(t.to(DEVICE) for t in (x, ids, pos, dout)), tag=f"splits {min_per_split}")
+    check_gather(*(t.to(device) for t in (x, ids, pos, dout)), tag=f"splits {min_per_split}")
 
 
-def test_gather_non_contiguous_and_mixed_dtypes():
+def test_gather_non_contiguous_and_mixed_dtypes(device):
     """Strided x / pos / ids views; fp16 x with fp32 pos promotes to an fp32 output (torch's rule)."""
     B, N, C, K = 2, 30, 24, 9
     gen = torch.Generator().manual_seed(9)
@@ -102,18 +101,19 @@ def test_gather_non_contiguous_and_mixed_dtypes():
     pos = torch.randn(2 * N, C, generator=gen)[::2]  # row stride 2C
     ids = _keep_ids(B, N, K, gen).t().contiguous().t()  # column-major ids
     dout = torch.randn(B, K, C, generator=gen)
-    check_gather(*(t.to(DEVICE) for t in (x, ids, pos, dout)), tag="views")
-    x16 = x.half().to(DEVICE)
-    out = gather_tokens_triton(x16, ids.to(DEVICE), pos.to(DEVICE))
+    check_gather(*(t.to(device) for t in (x, ids, pos, dout)), tag="views")
+    x16 = x.half().to(device)
+    out = gather_tokens_triton(x16, ids.to(device), pos.to(device))
     assert out.dtype == torch.float32
-    assert torch.equal(out, gather_tokens_ref(x16, ids.to(DEVICE), pos.to(DEVICE)))
+    assert torch.equal(out, gather_tokens_ref(x16, ids.to(device), pos.to(device)))
 
 
-def test_gather_only_pos_grad_and_no_grad():
+def test_gather_only_pos_grad_and_no_grad(device):
     B, N, C, K = 2, 16, 8, 5
     gen = torch.Generator().manual_seed(4)
-    x, pos = torch.randn(B, N, C, generator=gen), torch.randn(N, C, generator=gen, requires_grad=True)
-    ids = _keep_ids(B, N, K, gen)
+    x, pos = torch.randn(B, N, C, generator=gen).to(device), torch.randn(N, C, generator=gen).to(device)
+    pos.requires_grad_(True)
+    ids = _keep_ids(B, N, K, gen).to(device)
     (dpos,) = torch.autograd.grad(gather_tokens_triton(x, ids, pos).sum(), [pos])
     (want,) = torch.autograd.grad(gather_tokens_ref(x, ids, pos).sum(), [pos])
     torch.testing.assert_close(dpos, want, atol=1e-6, rtol=0)
@@ -121,9 +121,9 @@ def test_gather_only_pos_grad_and_no_grad():
         assert torch.equal(gather_tokens_triton(x, ids, pos), gather_tokens_ref(x, ids, pos))
 
 
-def test_gather_rejects_repeated_indices_and_bad_dtypes():
-    x = torch.randn(2, 6, 4, requires_grad=True)
-    ids = torch.tensor([[0, 3, 3], [1, 2, 5]])
+def test_gather_rejects_repeated_indices_and_bad_dtypes(device):
+    x = torch.randn(2, 6, 4, device=device, requires_grad=True)
+    ids = torch.tensor([[0, 3, 3], [1, 2, 5]], device=device)
     with pytest.raises(ValueError, match="repeats an index"):
         gather_tokens_triton(x, ids)
     with torch.no_grad():  # no backward: repeats are fine for the forward
@@ -132,24 +132,24 @@ def test_gather_rejects_repeated_indices_and_bad_dtypes():
         gather_tokens_triton(x.detach().double(), ids)
 
 
-def test_gather_ops_dispatch():
+def test_gather_ops_dispatch(device):
     gen = torch.Generator().manual_seed(2)
-    x, pos = torch.randn(2, 10, 8, generator=gen), torch.randn(10, 8, generator=gen)
-    ids = _keep_ids(2, 10, 4, gen)
+    x, pos = torch.randn(2, 10, 8, generator=gen).to(device), torch.randn(10, 8, generator=gen).to(device)
+    ids = _keep_ids(2, 10, 4, gen).to(device)
     got = ops.gather_tokens(x, ids, pos, kernels="triton")
     assert torch.equal(got, ops.gather_tokens(x, ids, pos, kernels="torch"))
 
 
-def test_gather_opcheck():
+def test_gather_opcheck(device):
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 10, 8, generator=gen, requires_grad=True)
-    pos = torch.randn(10, 8, generator=gen, requires_grad=True)
-    ids = _keep_ids(2, 10, 4, gen)
+    x = torch.randn(2, 10, 8, generator=gen).to(device).requires_grad_(True)
+    pos = torch.randn(10, 8, generator=gen).to(device).requires_grad_(True)
+    ids = _keep_ids(2, 10, 4, gen).to(device)
     torch.library.opcheck(torch.ops.fusmae_fast.gather_tokens_fwd.default, (x, ids, pos))
     torch.library.opcheck(torch.ops.fusmae_fast.gather_tokens_fwd.default, (x, ids, None))
 
 
-def test_gather_torch_compile_fullgraph():
+def test_gather_torch_compile_fullgraph(device):
     import torch._dynamo
 
     torch._dynamo.reset()
@@ -158,9 +158,9 @@ def test_gather_torch_compile_fullgraph():
         return (gather_tokens_triton(x * 2.0, ids, pos) ** 2).sum()
 
     gen = torch.Generator().manual_seed(8)
-    x = torch.randn(2, 12, 16, generator=gen, requires_grad=True)
-    pos = torch.randn(12, 16, generator=gen, requires_grad=True)
-    ids = _keep_ids(2, 12, 5, gen)
+    x = torch.randn(2, 12, 16, generator=gen).to(device).requires_grad_(True)
+    pos = torch.randn(12, 16, generator=gen).to(device).requires_grad_(True)
+    ids = _keep_ids(2, 12, 5, gen).to(device)
     out = torch.compile(f, fullgraph=True, backend="aot_eager")(x, ids, pos)
     grads = torch.autograd.grad(out, [x, pos])
     x64, pos64 = (t.detach().double().requires_grad_(True) for t in (x, pos))
@@ -173,13 +173,13 @@ def test_gather_torch_compile_fullgraph():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="Triton's interpreter has no bf16; runs on CUDA only")
-def test_gather_bf16_cuda():
+def test_gather_bf16_cuda(device):
     gen = torch.Generator().manual_seed(12)
     B, N, C, K = 4, 225, 768, 56
     x, pos = torch.randn(B, N, C, generator=gen).bfloat16(), torch.randn(N, C, generator=gen).bfloat16()
     ids = _keep_ids(B, N, K, gen)
     dout = torch.randn(B, K, C, generator=gen).bfloat16()
-    check_gather(*(t.to(DEVICE) for t in (x, ids, pos, dout)), tag="bf16")
+    check_gather(*(t.to(device) for t in (x, ids, pos, dout)), tag="bf16")
 
 
 def test_copy_autotune_prune_matches_keep_and_compile_specs():

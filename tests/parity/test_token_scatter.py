@@ -23,7 +23,6 @@ from fusmae_fast.kernels.token_scatter import scatter_tokens_ref, scatter_tokens
 from fusmae_fast.masking import random_masking
 
 CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
 REPORT = ErrorReport("token_scatter max |error| vs float64 reference:")
 _err = max_abs_error
 _record = REPORT.record
@@ -63,7 +62,7 @@ def check_scatter(latent, ids_restore, mask_token, pos, dout, tag: str) -> None:
 
 
 @pytest.mark.parametrize("case", TOKEN_CASES, ids=TOKEN_CASE_IDS)
-def test_scatter_parity(case):
+def test_scatter_parity(case, device):
     grid, C, ratio, dtype, with_pos = case
     N = GRID_N[grid]
     B = 3
@@ -74,12 +73,12 @@ def test_scatter_parity(case):
     pos = torch.randn(N, C, generator=gen).to(dtype) if with_pos else None
     dout = torch.randn(B, N, C, generator=gen).to(dtype)
     ids = _mae_restore(B, N, gen)
-    dev = [t.to(DEVICE) if t is not None else None for t in (latent, ids, mask_token, pos, dout)]
+    dev = [t.to(device) if t is not None else None for t in (latent, ids, mask_token, pos, dout)]
     check_scatter(*dev, tag=str(case))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_scatter_fusmae_per_modality_layout(dtype):
+def test_scatter_fusmae_per_modality_layout(dtype, device):
     """Independent masking: each modality's decoder scatters from the shared modality-sorted latent
     (K = kept tokens of both modalities) with its own ids_restore slice; ragged splits per sample."""
     N, C, B = 225, 12, 3
@@ -91,11 +90,11 @@ def test_scatter_fusmae_per_modality_layout(dtype):
     pos = torch.randn(N, C, generator=gen).to(dtype)
     for ids in (masking.ids_restore_s1, masking.ids_restore_s2):
         dout = torch.randn(B, N, C, generator=gen).to(dtype)
-        check_scatter(*(t.to(DEVICE) for t in (latent, ids, mask_token, pos, dout)), tag=f"fusmae {dtype}")
+        check_scatter(*(t.to(device) for t in (latent, ids, mask_token, pos, dout)), tag=f"fusmae {dtype}")
 
 
 @pytest.mark.parametrize("min_per_split", [1, 2])
-def test_scatter_batch_splits(monkeypatch, min_per_split):
+def test_scatter_batch_splits(monkeypatch, min_per_split, device):
     monkeypatch.setattr(reductions, "MIN_BATCH_PER_SPLIT", min_per_split)
     B, N, C, K = 7, 50, 70, 20
     gen = torch.Generator().manual_seed(3)
@@ -103,11 +102,11 @@ def test_scatter_batch_splits(monkeypatch, min_per_split):
     latent, mask_token = torch.randn(B, K, C, generator=gen), torch.randn(C, generator=gen)
     pos, dout = torch.randn(N, C, generator=gen), torch.randn(B, N, C, generator=gen)
     check_scatter(
-        *(t.to(DEVICE) for t in (latent, ids, mask_token, pos, dout)), tag=f"splits {min_per_split}"
+        *(t.to(device) for t in (latent, ids, mask_token, pos, dout)), tag=f"splits {min_per_split}"
     )
 
 
-def test_scatter_strided_and_mixed_dtypes():
+def test_scatter_strided_and_mixed_dtypes(device):
     """Strided latent / pos / ids views; fp16 latent with fp32 mask token and pos -> fp32 output."""
     B, N, C, K = 2, 30, 24, 9
     gen = torch.Generator().manual_seed(4)
@@ -116,16 +115,16 @@ def test_scatter_strided_and_mixed_dtypes():
     mask_token = torch.randn(2 * C, generator=gen)[::2]
     pos = torch.randn(N, 2 * C, generator=gen)[:, :C]
     dout = torch.randn(B, N, C, generator=gen)
-    check_scatter(*(t.to(DEVICE) for t in (latent, ids, mask_token, pos, dout)), tag="mixed")
+    check_scatter(*(t.to(device) for t in (latent, ids, mask_token, pos, dout)), tag="mixed")
 
 
-def test_scatter_grad_subsets():
+def test_scatter_grad_subsets(device):
     """Only some inputs need a gradient: the others get None, the rest match the reference."""
     B, N, C, K = 2, 16, 8, 5
     gen = torch.Generator().manual_seed(6)
-    ids = _mae_restore(B, N, gen)
-    latent, pos = torch.randn(B, K, C, generator=gen), torch.randn(N, C, generator=gen)
-    mask_token = torch.randn(C, generator=gen, requires_grad=True)
+    ids = _mae_restore(B, N, gen).to(device)
+    latent, pos = torch.randn(B, K, C, generator=gen).to(device), torch.randn(N, C, generator=gen).to(device)
+    mask_token = torch.randn(C, generator=gen).to(device).requires_grad_(True)
     (got,) = torch.autograd.grad(scatter_tokens_triton(latent, ids, mask_token, pos).sum(), [mask_token])
     (want,) = torch.autograd.grad(scatter_tokens_ref(latent, ids, mask_token, pos).sum(), [mask_token])
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
@@ -136,13 +135,14 @@ def test_scatter_grad_subsets():
     assert torch.equal(got, want)
 
 
-def test_scatter_rejects_repeated_rows_and_bad_dtypes():
-    latent = torch.randn(2, 3, 4, requires_grad=True)
-    ids = torch.tensor([[0, 1, 1, 3, 5], [2, 1, 0, 3, 3]])  # row 0 takes latent row 1 twice
-    mask_token = torch.zeros(4)
+def test_scatter_rejects_repeated_rows_and_bad_dtypes(device):
+    latent = torch.randn(2, 3, 4, device=device, requires_grad=True)
+    ids = torch.tensor([[0, 1, 1, 3, 5], [2, 1, 0, 3, 3]], device=device)  # row 0 takes latent row 1 twice
+    mask_token = torch.zeros(4, device=device)
     with pytest.raises(ValueError, match="repeats an index"):
         scatter_tokens_triton(latent, ids, mask_token)
-    ok = torch.tensor([[0, 1, 3, 3, 2], [2, 9, 0, 1, 3]])  # repeated masked values (>= K) are fine
+    # repeated masked values (>= K) are fine
+    ok = torch.tensor([[0, 1, 3, 3, 2], [2, 9, 0, 1, 3]], device=device)
     assert torch.equal(
         scatter_tokens_triton(latent, ok, mask_token), scatter_tokens_ref(latent, ok, mask_token)
     )
@@ -150,26 +150,26 @@ def test_scatter_rejects_repeated_rows_and_bad_dtypes():
         scatter_tokens_triton(latent, ok, mask_token.long())
 
 
-def test_scatter_ops_dispatch():
+def test_scatter_ops_dispatch(device):
     gen = torch.Generator().manual_seed(7)
-    ids = _mae_restore(2, 10, gen)
-    latent, mask_token, pos = (torch.randn(*s, generator=gen) for s in ((2, 3, 8), (8,), (10, 8)))
+    ids = _mae_restore(2, 10, gen).to(device)
+    latent, mask_token, pos = (torch.randn(*s, generator=gen).to(device) for s in ((2, 3, 8), (8,), (10, 8)))
     got = ops.scatter_tokens(latent, ids, mask_token, pos, kernels="triton")
     assert torch.equal(got, ops.scatter_tokens(latent, ids, mask_token, pos, kernels="torch"))
 
 
-def test_scatter_opcheck():
+def test_scatter_opcheck(device):
     gen = torch.Generator().manual_seed(8)
-    ids = _mae_restore(2, 10, gen)
+    ids = _mae_restore(2, 10, gen).to(device)
     latent, mask_token, pos = (
-        torch.randn(*s, generator=gen, requires_grad=True) for s in ((2, 3, 8), (8,), (10, 8))
+        torch.randn(*s, generator=gen).to(device).requires_grad_(True) for s in ((2, 3, 8), (8,), (10, 8))
     )
     op = torch.ops.fusmae_fast.scatter_tokens_fwd.default
     torch.library.opcheck(op, (latent, ids, mask_token, pos))
     torch.library.opcheck(op, (latent, ids, mask_token, None))
 
 
-def test_scatter_torch_compile_fullgraph():
+def test_scatter_torch_compile_fullgraph(device):
     import torch._dynamo
 
     torch._dynamo.reset()
@@ -178,8 +178,9 @@ def test_scatter_torch_compile_fullgraph():
         return (scatter_tokens_triton(latent * 2.0, ids, mask_token, pos) ** 2).sum()
 
     gen = torch.Generator().manual_seed(9)
-    ids = _mae_restore(2, 12, gen)
-    leaves = [torch.randn(*s, generator=gen, requires_grad=True) for s in ((2, 4, 16), (16,), (12, 16))]
+    ids = _mae_restore(2, 12, gen).to(device)
+    shapes = ((2, 4, 16), (16,), (12, 16))
+    leaves = [torch.randn(*s, generator=gen).to(device).requires_grad_(True) for s in shapes]
     out = torch.compile(f, fullgraph=True, backend="aot_eager")(leaves[0], ids, *leaves[1:])
     grads = torch.autograd.grad(out, leaves)
     ref_leaves = [t.detach().double().requires_grad_(True) for t in leaves]
@@ -192,10 +193,10 @@ def test_scatter_torch_compile_fullgraph():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="Triton's interpreter has no bf16; runs on CUDA only")
-def test_scatter_bf16_cuda():
+def test_scatter_bf16_cuda(device):
     gen = torch.Generator().manual_seed(10)
     B, N, C, K = 4, 225, 256, 56
     ids = _mae_restore(B, N, gen)
     latent, mask_token = torch.randn(B, K, C, generator=gen).bfloat16(), torch.randn(C, generator=gen)
     pos, dout = torch.randn(N, C, generator=gen).bfloat16(), torch.randn(B, N, C, generator=gen).bfloat16()
-    check_scatter(*(t.to(DEVICE) for t in (latent, ids, mask_token, pos, dout)), tag="bf16")
+    check_scatter(*(t.to(device) for t in (latent, ids, mask_token, pos, dout)), tag="bf16")
