@@ -10,8 +10,11 @@ blr = 2e-4 under that rule, which is our default blr (so batch 200 gives the pap
 
 Exactness: every sample's mask is drawn from a seed derived from (run seed, epoch, dataset index), the
 sampler's order from (run seed, epoch), and checkpoints hold model, optimizer, scaler, step, epoch,
-position in the epoch and all RNG states. On the CPU, N steps + resume + N steps is bit-identical to
-2N steps (tested). Checkpoints are written atomically (see ``fusmae_fast.checkpoint``).
+position in the epoch, all RNG states and the settings that determine the run's course (a resume
+with other settings stops, listing them, unless ``--allow_changes`` names them). On the CPU, N steps
++ resume + N steps is bit-identical to 2N steps (tested). Checkpoints are written atomically (see
+``fusmae_fast.checkpoint``), never from non-finite weights; those saved just before a non-finite loss
+are marked suspect and ``--resume auto`` passes over them.
 
 The parts, in the order a run meets them:
 
@@ -19,6 +22,7 @@ The parts, in the order a run meets them:
     setup.py       device, DDP, precision, run folder, datasets, model, optimizer (PretrainRun)
     sampling.py    the resumable sampler, dataset indices, per-sample mask seeds
     state.py       the run's position and RNG states; checkpoint state out (save) and in (resume)
+    trajectory.py  what determines the run's course: recorded in checkpoints, compared on resume
     engine.py      train_one_epoch and its steps; the lr schedule; the non-finite loss guard
     reporting.py   log.jsonl, the progress bar, loss curve and reconstruction figures
     driver.py      run_pretraining: set up, resume, epochs, export the encoder

@@ -187,9 +187,9 @@ def resume(run: PretrainRun) -> Resumed:
     pos = restore_state(run, state, str(path))
     pos = move_position(run, pos, state.get("settings"), check.changed)
     newer = [p.name for p in list_checkpoints(run.ckpt_dir) if p.name > path.name and suspect_reason(p)]
-    chosen = f" (the newest not marked suspect: {', '.join(newer)} are)" if newer else ""
+    chosen = f", the newest checkpoint not marked suspect (passed over: {', '.join(newer)})" if newer else ""
     notes.append(
-        f"resumed from {path}{chosen} (step {pos.step}, epoch {pos.epoch}, iteration {pos.iter_in_epoch})"
+        f"resumed from {path} (step {pos.step}, epoch {pos.epoch}, iteration {pos.iter_in_epoch}){chosen}"
     )
     return Resumed(pos, path, notes + check.notes)
 
