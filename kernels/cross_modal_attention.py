@@ -33,7 +33,9 @@ The Triton path (``cross_modal_attention_triton``)
     power of two *inside* the kernel with load masks, never in memory. Any L >= 1.
     Strides: the (B, L, H) strides of q, k, v and dO are passed explicitly (q, k, v may be views of a
     packed qkv projection); a tensor whose last dim is not contiguous is made contiguous once, on the
-    host. o, dq, dk, dv are allocated contiguous. Offsets are 64-bit in the batch index.
+    host. o, dq, dk, dv are allocated contiguous. Every offset into q, k, v, o and their gradients is
+    64-bit (batch, head and row terms), so a view whose row stride times L passes 2^31 elements (e.g.
+    sequence-first storage) is addressed correctly.
     fp32 dots use ``input_precision="ieee"`` (parity with torch) unless ``allow_tf32=True``.
     Block sizes / warps / stages: a small autotune set (``_TABLE``: 2-5 configs per kernel, head dim
     and element size) valid on sm_80 / sm_86 (<= 99 KB shared memory per block, no register spills on
@@ -106,18 +108,26 @@ def _fwd_inner(
         if MASKED:
             col_ok = cols < hi
             kt = tl.load(
-                k_base + cols[None, :] * stride_kl + offs_d[:, None],
+                k_base + cols.to(tl.int64)[None, :] * stride_kl + offs_d[:, None],
                 mask=col_ok[None, :] & d_ok[:, None],
                 other=0.0,
             )
             vb = tl.load(
-                v_base + cols[:, None] * stride_vl + offs_d[None, :],
+                v_base + cols.to(tl.int64)[:, None] * stride_vl + offs_d[None, :],
                 mask=col_ok[:, None] & d_ok[None, :],
                 other=0.0,
             )
         else:
-            kt = tl.load(k_base + cols[None, :] * stride_kl + offs_d[:, None], mask=d_ok[:, None], other=0.0)
-            vb = tl.load(v_base + cols[:, None] * stride_vl + offs_d[None, :], mask=d_ok[None, :], other=0.0)
+            kt = tl.load(
+                k_base + cols.to(tl.int64)[None, :] * stride_kl + offs_d[:, None],
+                mask=d_ok[:, None],
+                other=0.0,
+            )
+            vb = tl.load(
+                v_base + cols.to(tl.int64)[:, None] * stride_vl + offs_d[None, :],
+                mask=d_ok[None, :],
+                other=0.0,
+            )
         qk = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale
         if MASKED:
             qk = tl.where(row_ok[:, None] & col_ok[None, :], qk, float("-inf"))
@@ -186,7 +196,7 @@ def _xattn_fwd_kernel(
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
-    h = pid_bh % H
+    h = (pid_bh % H).to(tl.int64)
     s = tl.load(SPLIT + b).to(tl.int32)
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -195,7 +205,7 @@ def _xattn_fwd_kernel(
     d_ok = offs_d < HEAD_DIM
     row_in = offs_m < L
     q = tl.load(
-        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_ql + offs_d[None, :],
+        Q + b * stride_qb + h * stride_qh + offs_m.to(tl.int64)[:, None] * stride_ql + offs_d[None, :],
         mask=row_in[:, None] & d_ok[None, :],
         other=0.0,
     )
@@ -272,7 +282,7 @@ def _xattn_fwd_kernel(
     has_key = l_i > 0.0
     o = acc / tl.where(has_key, l_i, 1.0)[:, None]
     tl.store(
-        O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ol + offs_d[None, :],
+        O + b * stride_ob + h * stride_oh + offs_m.to(tl.int64)[:, None] * stride_ol + offs_d[None, :],
         o.to(O.dtype.element_ty),
         mask=row_in[:, None] & d_ok[None, :],
     )
@@ -301,13 +311,19 @@ def _xattn_bwd_preprocess_kernel(
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
-    h = pid_bh % H
+    h = (pid_bh % H).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m < L)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ol + offs_d[None, :], mask=mask)
+    o = tl.load(
+        O + b * stride_ob + h * stride_oh + offs_m.to(tl.int64)[:, None] * stride_ol + offs_d[None, :],
+        mask=mask,
+        other=0.0,
+    )
     do = tl.load(
-        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dol + offs_d[None, :], mask=mask
+        DO + b * stride_dob + h * stride_doh + offs_m.to(tl.int64)[:, None] * stride_dol + offs_d[None, :],
+        mask=mask,
+        other=0.0,
     )
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + pid_bh.to(tl.int64) * L + offs_m, delta, mask=offs_m < L)
@@ -342,8 +358,12 @@ def _dq_inner(
             kv_mask = col_ok[:, None] & d_ok[None, :]
         else:
             kv_mask = d_ok[None, :]
-        kb = tl.load(k_base + cols[:, None] * stride_kl + offs_d[None, :], mask=kv_mask, other=0.0)
-        vb = tl.load(v_base + cols[:, None] * stride_vl + offs_d[None, :], mask=kv_mask, other=0.0)
+        kb = tl.load(
+            k_base + cols.to(tl.int64)[:, None] * stride_kl + offs_d[None, :], mask=kv_mask, other=0.0
+        )
+        vb = tl.load(
+            v_base + cols.to(tl.int64)[:, None] * stride_vl + offs_d[None, :], mask=kv_mask, other=0.0
+        )
         qk = tl.dot(q, tl.trans(kb), input_precision=DOT_PRECISION)
         p = tl.math.exp2(qk * qk_scale - lse[:, None])
         if MASKED:
@@ -393,7 +413,7 @@ def _xattn_bwd_dq_kernel(
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
-    h = pid_bh % H
+    h = (pid_bh % H).to(tl.int64)
     s = tl.load(SPLIT + b).to(tl.int32)
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -403,12 +423,12 @@ def _xattn_bwd_dq_kernel(
     row_in = offs_m < L
     mask = row_in[:, None] & d_ok[None, :]
     q = tl.load(
-        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_ql + offs_d[None, :],
+        Q + b * stride_qb + h * stride_qh + offs_m.to(tl.int64)[:, None] * stride_ql + offs_d[None, :],
         mask=mask,
         other=0.0,
     )
     do = tl.load(
-        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dol + offs_d[None, :],
+        DO + b * stride_dob + h * stride_doh + offs_m.to(tl.int64)[:, None] * stride_dol + offs_d[None, :],
         mask=mask,
         other=0.0,
     )
@@ -487,7 +507,7 @@ def _xattn_bwd_dq_kernel(
     )
     dq = dq * sm_scale
     tl.store(
-        DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dql + offs_d[None, :],
+        DQ + b * stride_dqb + h * stride_dqh + offs_m.to(tl.int64)[:, None] * stride_dql + offs_d[None, :],
         dq.to(DQ.dtype.element_ty),
         mask=mask,
     )
@@ -530,8 +550,12 @@ def _dkdv_inner(
             do_mask = d_ok[None, :]
             lse = tl.load(lse_base + rows)
             delta = tl.load(delta_base + rows)
-        qt = tl.load(q_base + rows[None, :] * stride_ql + offs_d[:, None], mask=qt_mask, other=0.0)
-        do = tl.load(do_base + rows[:, None] * stride_dol + offs_d[None, :], mask=do_mask, other=0.0)
+        qt = tl.load(
+            q_base + rows.to(tl.int64)[None, :] * stride_ql + offs_d[:, None], mask=qt_mask, other=0.0
+        )
+        do = tl.load(
+            do_base + rows.to(tl.int64)[:, None] * stride_dol + offs_d[None, :], mask=do_mask, other=0.0
+        )
         qkt = tl.dot(kb, qt, input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
         pt = tl.math.exp2(qkt * qk_scale - lse[None, :])
         if MASKED:
@@ -586,7 +610,7 @@ def _xattn_bwd_dkdv_kernel(
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
-    h = pid_bh % H
+    h = (pid_bh % H).to(tl.int64)
     s = tl.load(SPLIT + b).to(tl.int32)
     n0 = pid_n * BLOCK_N
     offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -596,12 +620,12 @@ def _xattn_bwd_dkdv_kernel(
     key_in = offs_n < L
     mask = key_in[:, None] & d_ok[None, :]
     kb = tl.load(
-        K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kl + offs_d[None, :],
+        K + b * stride_kb + h * stride_kh + offs_n.to(tl.int64)[:, None] * stride_kl + offs_d[None, :],
         mask=mask,
         other=0.0,
     )
     vb = tl.load(
-        V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vl + offs_d[None, :],
+        V + b * stride_vb + h * stride_vh + offs_n.to(tl.int64)[:, None] * stride_vl + offs_d[None, :],
         mask=mask,
         other=0.0,
     )
@@ -685,12 +709,12 @@ def _xattn_bwd_dkdv_kernel(
     )
     dk = dk * sm_scale
     tl.store(
-        DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkl + offs_d[None, :],
+        DK + b * stride_dkb + h * stride_dkh + offs_n.to(tl.int64)[:, None] * stride_dkl + offs_d[None, :],
         dk.to(DK.dtype.element_ty),
         mask=mask,
     )
     tl.store(
-        DV + b * stride_dvb + h * stride_dvh + offs_n[:, None] * stride_dvl + offs_d[None, :],
+        DV + b * stride_dvb + h * stride_dvh + offs_n.to(tl.int64)[:, None] * stride_dvl + offs_d[None, :],
         dv.to(DV.dtype.element_ty),
         mask=mask,
     )

@@ -140,3 +140,44 @@ def test_compile_check_fails_on_smem_and_spills(bad_package, tmp_path):
     problems = {r["config"]: r["problems"] for r in report["rows"]}
     assert any("shared memory" in p for p in problems["BM64-BN64-D128-w4-s2-fp32"])
     assert any("spills on sm_86" in p for p in problems["BM64-BN32-D64-w4-s2-fp32"])
+
+
+OFFSETS_SCRIPT = r"""
+import re, sys
+from fusmae_fast.kernels import compile_check
+
+specs, errors = compile_check.collect_specs(["cross_modal_attention"])
+assert not errors, errors
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+wanted = {"xattn_fwd", "xattn_dq", "xattn_dkdv", "xattn_bwd_preprocess"}
+muli = re.compile(r"arith\.muli .*: tensor<[0-9x]*x(i\d+)>")
+for _, spec in specs:
+    if spec["kernel"] not in wanted or not re.search(r"-D64-.*fp16$", spec["config"]):
+        continue
+    wanted.discard(spec["kernel"])
+    src = ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"],
+                    attrs=compile_check._attrs(spec))
+    opts = {"num_warps": spec["num_warps"], "num_stages": spec["num_stages"]}
+    ttir = triton.compile(src, target=GPUTarget("cuda", 86, 32), options=opts).asm["ttir"]
+    types = muli.findall(ttir)
+    print(spec["kernel"], sorted(set(types)))
+    assert types and set(types) == {"i64"}, (spec["kernel"], types)
+assert not wanted, wanted
+"""
+
+
+def test_attention_tensor_offsets_are_64_bit():
+    """The attention kernels multiply row indices by row strides in int64: in their Triton IR (sm_86,
+    fp16, D = 64, each kernel) every integer multiply of a tensor is i64 (before the fix, the row
+    offsets ``rows * stride_l`` were i32 and wrapped once stride x L passed 2^31 elements). This checks
+    the type of the offset arithmetic in the compiled IR, not a launch on such a view: a tensor that
+    large does not fit the interpreter's tests."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-c", OFFSETS_SCRIPT], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("['i64']") == 4, proc.stdout
