@@ -9,7 +9,10 @@ module (``*_triton``), which runs on CUDA tensors, and on CPU tensors only under
 
 This module and ``fusmae_fast.torch_ops`` are the only importers of ``fusmae_fast.kernels``. Inputs
 are validated here, once, so that both paths see the same checked arguments and users get one clear
-error for bad input.
+error for bad input. Checks of values (index and split ranges) are fused into one flag per call
+(``triton_runtime.raise_if_any``): a ValueError on CPU tensors; on CUDA tensors no host sync (an
+asynchronous device-side assertion) unless debug checks are on (``FUSMAE_FAST_DEBUG_CHECKS=1`` or
+``set_debug_checks(True)``: one read per call and the ValueError). Skipped inside torch.compile.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from fusmae_fast.kernels.masked_loss import masked_mse_triton
 from fusmae_fast.kernels.masked_patch_embed import masked_patch_embed_ref, masked_patch_embed_triton
 from fusmae_fast.kernels.token_gather import gather_tokens_ref, gather_tokens_triton
 from fusmae_fast.kernels.token_scatter import scatter_tokens_ref, scatter_tokens_triton
-from fusmae_fast.kernels.triton_runtime import FLOAT_DTYPES, interpreting, value_checks_enabled
+from fusmae_fast.kernels.triton_runtime import (
+    FLOAT_DTYPES,
+    Check,
+    interpreting,
+    raise_if_any,
+    set_debug_checks,
+    set_deterministic,
+    value_checks_enabled,
+)
 from fusmae_fast.torch_ops import cross_modal_attention_sdpa, masked_mse_torch
 
 Kernels = Literal["torch", "triton"]
@@ -35,6 +46,8 @@ __all__ = [
     "masked_mse",
     "masked_patch_embed",
     "scatter_tokens",
+    "set_debug_checks",
+    "set_deterministic",
 ]
 
 
@@ -76,12 +89,21 @@ def _check_index(
         raise TypeError(f"{name} must be int64, got {ids.dtype}")
     if ids.dim() != 2 or ids.shape[0] != batch:
         raise ValueError(f"{name} must have shape (B={batch}, K), got {tuple(ids.shape)}")
-    if ids.numel() and value_checks_enabled():
-        lo = -1 if allow_empty_slot else 0
-        if int(ids.min()) < lo or int(ids.max()) >= upper:
-            raise ValueError(
-                f"{name} values must lie in [{lo}, {upper}), got [{int(ids.min())}, {int(ids.max())}]"
-            )
+    lo = -1 if allow_empty_slot else 0
+    _check_range(name, ids, lo, upper, f"[{lo}, {upper})")
+
+
+def _check_range(name: str, t: torch.Tensor, lo: int, end: int, interval: str) -> None:
+    """One fused value check (no host sync on CUDA): lo <= t < end everywhere."""
+    if not t.numel() or not value_checks_enabled():
+        return
+    bad = ((t < lo) | (t >= end)).any()
+
+    def error() -> Exception:
+        return ValueError(f"{name} values must lie in {interval}, got [{int(t.min())}, {int(t.max())}]")
+
+    checks: list[Check] = [(bad, error)]
+    raise_if_any(checks)
 
 
 def cross_modal_attention(
@@ -108,8 +130,7 @@ def cross_modal_attention(
         raise ValueError(
             f"split must be int64 of shape (B={q.shape[0]},), got {split.dtype} {tuple(split.shape)}"
         )
-    if split.numel() and value_checks_enabled() and (int(split.min()) < 0 or int(split.max()) > q.shape[1]):
-        raise ValueError(f"split values must lie in [0, L={q.shape[1]}]")
+    _check_range("split", split, 0, q.shape[1] + 1, f"[0, L={q.shape[1]}]")
     if kernels == "torch":
         return cross_modal_attention_sdpa(q, k, v, split)
     _check_triton_device(q.device)

@@ -27,8 +27,10 @@ The Triton path (``cross_modal_attention_triton``)
     without keys) is saved as (B, H, L) fp32 for the backward. No (L x L) tensor exists in memory.
     Backward: a preprocess launch Delta = rowsum(dO * O) (fp32, (B, H, L)); a dK/dV launch (program per
     key block: walks the other modality's query blocks) and a dQ launch (program per query block:
-    walks the other modality's key blocks). Every output element has one writer: no atomics, bitwise
-    deterministic.
+    walks the other modality's key blocks). Every output element has one writer and sums in a fixed
+    order: no atomics, bitwise reproducible for a given config. The summation order follows the block
+    sizes, so across processes or DDP ranks results are bitwise equal only with the config pinned
+    (deterministic mode, ``triton_runtime.set_deterministic``); the autotuner picks by timing.
     Head dims: any D in 16..128 that is a multiple of 8 (e.g. 40): the head dim is padded to the next
     power of two *inside* the kernel with load masks, never in memory. Any L >= 1.
     Strides: the (B, L, H) strides of q, k, v and dO are passed explicitly (q, k, v may be views of a
@@ -71,6 +73,7 @@ from .triton_runtime import (
     dot_precision,
     last_dim_contiguous,
     launch,
+    launch_fixed,
     pow2_block,
 )
 
@@ -916,7 +919,9 @@ def _backward(
     split = split.contiguous()
     lse = lse.contiguous()
     delta = torch.empty((B, H, L), dtype=torch.float32, device=q.device)
-    _xattn_bwd_preprocess_kernel[(triton.cdiv(L, PREPROCESS_BLOCK_M), B * H)](
+    launch_fixed(
+        _xattn_bwd_preprocess_kernel,
+        (triton.cdiv(L, PREPROCESS_BLOCK_M), B * H),
         o,
         do,
         delta,

@@ -52,7 +52,14 @@ import triton
 import triton.language as tl
 
 from .compile_spec import aligned_args, compile_spec, signature
-from .triton_runtime import TL_DTYPE_NAME, check_float, interpreting, last_dim_contiguous, pow2_block
+from .triton_runtime import (
+    TL_DTYPE_NAME,
+    check_float,
+    interpreting,
+    last_dim_contiguous,
+    launch_fixed,
+    pow2_block,
+)
 
 EPS = 1.0e-6
 """The norm_pix variance epsilon (MAE's)."""
@@ -348,8 +355,9 @@ def _forward(
     programs = triton.cdiv(B * N, bm)
     part = torch.empty((programs, 2), dtype=torch.float32, device=pred.device)
     args = (pred, img, mask, part, *_common_args(pred, img, mask, patch))
-    _mse_fwd_kernel[(programs,)](*args, int(norm_pix), **_grid_meta(bd))
-    _mse_finish_kernel[(1,)](part, loss, wsum, programs, BLOCK=FINISH_BLOCK, num_warps=4, num_stages=1)
+    launch_fixed(_mse_fwd_kernel, (programs,), *args, int(norm_pix), **_grid_meta(bd))
+    finish = {"BLOCK": FINISH_BLOCK, "num_warps": 4, "num_stages": 1}
+    launch_fixed(_mse_finish_kernel, (1,), part, loss, wsum, programs, **finish)
     return loss, wsum
 
 
@@ -391,7 +399,7 @@ def _backward(
         *(di.stride() if want_img else (0,) * 4),
     )
     flags = (int(norm_pix), int(want_pred), int(want_img))
-    _mse_bwd_kernel[(triton.cdiv(B * N, bm),)](*args, *flags, **_grid_meta(bd))
+    launch_fixed(_mse_bwd_kernel, (triton.cdiv(B * N, bm),), *args, *flags, **_grid_meta(bd))
     return dpred, dimg
 
 

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from .compile_spec import aligned_rows_spec, signature
-from .triton_runtime import TL_DTYPE_NAME
+from .triton_runtime import TL_DTYPE_NAME, launch_fixed
 
 SM_COUNT = 82
 """Streaming multiprocessors of the target GPU (RTX 3090, sm_86); sizes the batch/row splits."""
@@ -134,7 +134,9 @@ def reduce_splits(
         if rowsum is not None:
             rowsum.zero_()
         return out, rowsum
-    _sum_splits_kernel[(nb, triton.cdiv(C, REDUCE_BLOCK_C))](
+    launch_fixed(
+        _sum_splits_kernel,
+        (nb, triton.cdiv(C, REDUCE_BLOCK_C)),
         part,
         out if out is not None else part,
         rowsum if rowsum is not None else part,
@@ -160,9 +162,8 @@ def sum_rows(part: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         return out
     if R == 0:
         return out.zero_()
-    _sum_rows_kernel[(triton.cdiv(L, SUM_ROWS_BLOCK),)](
-        part, out, R, L, BLOCK_L=SUM_ROWS_BLOCK, num_warps=4, num_stages=1
-    )
+    grid = (triton.cdiv(L, SUM_ROWS_BLOCK),)
+    launch_fixed(_sum_rows_kernel, grid, part, out, R, L, BLOCK_L=SUM_ROWS_BLOCK, num_warps=4, num_stages=1)
     return out
 
 
@@ -171,9 +172,9 @@ def inverse_map(ids: torch.Tensor, n: int) -> torch.Tensor:
     B, K = ids.shape
     inv = torch.full((B, n), -1, dtype=torch.int32, device=ids.device)
     if B * K:
-        _inverse_kernel[(triton.cdiv(B * K, INVERSE_BLOCK),)](
-            ids, inv, B * K, K, n, *ids.stride(), BLOCK=INVERSE_BLOCK, num_warps=4, num_stages=1
-        )
+        grid = (triton.cdiv(B * K, INVERSE_BLOCK),)
+        meta = {"BLOCK": INVERSE_BLOCK, "num_warps": 4, "num_stages": 1}
+        launch_fixed(_inverse_kernel, grid, ids, inv, B * K, K, n, *ids.stride(), **meta)
     return inv
 
 

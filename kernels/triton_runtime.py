@@ -13,20 +13,38 @@ Configs
     set as (config, predicate) rows per kernel and element-size group and derives from it ``keep()``,
     the configs handed to ``triton.autotune`` and the autotuner's early-prune hook, so that what the
     autotuner may try, what the tests check and what ``compile_check`` compiles are one list.
-    ``autotuned()`` wraps a kernel; ``launch()`` runs it (autotuned, or the interpreter config).
+    ``autotuned()`` wraps a kernel; ``launch()`` runs it: with a config forced by ``forced_config()``
+    (the every-config tests), else the interpreter's config under the interpreter, else, in
+    deterministic mode (``set_deterministic()`` or ``FUSMAE_FAST_DETERMINISTIC=1``), the first config
+    keep() lets through (pinned: it depends on the shapes and dtype only), else the autotuner's pick.
+    Every launch runs under ``on_device_of()`` (the CUDA device of its tensors is made current).
     The copy kernels of token_gather and token_scatter share one autotune set (``COPY_CONFIGS``).
+Determinism
+    Every kernel writes each output element from one program and sums in a fixed order (no atomics),
+    so a launch with a given config is bitwise reproducible. Which config runs is the autotuner's
+    choice by timing, which may differ between processes and DDP ranks, and the attention and patch
+    embedding sums follow the block sizes: without deterministic mode results are bitwise equal
+    within one process only. In deterministic mode the config is pinned, so results are bitwise
+    equal across processes and ranks for the same shapes, dtypes, GPU model and Triton version.
+Value checks
+    Checks that read tensor values (index ranges, split ranges, distinct indices) are fused per call
+    into one flag (``raise_if_any``): on CPU tensors, and on CUDA with debug checks on
+    (``set_debug_checks()`` or ``FUSMAE_FAST_DEBUG_CHECKS=1``), one host read and a ValueError naming
+    the argument; on CUDA otherwise ``torch._assert_async`` (no host sync, CUDA-graph capturable; a
+    failure is a device-side assertion at the next synchronisation). Skipped inside torch.compile.
 Host helpers
-    input checks (float dtypes, distinct indices per row, whether a gradient is wanted, whether value
-    checks may read tensors back), the ``tl.dot`` precision, power-of-two blocks and autotune-key
-    buckets, contiguity of the last dim, and empty stand-ins for unneeded gradients of a custom op.
+    input checks (float dtypes, distinct indices per row, whether a gradient is wanted), the
+    ``tl.dot`` precision, power-of-two blocks and autotune-key buckets, contiguity of the last dim,
+    and empty stand-ins for unneeded gradients of a custom op.
 
 Only torch and triton are imported (no kernel lives here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,6 +173,52 @@ def autotuned(fn, configs: list[triton.Config], key: list[str], prune):
     return triton.autotune(configs, key=key, prune_configs_by={"early_config_prune": prune})(fn)
 
 
+_FORCED: dict[object, Conf] = {}
+_DETERMINISTIC = [os.environ.get("FUSMAE_FAST_DETERMINISTIC", "0") == "1"]
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Deterministic mode: every autotuned launch runs the first config keep() lets through for its
+    shapes and dtype instead of the autotuner's timed pick (see the module docstring for what holds)."""
+    _DETERMINISTIC[0] = bool(enabled)
+
+
+def deterministic_enabled() -> bool:
+    """True in deterministic mode (``set_deterministic(True)`` or ``FUSMAE_FAST_DETERMINISTIC=1``)."""
+    return _DETERMINISTIC[0]
+
+
+@contextlib.contextmanager
+def forced_config(tuned, conf: Conf) -> Iterator[None]:
+    """Within the block, every launch of the autotuned kernel ``tuned`` runs ``conf`` explicitly (on a
+    GPU and under the interpreter alike): how the tests launch each kept config once."""
+    key = tuned.fn
+    previous = _FORCED.get(key)
+    _FORCED[key] = conf
+    try:
+        yield
+    finally:
+        if previous is None:
+            del _FORCED[key]
+        else:
+            _FORCED[key] = previous
+
+
+def on_device_of(*tensors: Any) -> contextlib.AbstractContextManager:
+    """``torch.cuda.device`` of the first CUDA tensor among ``tensors`` (launches and allocations then
+    go to that device, whichever device is current), or a no-op without one."""
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.device.type == "cuda":
+            return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
+def pinned_conf(tuned, args: tuple, meta: dict, fields: ConfigFields) -> Conf:
+    """The config deterministic mode runs: the first of ``tuned``'s early-pruned (keep()) configs."""
+    named = {**dict(zip(tuned.fn.arg_names, args, strict=False)), **meta}  # meta: the rest
+    return fields.conf_of(tuned.early_config_prune(tuned.configs, named)[0])
+
+
 def launch(
     tuned,
     grid: Callable[[dict], tuple[int, ...]],
@@ -163,15 +227,26 @@ def launch(
     fields: ConfigFields,
     interpreter_conf: Conf,
 ) -> None:
-    """Launch an autotuned kernel with positional ``args`` and keyword ``meta``: on a GPU the
-    autotuner picks the config; under the interpreter the kernel runs with ``interpreter_conf``.
-    ``grid`` maps the meta-parameters (block sizes) to the launch grid."""
-    if interpreting():
-        tuned.fn[grid(fields.blocks(interpreter_conf))](
-            *args, **fields.launch_options(interpreter_conf), **meta
-        )
-        return
-    tuned[grid](*args, **meta)
+    """Launch an autotuned kernel with positional ``args`` and keyword ``meta`` on the device of its
+    tensors: a forced config (``forced_config``), else ``interpreter_conf`` under the interpreter,
+    else the pinned config in deterministic mode, else the autotuner's pick. ``grid`` maps the
+    meta-parameters (block sizes) to the launch grid."""
+    conf = _FORCED.get(tuned.fn)
+    if conf is None and interpreting():
+        conf = interpreter_conf
+    if conf is None and deterministic_enabled():
+        conf = pinned_conf(tuned, args, meta, fields)
+    with on_device_of(*args):
+        if conf is None:
+            tuned[grid](*args, **meta)
+        else:
+            tuned.fn[grid(fields.blocks(conf))](*args, **fields.launch_options(conf), **meta)
+
+
+def launch_fixed(kernel, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
+    """Launch a kernel that has one config (not autotuned) on the device of its tensors."""
+    with on_device_of(*args):
+        kernel[grid](*args, **meta)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -240,8 +315,42 @@ def check_float(name: str, t: torch.Tensor) -> None:
 
 
 def value_checks_enabled() -> bool:
-    """Host-side value checks read tensors back (a sync); inside torch.compile they are skipped."""
+    """Host-side value checks run outside torch.compile (inside it they are skipped)."""
     return not torch.compiler.is_compiling()
+
+
+_DEBUG_CHECKS = [os.environ.get("FUSMAE_FAST_DEBUG_CHECKS", "0") == "1"]
+
+
+def set_debug_checks(enabled: bool) -> None:
+    """Debug checks: value checks on CUDA tensors read their flag back (one sync per call) and raise a
+    ValueError naming the argument, instead of an asynchronous device-side assertion."""
+    _DEBUG_CHECKS[0] = bool(enabled)
+
+
+def debug_checks_enabled() -> bool:
+    """True with ``set_debug_checks(True)`` or ``FUSMAE_FAST_DEBUG_CHECKS=1``."""
+    return _DEBUG_CHECKS[0]
+
+
+Check = tuple[torch.Tensor, Callable[[], Exception]]
+"""A value check: a 0-dim bool tensor, True when the input is bad, and the error to raise then."""
+
+
+def raise_if_any(checks: Sequence[Check]) -> None:
+    """Run value checks fused into one flag: on CPU tensors or with debug checks, one host read and the
+    first failing check's error; on CUDA otherwise an asynchronous device-side assertion (no sync)."""
+    if not checks:
+        return
+    flags = torch.stack([bad.reshape(()) for bad, _ in checks])
+    if flags.device.type == "cuda" and not debug_checks_enabled():
+        torch._assert_async(
+            ~flags.any(), "fusmae_fast: invalid op input (FUSMAE_FAST_DEBUG_CHECKS=1 names the argument)"
+        )
+        return
+    for (_, error), bad in zip(checks, flags.tolist(), strict=True):
+        if bad:
+            raise error()
 
 
 def grad_wanted(*tensors: torch.Tensor | None) -> bool:
@@ -249,20 +358,30 @@ def grad_wanted(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def check_distinct(name: str, ids: torch.Tensor, below: int | None = None) -> None:
-    """Raise if a row of ``ids`` repeats a value (only values >= 0, and < ``below`` when given, count)."""
+def repeats_check(name: str, ids: torch.Tensor, below: int | None = None) -> list[Check]:
+    """The check that no row of ``ids`` repeats a value (only values >= 0, and < ``below`` when given,
+    count), for ``raise_if_any``; empty when there is nothing to check."""
     if ids.numel() == 0 or ids.shape[1] < 2:
-        return
+        return []
     live = ids >= 0
     if below is not None:
         live &= ids < below
     sentinel = -1 - torch.arange(ids.shape[1], device=ids.device)  # distinct stand-ins for dead slots
     vals = torch.where(live, ids, sentinel[None, :]).sort(dim=1).values
-    if bool((vals[:, 1:] == vals[:, :-1]).any()):
-        raise ValueError(
+    bad = (vals[:, 1:] == vals[:, :-1]).any()
+
+    def error() -> Exception:
+        return ValueError(
             f"{name} repeats an index within a row; the Triton backward needs distinct indices per row "
             "(MAE's ids_keep / ids_restore are permutations)"
         )
+
+    return [(bad, error)]
+
+
+def check_distinct(name: str, ids: torch.Tensor, below: int | None = None) -> None:
+    """Raise if a row of ``ids`` repeats a value (``repeats_check`` run through ``raise_if_any``)."""
+    raise_if_any(repeats_check(name, ids, below))
 
 
 def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:

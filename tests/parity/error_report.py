@@ -1,5 +1,5 @@
-"""Shared by the parity tests: max |error| helpers, the tolerance rule, and an end-of-module table of
-the largest errors.
+"""The parity tests' tolerance rule (``fusmae_fast.kernels.parity_rule``, shared with the gpu_check
+bench) and an end-of-module table of the largest errors.
 
 The rule (CONTRIBUTING.md, "Adding a kernel"): fp32 results must satisfy
 |got - ref64| <= atol + rtol |ref64| for every element (fixed atol, rtol); fp16 / bf16 results follow
@@ -10,56 +10,15 @@ run on the same low-precision inputs + LOW_ATOL (factor 2 for outputs, 3 for gra
 from __future__ import annotations
 
 import pytest
-import torch
 
-FP32_ATOL = 1e-5
-FP32_RTOL = 1e-5
-LOW_ATOL = 1e-4
+from fusmae_fast.kernels import parity_rule
+from fusmae_fast.kernels.parity_rule import FP32_ATOL, FP32_RTOL, LOW_ATOL, max_abs_error
 
-
-def max_abs_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| in float64 on the CPU (0 for empty tensors)."""
-    return (a.double().cpu() - b.double().cpu()).abs().max().item() if a.numel() else 0.0
+__all__ = ["FP32_ATOL", "FP32_RTOL", "LOW_ATOL", "ErrorReport", "max_abs_error"]
 
 
-class ErrorReport:
-    """The largest error seen per key; printed under ``title`` once the test module has run."""
-
-    def __init__(self, title: str, width: int = 34) -> None:
-        self.title, self.width = title, width
-        self.max_err: dict[str, float] = {}
-
-    def record(self, key: str, err: float) -> None:
-        self.max_err[key] = max(self.max_err.get(key, 0.0), err)
-
-    def check(
-        self,
-        name: str,
-        got: torch.Tensor,
-        ref64: torch.Tensor,
-        low: torch.Tensor | None,
-        dtype: torch.dtype,
-        tag: str,
-        *,
-        factor: float,
-        atol: float = FP32_ATOL,
-    ) -> None:
-        """Record the Triton error and assert the rule for ``dtype``; ``low`` (the torch path on the same
-        low-precision inputs) is needed, and its error recorded, only when dtype is not float32."""
-        dname = str(dtype)[6:]
-        err = max_abs_error(got, ref64)
-        self.record(f"{dname} triton {name}", err)
-        if dtype == torch.float32:
-            bound = atol + FP32_RTOL * ref64.double().abs().cpu()
-            bad = (got.double().cpu() - ref64.double().cpu()).abs() > bound
-            assert not bad.any(), f"{tag} {name}: max err {err:.3e} ({int(bad.sum())} elements out of bound)"
-            return
-        assert low is not None, "the low-precision rule needs the torch path's result"
-        err_low = max_abs_error(low, ref64)
-        self.record(f"{dname} torch {name}", err_low)
-        assert err <= factor * err_low + LOW_ATOL, (
-            f"{tag} {name}: triton err {err:.3e} > {factor} x torch {dname} err {err_low:.3e} + {LOW_ATOL}"
-        )
+class ErrorReport(parity_rule.ErrorReport):
+    """``parity_rule.ErrorReport``, printed under its title once the test module has run."""
 
     def fixture(self):
         """A module-scoped autouse fixture that prints the table after the module's tests."""
@@ -73,8 +32,7 @@ class ErrorReport:
                 return
             with capture.global_and_fixture_disabled():
                 reporter.write_line("")
-                reporter.write_line(self.title)
-                for key in sorted(self.max_err):
-                    reporter.write_line(f"  {key:<{self.width}s} {self.max_err[key]:.3e}")
+                for line in self.lines():
+                    reporter.write_line(line)
 
         return _print_errors

@@ -1,0 +1,94 @@
+"""Every kept config of every autotuned kernel, launched once explicitly (``forced_config``, not
+through the autotuner), forward and every gradient against the float64 reference under the parity
+rule (``ErrorReport.check``): the configs a GPU's autotuner may pick are all checked, not only the
+one a test's timing happens to select.
+
+On a CPU the kernels run in Triton's interpreter at small shapes (each config at the first shape it
+is kept for; fp32 and fp16); on CUDA at head dims 32, 40, 64, 80, 128 and L = 113, 450, 1024, token
+widths 32 / 256 / 768 and 2- and 12-channel 120 x 120 / P8 patch embeddings (fp32, fp16, bf16).
+The sweep itself is ``fusmae_fast.kernels.config_sweep.every_config_runs``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from error_report import ErrorReport  # tests/parity is on sys.path under pytest
+
+from fusmae_fast.kernels import config_sweep, triton_runtime
+from fusmae_fast.kernels import cross_modal_attention as xattn
+from fusmae_fast.kernels import masked_patch_embed as mpe
+
+REPORT = ErrorReport("every kept config: max |error| vs float64 reference:", width=40)
+_print_errors = REPORT.fixture()
+
+
+def _table_configs(kernel: str, esize: int) -> set[tuple[int, ...]]:
+    """Every config of ``kernel``'s autotune set for this element size (kept for some shape)."""
+    group = triton_runtime.element_size_group(esize)
+    family, name = kernel.split("_", 1)
+    if family == "xattn":
+        return {c for c, _ in xattn._TABLE.rows[(name, group)]}
+    if family == "mpe":
+        return {c for c, _ in mpe._GEMM_TABLE.rows[(name, group)]}
+    return set(triton_runtime.COPY_CONFIGS)
+
+
+@pytest.mark.parametrize("op", config_sweep.OPS)
+def test_every_kept_config_matches_the_fp64_reference(op, device):
+    cuda = device.type == "cuda"
+    dtypes = (torch.float32, torch.float16, torch.bfloat16) if cuda else (torch.float32, torch.float16)
+    launched: dict[tuple[str, int], set] = {}
+    size = "gpu" if cuda else "interpreter"
+    for run in config_sweep.every_config_runs(device, size=size, dtypes=dtypes, ops=[op]):
+        esize = torch.empty((), dtype=run.dtype).element_size()
+        launched.setdefault((run.kernel, esize), set()).add(run.config)
+        for name, got, ref64, low, factor in run.outputs:
+            assert got.shape == ref64.shape and torch.isfinite(got).all(), f"{run.tag} {name}"
+            REPORT.check(f"{run.kernel} {name}", got, ref64, low, run.dtype, run.tag, factor=factor)
+    assert sum(len(c) for c in launched.values()) == config_sweep.count_runs(size, dtypes, [op])
+    for (kernel, esize), confs in launched.items():
+        assert confs == _table_configs(kernel, esize), (kernel, esize)
+
+
+def test_launch_runs_the_forced_config_and_deterministic_mode_pins_the_first_kept(monkeypatch, device):
+    seen = []
+    launch_options = triton_runtime.ConfigFields.launch_options
+
+    def record(self, conf):
+        seen.append(conf)
+        return launch_options(self, conf)
+
+    monkeypatch.setattr(triton_runtime.ConfigFields, "launch_options", record)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 20, 1, 32, generator=gen).to(device) for _ in range(3))
+    split = torch.tensor([7], device=device)
+    conf = xattn.kept_configs("fwd", 32, 4)[-1]
+    with torch.no_grad(), triton_runtime.forced_config(xattn._fwd_tuned, conf):
+        xattn.cross_modal_attention_triton(q, k, v, split)
+    assert seen == [conf]
+    for D, dtype in ((32, torch.float32), (40, torch.float16), (80, torch.float16)):
+        t = torch.empty(1, dtype=dtype)
+        for kernel, tuned in config_sweep._XATTN_KERNELS.items():
+            pinned = triton_runtime.pinned_conf(tuned, (t,), {"HEAD_DIM": D}, xattn._FIELDS)
+            assert pinned == xattn.kept_configs(kernel, D, t.element_size())[0]
+    assert not triton_runtime.deterministic_enabled()  # off unless set (FUSMAE_FAST_DETERMINISTIC=1)
+    triton_runtime.set_deterministic(True)
+    try:
+        assert triton_runtime.deterministic_enabled()
+    finally:
+        triton_runtime.set_deterministic(False)
+
+
+def test_value_checks_fuse_into_one_flag(device):
+    """raise_if_any: the first failing check's error (CPU, or CUDA with debug checks); none if all pass."""
+    ids = torch.tensor([[0, 2, 2], [1, 0, 3]], device=device)
+    ok = torch.zeros((), dtype=torch.bool, device=device)
+    triton_runtime.raise_if_any([(ok, lambda: ValueError("never"))])
+    triton_runtime.set_debug_checks(True)
+    try:
+        with pytest.raises(ValueError, match="ids repeats an index"):
+            checks = [(ok, lambda: ValueError("never")), *triton_runtime.repeats_check("ids", ids)]
+            triton_runtime.raise_if_any(checks)
+    finally:
+        triton_runtime.set_debug_checks(False)
