@@ -2,8 +2,8 @@
 
 ``python bench/report.py`` reads the newest result of each benchmark in ``bench/results/``
 (``xattn_*.json``, ``step_*.json``, ``independent/step_*.json``, ``step_parts_*.json``, every
-``data_read_*.json``, ``roofline.json``; newest by the timestamp inside, full runs preferred over
---quick runs only when ``--prefer-full`` is given) and writes
+``data_read_*.json`` and every ``embed_*.json``, ``roofline.json``; newest by the timestamp inside,
+full runs preferred over --quick runs only when ``--prefer-full`` is given) and writes
 
 - ``docs/benchmarks.md`` (``--out``): every measured table, each named with the device it ran on and
   the file it comes from, and the GPU roofline table labelled as a model;
@@ -451,7 +451,8 @@ BENCHMARK_COMMANDS = (
     "`python bench/xattn.py [--quick]`, `python bench/step.py [--quick]`, "
     "`python bench/step.py --presets tiny,small --masking independent --precision fp32 --compile off "
     "--out-dir bench/results/independent`, "
-    "`python bench/step_parts.py`, `python bench/data_read.py`, `python bench/roofline.py`"
+    "`python bench/step_parts.py`, `python bench/data_read.py`, `python bench/embed.py`, "
+    "`python bench/roofline.py`"
 )
 
 
@@ -499,6 +500,16 @@ def _data_read_markdown(data: dict[str, Any], rel: Path) -> str:
     return markdown(data)
 
 
+def _embed_markdown(data: dict[str, Any], rel: Path) -> str:
+    """The table ``bench/embed.py`` prints, and what its images/s count."""
+    from fusmae_fast.bench.embed import markdown
+
+    text = markdown(data)
+    if data.get("notes"):
+        text += f"\n\n{data['notes']}."
+    return text
+
+
 @dataclass(frozen=True)
 class PageSection:
     """One measured section of docs/benchmarks.md."""
@@ -533,6 +544,12 @@ PAGE_SECTIONS: tuple[PageSection, ...] = (
         "Reading data: GeoTIFF folders and the packed store (measured)",
         "data_read",
         _data_read_markdown,
+        every=True,
+    ),
+    PageSection(
+        "Embedding export: `fusmae-fast embed` (measured)",
+        "embed",
+        _embed_markdown,
         every=True,
     ),
 )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fusmae_fast.data.store import is_store
 
-SAMPLE_VERSION = 2
+SAMPLE_VERSION = 3
 DEFAULT_SIZES: dict[str, tuple[int, int, int]] = {"bigearthnet": (256, 64, 64), "sen12ms": (128, 32, 32)}
 """(train, validation, test) patches of each built-in sample."""
 KINDS: tuple[str, ...] = tuple(DEFAULT_SIZES)

@@ -5,9 +5,10 @@ How a convert runs:
 1. The sources (one reader per split) are indexed and every patch must appear once across them
    (:func:`~fusmae_fast.data.bad_patches.check_unique_patches`: a patch in two splits or listed
    twice stops the convert, or with ``skip_bad`` is left out and recorded in the index's
-   ``skipped_patches``); names, labels and split codes are written at once.
+   ``skipped_patches``); names, labels and split codes are written at once, and so are the S1 names
+   (:func:`source_s1_names`), kept in their own index section (``index["s1_names"]``).
    A fingerprint of everything that determines the store's bytes (kind, layout, S1 dtype, chunk size,
-   names, labels, splits, source description) goes to ``OUT/.convert/plan.json``.
+   names, S1 names, labels, splits, source description) goes to ``OUT/.convert/plan.json``.
 2. The image arrays and the georeference arrays (each patch's EPSG code and bounds, from its reader's
    ``georeference``) are preallocated as ``.npy`` memmaps. Samples are processed in chunks of
    ``chunk_size`` rows by worker processes, each writing its rows straight into the memmaps, flushing,
@@ -52,6 +53,7 @@ from fusmae_fast.data.store import (
     GEOREFERENCE_ARRAYS,
     INDEX_NAME,
     S1_DTYPES,
+    S1_NAME_ARRAYS,
     STORE_FORMAT,
     STORE_VERSION,
     array_digest,
@@ -200,21 +202,44 @@ def _fingerprint(plan: _Plan, meta: dict[str, np.ndarray], source_info: list[dic
     return h.hexdigest()
 
 
+def source_s1_names(ds: RawDataset) -> list[str] | None:
+    """Each patch's S1 name, as ``ds`` pairs it: a reader's (or a store's) ``s1_names``, SEN12MS's S1
+    file stem (its S2 name with ``_s2_`` -> ``_s1_``); None when ``ds`` does not know them."""
+    names = getattr(ds, "s1_names", None)
+    if names is None and ds.info.kind == "sen12ms":
+        names = [n.replace("_s2_", "_s1_", 1) for n in ds.names]
+    if names is None or any(n is None for n in names):
+        return None
+    return list(names)
+
+
+def _ascii_array(names: list[str]) -> np.ndarray:
+    """Names as a fixed-width ASCII array (the store's ``names.npy`` form)."""
+    for n in names:
+        if not n.isascii():
+            raise DatasetError(f"patch name {n!r} is not ASCII")
+    return np.array(names, dtype=f"S{max([len(n) for n in names] + [1])}")
+
+
+def _s1_name_arrays(sources: Sequence[tuple[str, RawDataset]]) -> dict[str, np.ndarray]:
+    """``{"s1_names": array}`` when every source knows its S1 names, else empty (no section)."""
+    lists = [source_s1_names(ds) for _, ds in sources]
+    if any(names is None for names in lists):
+        return {}
+    return {S1_NAME_ARRAYS[0]: _ascii_array([n for names in lists for n in names])}  # type: ignore[union-attr]
+
+
 def _meta_arrays(
     sources: Sequence[tuple[str, RawDataset]], kind: str
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     split_names = list(dict.fromkeys(s for s, _ in sources))
     names = [n for _, ds in sources for n in ds.names]
-    for n in names:
-        if not n.isascii():
-            raise DatasetError(f"patch name {n!r} is not ASCII")
-    width = max([len(n) for n in names] + [1])
     if kind == "sen12ms":
         labels = np.concatenate([np.asarray(ds.labels, dtype=np.int64).reshape(-1) for _, ds in sources])
     else:
         labels = np.concatenate([np.asarray(ds.labels).reshape(-1, 19) for _, ds in sources]).astype(np.uint8)
     split = np.concatenate([np.full(len(ds), split_names.index(s), dtype=np.uint8) for s, ds in sources])
-    return {"labels": labels, "names": np.array(names, dtype=f"S{width}"), "split": split}, split_names
+    return {"labels": labels, "names": _ascii_array(names), "split": split}, split_names
 
 
 def _image_arrays_intact(plan: _Plan) -> bool:
@@ -300,6 +325,7 @@ def pack(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta, split_names = _meta_arrays(sources, kind)
+    s1_meta = _s1_name_arrays(sources)
     offsets = np.cumsum([0] + [len(ds) for _, ds in sources]).tolist()
     plan = _Plan(
         out=out,
@@ -314,7 +340,7 @@ def pack(
     if plan.num_samples == 0:
         raise ValueError("nothing to pack: the sources hold no samples")
     source_info = [{"split": s, **ds.info.source, "skipped": ds.info.skipped} for s, ds in sources]
-    fingerprint = _fingerprint(plan, meta, source_info)
+    fingerprint = _fingerprint(plan, {**meta, **s1_meta}, source_info)
 
     state = out / STATE_DIR
     if (out / INDEX_NAME).exists():
@@ -346,7 +372,7 @@ def pack(
         atomic_write_text(
             state / "plan.json", json.dumps({"fingerprint": fingerprint, "num_chunks": plan.num_chunks})
         )
-    for name, arr in meta.items():
+    for name, arr in {**meta, **s1_meta}.items():
         np.save(out / f"{name}.npy", arr)
 
     def record_path(k: int) -> Path:
@@ -388,14 +414,18 @@ def pack(
 
     arrays = {name: chunked_spec(name, *spec) for name, spec in plan.image_arrays().items()}
     geo = {name: chunked_spec(name, *spec) for name, spec in plan.geo_arrays().items()}
-    for name, arr in meta.items():
-        arrays[name] = {
+
+    def whole_spec(name: str, arr: np.ndarray) -> dict[str, Any]:
+        return {
             "file": f"{name}.npy",
             "dtype": arr.dtype.str,
             "shape": list(arr.shape),
             "sha256": array_digest(arr, chunk_size),
         }
-    for spec in [*arrays.values(), *geo.values()]:
+
+    arrays.update({name: whole_spec(name, arr) for name, arr in meta.items()})
+    s1_names = {name: whole_spec(name, arr) for name, arr in s1_meta.items()}
+    for spec in [*arrays.values(), *geo.values(), *s1_names.values()]:
         spec["bytes"] = (out / spec["file"]).stat().st_size
     total = hashlib.sha256("".join(arrays[k]["sha256"] for k in sorted(arrays)).encode()).hexdigest()
     data_bytes = sum(int(np.prod(a["shape"])) * np.dtype(a["dtype"]).itemsize for a in arrays.values())
@@ -421,6 +451,11 @@ def pack(
             "reference": "each patch's reference GeoTIFF (BigEarthNet: S2 band B02; SEN12MS: the S2 file)",
             "arrays": geo,
         },
+        **(
+            {"s1_names": {"reference": "each patch's S1 name as its reader pairs it", "arrays": s1_names}}
+            if s1_names
+            else {}
+        ),
         "statistics": _statistics(records, meta, split_names, kind),
         "source": {"sources": source_info, "convert": description or {}},
         "skipped": _sum_skipped(sources),

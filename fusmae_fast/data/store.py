@@ -14,12 +14,19 @@ Written once by ``fusmae-fast convert`` (:mod:`fusmae_fast.data.packing`), read 
     split.npy       (n,) uint8 index into index["split_names"]
     geo_epsg.npy    (n,) int32 EPSG code of each patch's CRS, 0 for none   (index["georeference"])
     geo_bounds.npy  (n, 4) float64 left, bottom, right, top in that CRS  (index["georeference"])
+    s1_names.npy    (n,) fixed-width ASCII S1 patch names                  (index["s1_names"])
 
 Georeference: each patch's CRS and bounds as its reader's ``georeference`` gives them (the reference
 GeoTIFF: BigEarthNet's S2 band B02, SEN12MS's S2 file), recorded in their own index section (file,
 dtype, shape, sha256, bytes per array), outside the image arrays' table, checksum and bytes per
 sample. A store converted before stores kept georeference has no such section:
 :meth:`PackedDataset.georeference` then says to convert it again.
+
+S1 names: each patch's S1 name as its reader pairs it (BigEarthNet: the S1 patch folder;
+SEN12MS: the S1 file stem), kept the same way in ``index["s1_names"]`` (:attr:`PackedDataset.s1_names`;
+None for a store converted before stores kept them). The sections outside the main table are
+:data:`SIDE_SECTIONS`; :func:`side_arrays` lists their arrays, which opening and verifying check like
+the others.
 
 Samples keep their raw form, so :class:`PackedDataset` applies the same
 :class:`~fusmae_fast.data.transforms.ItemTransform` as the readers: a packed dataset and a direct read
@@ -54,6 +61,12 @@ from fusmae_fast.data.transforms import Fit, ItemTransform
 
 GEOREFERENCE_ARRAYS = ("geo_epsg", "geo_bounds")
 """The arrays of ``index["georeference"]["arrays"]``."""
+S1_NAME_ARRAYS = ("s1_names",)
+"""The arrays of ``index["s1_names"]["arrays"]``."""
+SIDE_SECTIONS: dict[str, tuple[str, ...]] = {"georeference": GEOREFERENCE_ARRAYS, "s1_names": S1_NAME_ARRAYS}
+"""Index sections whose arrays are kept outside the main ``arrays`` table, so its checksum and the
+bytes per sample stay those of the images, names, labels and splits; a store written before a
+section was added lacks it."""
 STORE_FORMAT = "fusmae-fast-store"
 STORE_VERSION = 1
 INDEX_NAME = "index.json"
@@ -154,15 +167,30 @@ def file_problem(path: Path, spec: dict[str, Any]) -> str | None:
     return None
 
 
+def section_arrays(index: dict[str, Any], section: str) -> dict[str, dict[str, Any]]:
+    """The entries of the arrays of one of :data:`SIDE_SECTIONS` (empty for a store without it)."""
+    return index.get(section, {}).get("arrays", {})
+
+
 def georeference_arrays(index: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The georeference arrays' entries of a store index (empty for a store without georeference)."""
-    return index.get("georeference", {}).get("arrays", {})
+    return section_arrays(index, "georeference")
+
+
+def side_arrays(index: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The entries of every array kept outside the main table (those of :data:`SIDE_SECTIONS`)."""
+    return {name: spec for section in SIDE_SECTIONS for name, spec in section_arrays(index, section).items()}
+
+
+def all_arrays(index: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The main table's entries and the side sections' (:func:`side_arrays`)."""
+    return {**index["arrays"], **side_arrays(index)}
 
 
 def check_files(root: Path, index: dict[str, Any]) -> None:
-    """Every array file of the store ``root`` (georeference arrays included) as its index records it
+    """Every array file of the store ``root`` (side sections' arrays included) as its index records it
     (see :func:`file_problem`); the error names the first bad file."""
-    for name, spec in {**index["arrays"], **georeference_arrays(index)}.items():
+    for name, spec in all_arrays(index).items():
         path = root / spec["file"]
         problem = file_problem(path, spec)
         if problem == "missing":
@@ -176,11 +204,12 @@ def check_files(root: Path, index: dict[str, Any]) -> None:
 def verify_arrays(
     root: Path, index: dict[str, Any], workers: int = 1
 ) -> tuple[dict[str, str | None], list[str]]:
-    """Check every array file of the store ``root``: size and header, then every byte against the
-    recorded sha256. Returns ({file: problem or None}, files without a recorded sha256)."""
+    """Check every array file of the store ``root`` (the side sections' too, when present): size and
+    header, then every byte against the recorded sha256. Returns ({file: problem or None}, files
+    without a recorded sha256)."""
     results: dict[str, str | None] = {}
     unchecked: list[str] = []
-    for spec in index["arrays"].values():
+    for spec in all_arrays(index).values():
         path = root / spec["file"]
         problem = file_problem(path, spec)
         if problem is None and "sha256" not in spec:
@@ -256,19 +285,21 @@ class PackedDataset(RawDataset):
         self.labels = picked.astype(np.int64) if kind == "sen12ms" else picked.astype(np.float32)
         self._arrays: dict[str, np.ndarray] | None = None
         self._names: list[str] | None = None
+        self._s1_names: list[str] | None = None
 
     # Arrays are mapped on first use in each process and never pickled.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_arrays"] = None
         state["_names"] = None
+        state["_s1_names"] = None
         return state
 
     def _mapped(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
             self._arrays = {
                 name: np.load(self.root / spec["file"], mmap_mode="r")
-                for name, spec in {**self.index["arrays"], **georeference_arrays(self.index)}.items()
+                for name, spec in all_arrays(self.index).items()
             }
         return self._arrays
 
@@ -278,6 +309,17 @@ class PackedDataset(RawDataset):
             raw = self._mapped()["names"]
             self._names = [raw[j].decode("ascii") for j in self.indices]
         return self._names
+
+    @property
+    def s1_names(self) -> list[str] | None:
+        """Each sample's S1 name as the convert recorded it; None for a store converted before stores
+        kept S1 names."""
+        if not section_arrays(self.index, "s1_names"):
+            return None
+        if self._s1_names is None:
+            raw = self._mapped()["s1_names"]
+            self._s1_names = [raw[j].decode("ascii") for j in self.indices]
+        return self._s1_names
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -307,13 +349,9 @@ class PackedDataset(RawDataset):
         return Georeference(epsg=int(arrays["geo_epsg"][j]), bounds=(left, bottom, right, top))
 
     def verify(self) -> None:
-        """Recompute each array file's content hash (georeference arrays included) and compare with the
+        """Recompute each array file's content hash (side sections' arrays included) and compare with the
         index (DatasetError if not)."""
         results, unchecked = verify_arrays(self.root, self.index)
-        if georeference_arrays(self.index):
-            geo_index = {"arrays": georeference_arrays(self.index), "chunk_size": self.index["chunk_size"]}
-            geo_results, geo_unchecked = verify_arrays(self.root, geo_index)
-            results, unchecked = {**results, **geo_results}, unchecked + geo_unchecked
         for file, problem in results.items():
             if problem is not None:
                 raise DatasetError(f"{self.root / file}: {problem}")

@@ -1,7 +1,8 @@
 """``fusmae-fast verify STORE``: check every file of a packed store against its index.
 
-Each array file is checked for its header and size, then every byte is hashed and compared with the
-sha256 the convert recorded (see :mod:`fusmae_fast.data.store`). One line per file on stdout (``ok``)
+Each array file (those of the index's side sections, georeference and S1 names, when the store has
+them) is checked for its header and size, then every byte is hashed and compared with the sha256 the
+convert recorded (see :mod:`fusmae_fast.data.store`). One line per file on stdout (``ok``)
 or stderr (``BAD``, with what is wrong), then a verdict. Exit status:
 
 - 0: every file matches the index;
@@ -39,13 +40,7 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.store)
     index = read_index(root)
     workers = max(1, args.workers)
-    results, unchecked = verify_arrays(root, index, workers=workers)
-    extra = index.get("georeference", {}).get("arrays", {})  # arrays kept outside the main table
-    if extra:
-        more, more_unchecked = verify_arrays(
-            root, {"arrays": extra, "chunk_size": index["chunk_size"]}, workers
-        )
-        results, unchecked = {**results, **more}, unchecked + more_unchecked
+    results, unchecked = verify_arrays(root, index, workers=workers)  # side sections' arrays included
     bad = {file: problem for file, problem in results.items() if problem is not None}
     for file, problem in results.items():
         if problem is None:

@@ -3,7 +3,8 @@
 Steps: load the encoder (``evaluate.encoder.load_model``: encoder.safetensors, a training checkpoint,
 a run folder or a pretrained folder); open the split(s) with images brought to the model's size;
 check that the checkpoint takes the data (channels, image size) and that the data has georeference;
-list the rows (name, S1 name, split, labels are known before any image is read); continue the
+list the rows (name, S1 name, split, labels are known before any image is read; a store keeps the
+S1 names its convert was given); continue the
 unfinished run of the same command or start one (``embed.geoparquet``); then for each row group not
 yet written, its batches go through a DataLoader (workers read images and footprints while the
 encoder runs: no masking, ``encode`` of the chosen modalities, autocast as ``--precision`` says) and
@@ -32,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from fusmae_fast.config import ModelConfig
 from fusmae_fast.data.bands import S1_BANDS, S1_MEAN, S1_STD, S2_BANDS, S2_MEAN, S2_STD
 from fusmae_fast.data.errors import DatasetError
+from fusmae_fast.data.packing import source_s1_names
 from fusmae_fast.data.splits import canonical_split
 from fusmae_fast.embed.config import EmbedConfig
 from fusmae_fast.embed.footprint import RING_POINTS, check_georeferenced, footprint
@@ -107,19 +109,29 @@ def check_architecture(config: ModelConfig, parts: list[tuple[str, Dataset]], ck
 
 
 def list_rows(parts: list[tuple[str, Dataset]]) -> dict[str, list[Any]]:
-    """name, s1_name, split and labels of every row, from the datasets' indexes (no image read)."""
+    """name, s1_name, split and labels of every row, from the datasets' indexes (no image read). Data
+    that does not know its S1 names (a store converted before stores kept them) gets null ones, with
+    one line saying so."""
     rows: dict[str, list[Any]] = {"name": [], "s1_name": [], "split": [], "labels": []}
+    unnamed: list[str] = []
     for split, ds in parts:
         names = list(ds.names)  # type: ignore[attr-defined]
         labels = np.asarray(ds.labels)  # type: ignore[attr-defined]
-        s1_names = getattr(ds, "s1_names", None)
-        if s1_names is None and ds.info.kind == "sen12ms":  # type: ignore[attr-defined]
-            s1_names = [n.replace("_s2_", "_s1_", 1) for n in names]
+        s1_names = source_s1_names(ds)  # type: ignore[arg-type]
+        if s1_names is None:
+            unnamed.append(str(getattr(ds, "root", split)))
         rows["name"] += names
-        rows["s1_name"] += list(s1_names) if s1_names is not None else [None] * len(names)
+        rows["s1_name"] += s1_names if s1_names is not None else [None] * len(names)
         rows["split"] += [split] * len(names)
         rows["labels"] += (
             [[int(y)] for y in labels] if labels.ndim == 1 else [np.flatnonzero(y).tolist() for y in labels]
+        )
+    if unnamed:
+        print(
+            f"[fusmae-fast] embed: {', '.join(dict.fromkeys(unnamed))} keeps no S1 names (converted "
+            "before stores kept them): s1_name is null; convert it again (fusmae-fast convert --overwrite) "
+            "to fill it",
+            file=sys.stderr,
         )
     return rows
 

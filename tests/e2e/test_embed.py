@@ -190,15 +190,17 @@ def test_builtin_sample(world, tmp_path):
     df = geopandas.read_parquet(out)
     ds = open_dataset("sample", split="test")
     assert len(df) == len(ds) and list(df["name"]) == ds.names
-    assert df["s1_name"].isna().all()  # the store does not keep S1 names
+    assert list(df["s1_name"]) == ds.s1_names  # the store keeps the S1 names its convert was given
+    assert all(n.startswith("S1") for n in ds.s1_names)
     bounds = np.array([ds.georeference(i).bounds for i in range(len(ds))])
     assert (bounds[:, 2] - bounds[:, 0] == 1200).all() and (bounds[:, 3] - bounds[:, 1] == 1200).all()
     assert df.geometry.is_valid.all() and (df.to_crs(ds.georeference(0).epsg).geometry.area > 1e6).all()
 
 
 def test_store_gives_the_raw_roots_geometry(world, tmp_path, capsys):
-    """A store converted from the v1 root gives the same footprints (and embeddings) as the root; a store
-    converted before stores kept georeference says to convert again, or --no-geometry."""
+    """A store converted from the v1 root gives the same names, S1 names, footprints and embeddings as the
+    root; a store converted before stores kept georeference says to convert again, or --no-geometry;
+    one converted before stores kept S1 names gives null S1 names, with one line saying so."""
     from fusmae_fast.data.packing import pack
 
     root, _ = world
@@ -211,8 +213,9 @@ def test_store_gives_the_raw_roots_geometry(world, tmp_path, capsys):
     args += ["--precision", "fp32", "--num_workers", "0", "--no-progress", "--batch_size", "4"]
     assert main([*args, "--row_group_size", "6"]) == 0
     a, b = pq.read_table(from_root), pq.read_table(from_store)
-    for column in ("name", "split", "labels", "embedding", "geometry", "bbox"):
+    for column in ("name", "s1_name", "split", "labels", "embedding", "geometry", "bbox"):
         assert a.column(column).equals(b.column(column)), column
+    assert None not in b.column("s1_name").to_pylist()
 
     index_path = tmp_path / "store" / "index.json"
     index = json.loads(index_path.read_text())
@@ -226,6 +229,17 @@ def test_store_gives_the_raw_roots_geometry(world, tmp_path, capsys):
     plain = pq.read_table(from_store)
     assert "geometry" not in plain.column_names and b"geo" not in pq.read_metadata(from_store).metadata
     assert plain.column("embedding").equals(a.column("embedding"))
+    assert plain.column("s1_name").equals(a.column("s1_name"))
+
+    del index["s1_names"]  # as a convert before stores kept S1 names wrote it
+    index_path.write_text(json.dumps(index))
+    capsys.readouterr()
+    assert main([*args, "--overwrite", "--no-geometry"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "S1 names" in line]
+    assert len(notes) == 1 and "s1_name is null" in notes[0] and "convert it again" in notes[0], notes
+    old = pq.read_table(from_store)
+    assert old.column("s1_name").null_count == ROWS and old.column("name").equals(a.column("name"))
+    assert old.column("embedding").equals(a.column("embedding"))
 
 
 def test_bad_input_one_line_each(world, tmp_path, capsys):
@@ -323,3 +337,20 @@ def test_v2_and_sen12ms_roots(world, tmp_path, kind):
         want = np.array([to_lonlat.transform(x, y) for x, y in xy])
         poly = shapely.from_wkb(table.column("geometry")[i].as_py())
         np.testing.assert_allclose(np.array(poly.exterior.coords)[:4], want, rtol=0, atol=1e-9)
+
+
+def test_report_renders_the_embed_benchmark(tmp_path, monkeypatch):
+    """bench/report.py puts every ``embed_*.json`` into docs/benchmarks.md, as bench/embed.py tables it."""
+    from fusmae_fast.bench import devices, report
+    from fusmae_fast.bench.embed import markdown
+
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    measured = json.loads((devices.RESULTS / "embed_cpu.json").read_text())
+    devices.write_json_atomic(results / "embed_cpu.json", measured)
+    monkeypatch.setattr(devices, "REPO", tmp_path)
+    monkeypatch.setattr(devices, "RESULTS", results)
+    page = report.benchmarks_page(prefer_full=True)
+    section = page.split("## Embedding export: `fusmae-fast embed` (measured)", 1)[1].split("\n## ", 1)[0]
+    assert "From `bench/results/embed_cpu.json`." in section and markdown(measured) in section
+    assert all(f"| {row['source']} | {row['precision']} |" in section for row in measured["rows"])
