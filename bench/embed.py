@@ -10,7 +10,7 @@ DataLoader reading images and footprints in ``--workers`` processes, the encoder
 (``encode``, no masking, CLS pooling, autocast as ``--precision`` says), the copy to the host and the
 row groups written to disk; not the start (model load, dataset index) nor the final assembly of the
 file. Sources: ``tiff`` (the v1 GeoTIFF folders, with geometry) and ``store`` (the same patches
-packed by ``fusmae_fast.data.packing``, ``--no-geometry``: stores keep no georeference yet). The
+packed by ``fusmae_fast.data.packing``, run with ``--no-geometry``: the memory-mapped arrays alone). The
 encoder has random weights of the preset's architecture (speed does not depend on the values).
 Each configuration runs once after one warm-up run on the first; page cache warm (files just
 written). Output: a table on stdout and ``bench/results/embed_<device>.{json,md}`` with the run
