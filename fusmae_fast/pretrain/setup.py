@@ -164,10 +164,10 @@ def init_distributed(device_kind: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device_kind == "cuda":  # before the group: NCCL binds each rank's communicator to its device
+        torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    if device_kind == "cuda":
-        torch.cuda.set_device(local)
     return DistInfo(rank=rank, world=world, local_rank=local)
 
 

@@ -1,0 +1,90 @@
+"""bench/gpu_check.py: the rehearsal of the GPU check runs its whole plan on a CPU, a parity mismatch
+fails the run, and a section the budget cannot fit is skipped with a note.
+
+The first test is how CI runs ``python bench/gpu_check.py --rehearse --out DIR`` (a subprocess, as a
+user runs it), so the script cannot rot; the others call ``main()`` in this process, which needs the
+interpreter this conftest selects on a machine without CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fusmae_fast.bench import gpu_check
+
+SCRIPT = Path(gpu_check.__file__).resolve()
+ON_CPU = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="in-process rehearsal needs the interpreter selected at import"
+)
+
+
+def test_rehearse_runs_every_section(tmp_path):
+    out = tmp_path / "check"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--rehearse", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "# gpu_check plan" in proc.stdout and "Triton compiles" in proc.stdout
+    assert "# gpu_check summary" in proc.stdout
+    result = json.loads((out / "gpu_check.json").read_text())
+    assert [r["name"] for r in result["plan"]] == list(gpu_check.SECTIONS)
+    assert {name: s["status"] for name, s in result["sections"].items()} == dict.fromkeys(
+        gpu_check.SECTIONS, "ok"
+    )
+    parity = result["sections"]["parity"]
+    assert parity["checks"] > 50 and not parity["failed"]
+    assert {r["op"] for r in parity["records"]} == {
+        "cross_modal_attention",
+        "masked_patch_embed",
+        "gather_tokens",
+        "scatter_tokens",
+        "masked_mse",
+    }
+    assert result["sections"]["e2e"]["last_step"] == 2 * gpu_check.E2E_STEPS[True]
+    assert (out / "gpu_check.md").read_text().startswith("# gpu_check rehearsal")
+    assert (out / "xattn" / "xattn_cpu.png").exists()
+    assert (out / "step" / "tiny" / "step_cpu.json").exists()
+
+
+@ON_CPU
+def test_parity_mismatch_fails_the_run(tmp_path, monkeypatch, capsys):
+    """A kernel off by one ulp-scale step is caught by the bit-exact / tolerance checks: exit 1."""
+    from fusmae_fast.kernels import config_sweep, token_gather
+
+    real = token_gather.gather_tokens_triton
+
+    def off(x, ids, pos=None):
+        out = real(x, ids, pos)
+        return out + 1e-2 * out.detach().abs().amax().clamp_min(1.0)
+
+    monkeypatch.setattr(token_gather, "gather_tokens_triton", off)
+    monkeypatch.setattr(config_sweep, "every_config_runs", lambda *a, **k: iter(()))  # op cases only
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    status = gpu_check.main(["--rehearse", "--out", str(tmp_path), "--sections", "parity"])
+    assert status == 1
+    parity = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]["parity"]
+    assert parity["status"] == "failed"
+    assert {f["op"] for f in parity["failed"]} == {"gather_tokens"}
+    assert "PARITY FAIL gather_tokens" in capsys.readouterr().out
+
+
+@ON_CPU
+def test_budget_skips_a_section_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    status = gpu_check.main(
+        ["--rehearse", "--out", str(tmp_path), "--sections", "env,e2e", "--budget-s", "2"]
+    )
+    assert status == 0
+    sections = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]
+    assert sections["env"]["status"] == "ok"
+    assert sections["e2e"]["status"] == "skipped" and "budget" in sections["e2e"]["note"]
+    assert "| e2e |" in (tmp_path / "gpu_check.md").read_text()
