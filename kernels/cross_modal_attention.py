@@ -63,7 +63,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .compile_spec import aligned_args, compile_spec, signature
+from .compile_spec import launch_spec, signature
 from .triton_runtime import (
     TL_DTYPE_NAME,
     ConfigFields,
@@ -1087,8 +1087,28 @@ _FP32_SCALARS = {"qk_scale": "fp32", "sm_scale": "fp32"}
 """Scalar kernel arguments that are fp32 (every other non-pointer, non-constexpr argument is i32)."""
 
 
+COMPILE_LAYOUT: tuple[int, int, int] = (2, 450, 8)
+"""(B, L, H) of the launch the specs are compiled as: q, k, v views of a packed (B, L, 3, H, D) qkv
+projection (the model's layout), o, dO and the gradients contiguous (B, L, H, D); L = 450 (the
+decoder's sequence, not a multiple of 16)."""
+
+
+def compile_values(fn, head_dim: int) -> dict[str, int]:
+    """The int arguments of a launch of ``fn`` at ``COMPILE_LAYOUT`` and ``head_dim``: its strides
+    and sizes, which the JIT specialises (unit strides to 1, multiples of 16 marked)."""
+    B, L, H = COMPILE_LAYOUT
+    packed = torch.empty(B, L, 3, H, head_dim, device="meta")[:, :, 0].stride()[:3]
+    dense = torch.empty(B, L, H, head_dim, device="meta").stride()[:3]
+    values = {"L": L, "H": H, "L_BUCKET": autotune_bucket(L, 1024)}
+    for t in ("q", "k", "v", "o", "do", "dq", "dk", "dv"):
+        for axis, stride in zip("blh", packed if t in ("q", "k", "v") else dense, strict=True):
+            values[f"stride_{t}{axis}"] = stride
+    return {n: v for n, v in values.items() if n in fn.arg_names}
+
+
 def compile_specs() -> list[dict]:
-    """One spec per (kernel, config, dtype, head dim) the autotuner can launch (for compile_check)."""
+    """One spec per (kernel, config, dtype, head dim) the autotuner can launch (for compile_check),
+    specialised as the JIT specialises a launch at ``COMPILE_LAYOUT``."""
     specs: list[dict] = []
     consts = ("BLOCK_M", "BLOCK_N", "BLOCK_D", "HEAD_DIM", "DOT_PRECISION")
     kernels = {
@@ -1104,38 +1124,34 @@ def compile_specs() -> list[dict]:
                 ptrs = {n: f"*{tname}" for n in data_ptrs} | {n: "*fp32" for n in f32_ptrs}
                 ptrs["SPLIT"] = "*i64"
                 sig = signature(fn, ptrs, consts, _FP32_SCALARS)
+                values = compile_values(fn, head_dim)
                 for bm, bn, warps, stages in kept_configs(kname, head_dim, esize):
+                    meta = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": block_d, "HEAD_DIM": head_dim}
                     specs.append(
-                        compile_spec(
+                        launch_spec(
                             f"xattn_{kname}",
                             f"BM{bm}-BN{bn}-D{head_dim}-w{warps}-s{stages}-{tname}",
                             fn,
                             sig,
-                            {
-                                "BLOCK_M": bm,
-                                "BLOCK_N": bn,
-                                "BLOCK_D": block_d,
-                                "HEAD_DIM": head_dim,
-                                "DOT_PRECISION": "ieee",
-                            },
-                            num_warps=warps,
-                            num_stages=stages,
-                            divisible_by_16=aligned_args(sig, strides=head_dim % 16 == 0),
+                            meta | {"DOT_PRECISION": "ieee"},
+                            values,
+                            warps,
+                            stages,
                         )
                     )
             ptrs = {"O": f"*{tname}", "DO": f"*{tname}", "DELTA": "*fp32"}
             pre_consts = ("BLOCK_M", "BLOCK_D", "HEAD_DIM")
-            sig = signature(_xattn_bwd_preprocess_kernel, ptrs, pre_consts, _FP32_SCALARS)
+            fn = _xattn_bwd_preprocess_kernel
             specs.append(
-                compile_spec(
+                launch_spec(
                     "xattn_bwd_preprocess",
                     f"BM{PREPROCESS_BLOCK_M}-D{head_dim}-w4-s1-{tname}",
-                    _xattn_bwd_preprocess_kernel,
-                    sig,
+                    fn,
+                    signature(fn, ptrs, pre_consts, _FP32_SCALARS),
                     {"BLOCK_M": PREPROCESS_BLOCK_M, "BLOCK_D": block_d, "HEAD_DIM": head_dim},
-                    num_warps=4,
-                    num_stages=1,
-                    divisible_by_16=aligned_args(sig, strides=head_dim % 16 == 0),
+                    compile_values(fn, head_dim),
+                    4,
+                    1,
                 )
             )
     return specs

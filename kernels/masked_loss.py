@@ -51,7 +51,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .compile_spec import aligned_args, compile_spec, signature
+from .compile_spec import launch_spec, signature
 from .triton_runtime import (
     TL_DTYPE_NAME,
     check_float,
@@ -524,18 +524,28 @@ COMPILE_BLOCK_D: tuple[int, ...] = tuple(1 << k for k in range(4, 13))
 """Every BLOCK_D the Triton path launches (16 .. MAX_PATCH_ELEMENTS)."""
 
 
+COMPILE_FLAGS: dict[str, int] = {"norm_pix": 1, "want_dpred": 1, "want_dimg": 0}
+"""The flags of the launch the specs are compiled as (MAE's norm_pix_loss, the gradient of pred only):
+int arguments, which the JIT specialises (1 becomes a constant), so each value is its own variant."""
+
+COMPILE_STRIDES: dict[str, int] = {"stride_iw": 1, "stride_mn": 1, "stride_gb": 0, "stride_gc": 0}
+"""The strides every launch of the model has: contiguous image rows and mask (unit strides, the
+constant 1), no d img (zero strides, without want_dimg). Sizes and the other strides vary with the
+shape and stay unmarked."""
+
+
 def _spec(kernel: str, config: str, fn, sig: dict, constexprs: dict, warps: int) -> dict:
     # fresh torch allocations are 16-byte aligned; the mask is a view (maybe offset), so not listed
-    aligned = aligned_args(sig, exclude=("MASK",))
-    return compile_spec(
-        kernel, config, fn, sig, constexprs, num_warps=warps, num_stages=1, divisible_by_16=aligned
-    )
+    ints = {n: v for n, v in (COMPILE_FLAGS | COMPILE_STRIDES).items() if n in fn.arg_names}
+    if "stride_gh" in fn.arg_names:
+        ints |= {"stride_gh": 0, "stride_gw": 0}
+    return launch_spec(kernel, config, fn, sig, constexprs, ints, warps, 1, unaligned=("MASK",))
 
 
 def compile_specs() -> list[dict]:
-    """Specs for every (kernel, BLOCK_D, pred dtype) the launchers run (norm_pix and the wanted
-    gradients are runtime flags). The image is compiled as fp32 (the model's input dtype), the mask as
-    uint8 (a bool mask's view)."""
+    """Specs for every (kernel, BLOCK_D, pred dtype) the launchers run, with ``COMPILE_FLAGS`` and
+    ``COMPILE_STRIDES``. The image is compiled as fp32 (the model's input dtype), the mask as uint8 (a
+    bool mask's view)."""
     specs = []
     for tname in TL_DTYPE_NAME.values():
         fwd_sig = signature(

@@ -51,7 +51,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .compile_spec import aligned_rows_spec, signature
+from .compile_spec import launch_spec, signature
 from .reductions import TARGET_PROGRAMS, inverse_map, reduce_splits, sum_rows
 from .token_gather import scattered_rows_sum
 from .triton_runtime import (
@@ -326,6 +326,16 @@ def _wide(C: int, R: int) -> bool:  # both GEMM extents at least 128: big tiles 
     return C >= 128 and R >= 128
 
 
+TRITON_VERSION: tuple[int, ...] = tuple(int(x) for x in triton.__version__.split(".")[:2])
+"""(major, minor) of the Triton in use: a config that spills under one Triton version is pruned there."""
+
+
+def _not_before_triton39(C: int, R: int) -> bool:
+    """Kept on Triton >= 3.9 only: under Triton 3.6 ptxas spills registers of this config on sm_86
+    (fp16 d weight at P8 and P16), so older Tritons do without it."""
+    return TRITON_VERSION >= (3, 9)
+
+
 _GEMM_TABLE = ConfigTable(
     GEMM_FIELDS,
     {
@@ -344,7 +354,7 @@ _GEMM_TABLE = ConfigTable(
         ),
         ("dw", 2): (
             ((32, 64, 64, 4, 2), _always),
-            ((64, 64, 64, 4, 2), _always),
+            ((64, 64, 64, 4, 2), _not_before_triton39),
             ((32, 128, 64, 8, 2), _wide),
             ((64, 64, 128, 8, 2), _wide),
             ((32, 128, 128, 8, 2), _wide),
@@ -696,6 +706,58 @@ COMPILE_PATCHES: tuple[int, ...] = (8, 16)
 Fus-MAE/BigEarthNet patch (8) and ViT's 16."""
 
 
+COMPILE_SHAPE: tuple[int, int, int, int, int] = (64, 12, 120, 56, 768)
+"""(B, C_in, image size, K, C) of the launch the specs are compiled as: 12-band 120 x 120 images, a
+quarter of the patches kept, ViT-B width, contiguous tensors (unit strides are the constant 1)."""
+
+
+def compile_values(kernel: str, patch: int) -> dict[str, int]:
+    """The int arguments (sizes and strides) of a launch at ``COMPILE_SHAPE`` and ``patch``."""
+    B, C_in, size, K, C = COMPILE_SHAPE
+    grid_w, M = size // patch, B * K
+    img = torch.empty(B, C_in, size, size, device="meta").stride()
+    weight = torch.empty(C, C_in, patch, patch, device="meta").stride()
+    ids = (K, 1)
+    tokens = (K * C, C)  # out / dout (B, K, C)
+    sizes = {"K": K, "C": C, "C_IN": C_in, "GRID_W": grid_w}
+    if kernel == "fwd":
+        strides = (*img, *weight, 1, C, 1, *ids, *tokens)
+        names = (
+            "imb",
+            "imc",
+            "imh",
+            "imw",
+            "wo",
+            "wc",
+            "wp",
+            "wq",
+            "bias",
+            "pn",
+            "pc",
+            "ib",
+            "ik",
+            "ob",
+            "ok",
+        )
+        return (
+            sizes
+            | {"M_BUCKET": _m_bucket(M)}
+            | {f"stride_{n}": v for n, v in zip(names, strides, strict=True)}
+        )
+    if kernel == "dimg":
+        strides = (*tokens, *weight, *ids, *img)
+        names = ("db", "dk", "wo", "wc", "wp", "wq", "ib", "ik", "gb", "gc", "gh", "gw")
+        return (
+            sizes
+            | {"M_BUCKET": _m_bucket(M)}
+            | {f"stride_{n}": v for n, v in zip(names, strides, strict=True)}
+        )
+    per = dw_splits(M, C, C_in * patch * patch)[1]
+    names = ("db", "dk", "imb", "imc", "imh", "imw", "ib", "ik")
+    strides = dict(zip((f"stride_{n}" for n in names), (*tokens, *img, *ids), strict=True))
+    return {"M": M, **sizes, "rows_per_split": per, **strides}
+
+
 def compile_specs() -> list[dict]:
     """One spec per (kernel, config, dtype, patch size, dot precision) the launchers can run."""
     specs = []
@@ -720,5 +782,6 @@ def compile_specs() -> list[dict]:
                         config = f"BM{m}-BN{n}-BR{r}-w{w}-s{s}-P{patch}-{precision}-{tname}"
                         values = {"PATCH": patch, "BLOCK_M": m, "BLOCK_N": n, "BLOCK_R": r}
                         values["DOT_PRECISION"] = precision
-                        specs.append(aligned_rows_spec(f"mpe_{kname}", config, fn, sig, values, w, s))
+                        ints = compile_values(kname, patch)
+                        specs.append(launch_spec(f"mpe_{kname}", config, fn, sig, values, ints, w, s))
     return specs

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .compile_spec import aligned_rows_spec, signature
+from .compile_spec import launch_spec, signature
 from .triton_runtime import TL_DTYPE_NAME, launch_fixed
 
 SM_COUNT = 82
@@ -183,8 +183,24 @@ def inverse_map(ids: torch.Tensor, n: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------
 
 
+COMPILE_SHAPE: tuple[int, int, int, int] = (4, 225, 768, 56)
+"""(S, N, C, K) of the launches the specs are compiled as: 4 batch splits of a (225, 768) d pos,
+ids of 56 kept tokens (unit inner stride: the constant 1)."""
+
+
+def compile_values(kernel: str) -> dict[str, int]:
+    """The int arguments (sizes and strides) of a launch at ``COMPILE_SHAPE``."""
+    S, N, C, K = COMPILE_SHAPE
+    if kernel == "sum_splits":
+        return {"S": S, "N": N, "C": C, "stride_on": C}
+    if kernel == "sum_rows":
+        return {"R": S, "L": N * C}
+    return {"M": 64 * K, "K": K, "N": N, "stride_ib": K, "stride_ik": 1}
+
+
 def compile_specs() -> list[dict]:
-    """One spec per (kernel, output dtype, variant) the launchers run."""
+    """One spec per (kernel, output dtype, variant) the launchers run, specialised as the JIT
+    specialises a launch at ``COMPILE_SHAPE``."""
     specs = []
     for tname in TL_DTYPE_NAME.values():
         sig = signature(
@@ -201,18 +217,33 @@ def compile_specs() -> list[dict]:
                 "BLOCK_C": REDUCE_BLOCK_C,
             }
             specs.append(
-                aligned_rows_spec(
-                    "gather_sum_splits", f"{config}-{tname}", _sum_splits_kernel, sig, values, 4, 1
+                launch_spec(
+                    "gather_sum_splits",
+                    f"{config}-{tname}",
+                    _sum_splits_kernel,
+                    sig,
+                    values,
+                    compile_values("sum_splits"),
+                    4,
+                    1,
                 )
             )
         sig = signature(_sum_rows_kernel, {"PART": "*fp32", "OUT": f"*{tname}"}, ("BLOCK_L",))
         values = {"BLOCK_L": SUM_ROWS_BLOCK}
         specs.append(
-            aligned_rows_spec(
-                "gather_sum_rows", f"BL{SUM_ROWS_BLOCK}-{tname}", _sum_rows_kernel, sig, values, 4, 1
+            launch_spec(
+                "gather_sum_rows",
+                f"BL{SUM_ROWS_BLOCK}-{tname}",
+                _sum_rows_kernel,
+                sig,
+                values,
+                compile_values("sum_rows"),
+                4,
+                1,
             )
         )
     sig = signature(_inverse_kernel, {"IDS": "*i64", "INV": "*i32"}, ("BLOCK",))
     values = {"BLOCK": INVERSE_BLOCK}
-    specs.append(aligned_rows_spec("gather_inverse", f"B{INVERSE_BLOCK}", _inverse_kernel, sig, values, 4, 1))
+    ints = compile_values("inverse")
+    specs.append(launch_spec("gather_inverse", f"B{INVERSE_BLOCK}", _inverse_kernel, sig, values, ints, 4, 1))
     return specs

@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .compile_spec import aligned_rows_spec, signature
+from .compile_spec import launch_spec, signature
 from .reductions import batch_splits, inverse_map, reduce_splits
 from .triton_runtime import (
     TL_DTYPE_NAME,
@@ -326,8 +326,33 @@ def gather_tokens_ref(
 # ----------------------------------------------------------------------------------------------------
 
 
+COMPILE_SHAPE: tuple[int, int, int, int] = (64, 225, 56, 768)
+"""(B, N, K, C) of the launch the specs are compiled as: ViT-B tokens of 120 x 120 / P8 images, a
+quarter kept, contiguous tensors (ids_keep's unit inner stride is the constant 1)."""
+
+
+def compile_values(kernel: str, store_dx: bool = True) -> dict[str, int]:
+    """The int arguments (sizes and strides) of a launch at ``COMPILE_SHAPE``."""
+    B, N, K, C = COMPILE_SHAPE
+    if kernel == "gather_fwd":
+        sizes = {"M": B * K, "K": K, "C": C}
+        return sizes | dict(
+            zip(
+                ("stride_xb", "stride_xn", "stride_ib", "stride_ik", "stride_pn", "stride_ob", "stride_ok"),
+                (N * C, C, K, 1, C, K * C, C),
+                strict=True,
+            )
+        )
+    per_split = triton.cdiv(B, batch_splits(B, N, C))
+    dx = (N * C, C) if store_dx else (0, 0)
+    return {"B": B, "N": N, "C": C, "batch_per_split": per_split, "stride_db": K * C, "stride_dk": C} | dict(
+        zip(("stride_xb", "stride_xn"), dx, strict=True)
+    )
+
+
 def compile_specs() -> list[dict]:
-    """One spec per (kernel, config, dtype, variant) the launchers can run."""
+    """One spec per (kernel, config, dtype, variant) the launchers can run, specialised as the JIT
+    specialises a launch at ``COMPILE_SHAPE``."""
     specs = []
     confs = compiled_copy_configs()
     for tname in TL_DTYPE_NAME.values():
@@ -340,7 +365,18 @@ def compile_specs() -> list[dict]:
             for r, c, w in confs:
                 config = f"BM{r}-BC{c}-w{w}-pos{int(has_pos)}-{tname}"
                 values = {"HAS_POS": has_pos, "BLOCK_M": r, "BLOCK_C": c}
-                specs.append(aligned_rows_spec("gather_fwd", config, _gather_fwd_kernel, sig, values, w, 1))
+                specs.append(
+                    launch_spec(
+                        "gather_fwd",
+                        config,
+                        _gather_fwd_kernel,
+                        sig,
+                        values,
+                        compile_values("gather_fwd"),
+                        w,
+                        1,
+                    )
+                )
         sig = signature(
             _gather_bwd_kernel,
             {"DOUT": f"*{tname}", "INV": "*i32", "DX": f"*{tname}", "PART": "*fp32"},
@@ -350,5 +386,6 @@ def compile_specs() -> list[dict]:
             for r, c, w in confs:
                 config = f"BN{r}-BC{c}-w{w}-dx{int(store_dx)}-part{int(has_part)}-{tname}"
                 values = {"STORE_DX": store_dx, "HAS_PART": has_part, "BLOCK_N": r, "BLOCK_C": c}
-                specs.append(aligned_rows_spec("gather_bwd", config, _gather_bwd_kernel, sig, values, w, 1))
+                ints = compile_values("gather_bwd", store_dx)
+                specs.append(launch_spec("gather_bwd", config, _gather_bwd_kernel, sig, values, ints, w, 1))
     return specs

@@ -41,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .compile_spec import aligned_rows_spec, signature
+from .compile_spec import launch_spec, signature
 from .reductions import batch_splits, reduce_splits, sum_rows
 from .triton_runtime import (
     TL_DTYPE_NAME,
@@ -375,6 +375,32 @@ def scatter_tokens_ref(
 # ----------------------------------------------------------------------------------------------------
 
 
+COMPILE_SHAPE: tuple[int, int, int, int] = (64, 225, 56, 256)
+"""(B, N, K, C) of the launch the specs are compiled as: the decoder's tokens of 120 x 120 / P8 images,
+a quarter kept, contiguous tensors (unit strides of ids_restore and mask_token are the constant 1)."""
+
+
+def compile_values(kernel: str, store_dlat: bool = True) -> dict[str, int]:
+    """The int arguments (sizes and strides) of a launch at ``COMPILE_SHAPE``."""
+    B, N, K, C = COMPILE_SHAPE
+    if kernel == "scatter_fwd":
+        names = ("stride_lb", "stride_lk", "stride_rb", "stride_rn", "stride_mc", "stride_pn", "stride_ob")
+        strides = dict(zip(names, (K * C, C, N, 1, 1, C, N * C), strict=True))
+        return {"M": B * N, "N": N, "K": K, "C": C, **strides, "stride_on": C}
+    per_split = triton.cdiv(B, batch_splits(B, N, C))
+    lat = (K * C, C) if store_dlat else (0, 0)
+    values = {
+        "B": B,
+        "N": N,
+        "K": K,
+        "C": C,
+        "batch_per_split": per_split,
+        "stride_db": N * C,
+        "stride_dn": C,
+    }
+    return values | {"stride_rb": N, "stride_rn": 1, "stride_lb": lat[0], "stride_lk": lat[1]}
+
+
 def compile_specs() -> list[dict]:
     """One spec per (kernel, config, dtype, variant) the launchers can run (the reductions it uses are
     listed by ``reductions``)."""
@@ -386,12 +412,13 @@ def compile_specs() -> list[dict]:
         for has_pos in (False, True):
             for r, c, w in confs:
                 specs.append(
-                    aligned_rows_spec(
+                    launch_spec(
                         "scatter_fwd",
                         f"BM{r}-BC{c}-w{w}-pos{int(has_pos)}-{tname}",
                         _scatter_fwd_kernel,
                         sig,
                         {"HAS_POS": has_pos, "BLOCK_M": r, "BLOCK_C": c},
+                        compile_values("scatter_fwd"),
                         w,
                         1,
                     )
@@ -403,13 +430,14 @@ def compile_specs() -> list[dict]:
         for flags in ((True, True, True), (True, False, True), (True, False, False), (False, True, True)):
             for r, c, w in confs:
                 specs.append(
-                    aligned_rows_spec(
+                    launch_spec(
                         "scatter_bwd",
                         f"BN{r}-BC{c}-w{w}-flags{''.join(str(int(f)) for f in flags)}-{tname}",
                         _scatter_bwd_kernel,
                         sig,
                         dict(zip(("STORE_DLAT", "POS_PART", "MASK_PART"), flags, strict=True))
                         | {"BLOCK_N": r, "BLOCK_C": c},
+                        compile_values("scatter_bwd", flags[0]),
                         w,
                         1,
                     )
