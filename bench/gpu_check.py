@@ -51,6 +51,9 @@ BENCH = Path(__file__).resolve().parent
 
 COMPILE_S = 1.0
 """Assumed seconds per cold Triton compile on a GPU machine (an assumption for the plan, not measured)."""
+OP_CASE_COMPILES = 4
+"""Assumed new compiles per op-case launch (the autotuner compiles each kept config of the launch's
+key; configs the sweep compiled before are cache hits): an assumption for the plan."""
 
 SECTIONS = ("env", "parity", "e2e", "xattn", "step")
 
@@ -67,6 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="fewer dtypes / configs per section")
     p.add_argument("--rehearse", action="store_true", help="CPU: interpreter, tiny shapes, no timings")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
+    p.add_argument(
+        "--sweep",
+        choices=("none", "bf16", "all"),
+        default="bf16",
+        help="dtypes of the every-kept-config launches on the GPU (default bf16, the dtype the "
+        "interpreter tests cannot run; 'all' adds fp32 and fp16: several hundred more compiles)",
+    )
     args = p.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
     unknown = [s for s in args.sections if s not in SECTIONS]
@@ -85,6 +95,14 @@ def planned_dtypes(args: argparse.Namespace, *, gpu: bool = False) -> list[str]:
     if args.rehearse and not gpu:
         return ["fp32", "fp16"]  # the interpreter computes no bf16
     return ["bf16"] if args.quick else ["fp32", "fp16", "bf16"]
+
+
+def planned_sweep(args: argparse.Namespace, *, gpu: bool = False) -> list[str]:
+    """The dtypes of the every-config sweep: fp32 in a rehearsal (tests/parity/test_every_config.py
+    sweeps fp32 and fp16 in the interpreter already), ``--sweep``'s on a GPU."""
+    if args.rehearse and not gpu:
+        return ["fp32"]
+    return {"none": [], "bf16": ["bf16"], "all": planned_dtypes(args, gpu=True)}[args.sweep]
 
 
 def xattn_dtypes(args: argparse.Namespace) -> list[str]:
@@ -116,8 +134,9 @@ def count_compiles(dtypes: list[str], module: str | None = None, head_dim: int |
 
 
 def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Sections with their estimated seconds on a GPU (``gpu_s``, a model) and the seconds they need
-    at least to be worth starting (``min_s``) in this mode."""
+    """Sections with their estimated seconds on a GPU (``gpu_s``, a model) and in a rehearsal
+    (``cpu_s``), which share out the budget, and the seconds they need at least to be worth starting
+    (``min_s``)."""
     import torch
 
     from fusmae_fast.bench import gpu_parity
@@ -125,19 +144,25 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     dtypes = planned_dtypes(args)
     size = "rehearse" if args.rehearse else "gpu"
-    n_ops, n_sweep = gpu_parity.count_launches(size, [names[d] for d in dtypes])
-    _, gpu_sweep = gpu_parity.count_launches("gpu", [names[d] for d in planned_dtypes(args, gpu=True)])
+    sweep = planned_sweep(args)
+    n_ops, n_sweep = gpu_parity.count_launches(size, [names[d] for d in dtypes], [names[d] for d in sweep])
+    gpu_ops, gpu_sweep = gpu_parity.count_launches(
+        "gpu",
+        [names[d] for d in planned_dtypes(args, gpu=True)],
+        [names[d] for d in planned_sweep(args, gpu=True)],
+    )
     xattn_compiles = count_compiles(xattn_dtypes(args), "cross_modal_attention", head_dim=64)
     sm = step_matrix(args)
     n_step = len(sm["presets"]) * 2 * len(sm["compile"].split(","))
     rows = [
-        dict(name="env", what="environment record", compiles=0, gpu_s=5, min_s=1),
+        dict(name="env", what="environment record", compiles=0, gpu_s=5, cpu_s=1, min_s=1),
         dict(
             name="parity",
-            what=f"{n_ops} op launches (fwd + every grad) + {n_sweep} explicit config launches, "
-            f"dtypes {','.join(dtypes)}",
-            compiles=gpu_sweep,
-            gpu_s=int(gpu_sweep * COMPILE_S) + 30,
+            what=f"{n_ops} op launches (fwd + every grad) in {','.join(dtypes)} + {n_sweep} explicit "
+            f"config launches in {','.join(sweep) or 'no dtype'}",
+            compiles=gpu_sweep + OP_CASE_COMPILES * gpu_ops,
+            gpu_s=int((gpu_sweep + OP_CASE_COMPILES * gpu_ops) * COMPILE_S) + 30,
+            cpu_s=30,
             min_s=10,
         ),
         dict(
@@ -146,6 +171,7 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             "eval linear 1 epoch",
             compiles=0,
             gpu_s=60,
+            cpu_s=40,
             min_s=20,
         ),
         dict(
@@ -155,6 +181,7 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             else f"Eq. 2 matrix --quick, {'+'.join(xattn_dtypes(args))}, 6 providers",
             compiles=xattn_compiles,
             gpu_s=90,
+            cpu_s=15,
             min_s=10,
         ),
         dict(
@@ -163,6 +190,7 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"{sm['compile']}",
             compiles=0,
             gpu_s=n_step * 25,
+            cpu_s=10,
             min_s=15,
         ),
     ]
@@ -181,12 +209,18 @@ def print_plan(plan: list[dict[str, Any]], args: argparse.Namespace) -> None:
     total_s = sum(r["gpu_s"] for r in plan)
     print(
         f"#   {'total':<8} {total_c:>15} {total_s / 60:>12.1f}  (estimate: {COMPILE_S:.0f} s per cold "
-        "compile assumed; parity: one compile per explicit config launch; xattn: an upper bound, every kept "
-        "D64 attention config, most already compiled by parity)"
+        "compile assumed; parity: one per explicit config launch + OP_CASE_COMPILES per op launch; xattn: "
+        "an upper bound, every kept D64 attention config)"
     )
     if args.rehearse:
         print(
             "#   rehearsal: the interpreter compiles nothing; the GPU columns are what the GPU plan would do"
+        )
+    elif total_s > args.budget_s:
+        print(
+            f"#   the estimate exceeds --budget-s {args.budget_s:.0f}: each section gets a share of the "
+            "budget by its estimate and is stopped or skipped with a note at its box (--quick, --sweep none "
+            "or a larger --budget-s for more)"
         )
 
 
@@ -241,7 +275,8 @@ def section_parity(ctx: dict[str, Any], box_s: float) -> dict[str, Any]:
     names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     dtypes = [names[d] for d in planned_dtypes(ctx["args"])]
     size = "rehearse" if ctx["args"].rehearse else "gpu"
-    res = gpu_parity.run_parity(ctx["device"], size, dtypes, time.monotonic() + box_s)
+    sweep = [names[d] for d in planned_sweep(ctx["args"])]
+    res = gpu_parity.run_parity(ctx["device"], size, dtypes, sweep, time.monotonic() + box_s)
     ops, sweep = res["op_launches"], res["config_launches"]
     for f in res["failed"]:
         print(f"PARITY FAIL {f['op']} {f['case']} {f['output']}: {f['message']}")
@@ -581,8 +616,9 @@ def main(argv: list[str] | None = None) -> int:
     for i, row in enumerate(plan):
         name = row["name"]
         left = deadline - time.monotonic()
-        later = sum(r["min_s"] for r in plan[i + 1 :])
-        box = max(row["min_s"], left - later)
+        # a fair share of what is left, by the sections' estimates (time one leaves unused goes on)
+        est = "cpu_s" if args.rehearse else "gpu_s"
+        box = max(row["min_s"], left * row[est] / sum(r[est] for r in plan[i:]))
         t0 = time.monotonic()
         print(f"\n## {name}: {row['what']} (time box {min(box, left):.0f} s)")
         if left < row["min_s"]:

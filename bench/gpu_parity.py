@@ -298,18 +298,13 @@ def sweep_size(size: str) -> str:
     return "gpu" if size == "gpu" else "interpreter"
 
 
-def sweep_dtypes(size: str, dtypes: list[torch.dtype]) -> list[torch.dtype]:
-    """The dtypes of the every-config sweep: all on a GPU; fp32 only in a rehearsal (the interpreter
-    runs every config in fp32 and fp16 in tests/parity/test_every_config.py already; this keeps the
-    rehearsal short)."""
-    return list(dtypes) if size == "gpu" else [d for d in dtypes if d == torch.float32]
-
-
-def count_launches(size: str, dtypes: list[torch.dtype]) -> tuple[int, int]:
-    """(op-case launches, every-config launches) of a parity run; the second is also the number of
-    cold compiles the sweep causes (one per kernel, config, dtype and specialised size)."""
-    n_sweep = config_sweep.count_runs(sweep_size(size), sweep_dtypes(size, dtypes))
-    return sum(1 for _ in plan(size, dtypes)), n_sweep
+def count_launches(size: str, dtypes: list[torch.dtype], sweep: list[torch.dtype]) -> tuple[int, int]:
+    """(op-case launches in ``dtypes``, every-config launches in ``sweep``) of a parity run; the second
+    is also the number of cold compiles the sweep causes (one per kernel, config, dtype and
+    specialised size)."""
+    return sum(1 for _ in plan(size, dtypes)), config_sweep.count_runs(
+        sweep_size(size), sweep
+    ) if sweep else 0
 
 
 def check_sweep(ck: Checker, run: config_sweep.ConfigRun) -> None:
@@ -318,19 +313,22 @@ def check_sweep(ck: Checker, run: config_sweep.ConfigRun) -> None:
         ck.rule(run.op, run.tag, f"{run.kernel} {name}", got, ref64, low, run.dtype, factor=factor)
 
 
-def run_parity(device: torch.device, size: str, dtypes: list[torch.dtype], deadline: float) -> dict[str, Any]:
-    """The op cases of ``plan(size, dtypes)``, then every kept config of every autotuned kernel
-    (``config_sweep.every_config_runs``), until done or ``deadline`` (time.monotonic()): a summary."""
+def run_parity(
+    device: torch.device, size: str, dtypes: list[torch.dtype], sweep: list[torch.dtype], deadline: float
+) -> dict[str, Any]:
+    """The op cases of ``plan(size, dtypes)``, then every kept config of every autotuned kernel in the
+    dtypes ``sweep`` (``config_sweep.every_config_runs``), until done or ``deadline``
+    (time.monotonic()): a summary."""
     ck = Checker(device)
     launches = list(plan(size, dtypes))
-    n_ops, n_sweep = count_launches(size, dtypes)
+    n_ops, n_sweep = count_launches(size, dtypes, sweep)
     done = swept = 0
     for _, run in launches:
         if time.monotonic() > deadline:
             break
         run(ck)
         done += 1
-    for dtype in sweep_dtypes(size, dtypes):  # one generator per (dtype, op): a raise ends only its own
+    for dtype in sweep:  # one generator per (dtype, op): a launch that raises ends only its own
         for op in config_sweep.OPS:
             runs = config_sweep.every_config_runs(device, size=sweep_size(size), dtypes=(dtype,), ops=(op,))
             while time.monotonic() <= deadline:
