@@ -239,6 +239,8 @@ def section_env(ctx: dict[str, Any]) -> dict[str, Any]:
     info["optional"] = {
         m: importlib.util.find_spec(m) is not None for m in ("xformers", "rasterio", "pytest")
     }
+    needed = ("safetensors", "matplotlib", "tqdm")  # pretrain, the plots, progress
+    info["missing"] = [m for m in needed if importlib.util.find_spec(m) is None]
     info["driver"] = None
     if device.type == "cuda":
         smi = shutil.which("nvidia-smi")
@@ -263,6 +265,8 @@ def section_env(ctx: dict[str, Any]) -> dict[str, Any]:
         f"torch {info['torch']}, triton {info['triton']}, numpy {info['numpy']}, python {info['python']}, "
         f"git {str(git.get('sha'))[:12]}" + (" (local changes)" if git.get("dirty") else "")
     )
+    if info["missing"]:
+        line += f"; MISSING {', '.join(info['missing'])} (sections that need them will fail)"
     print(f"env: {line}")
     return {"status": "ok", "info": info, "summary": line}
 
