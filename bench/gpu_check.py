@@ -109,9 +109,9 @@ def xattn_dtypes(args: argparse.Namespace) -> list[str]:
     return ["bf16"] if args.quick else ["fp16", "bf16"]
 
 
-def step_matrix(args: argparse.Namespace) -> dict[str, Any]:
-    """What bench/step.py runs, per preset (one step.py run each)."""
-    if args.rehearse:
+def step_matrix(args: argparse.Namespace, *, gpu: bool = False) -> dict[str, Any]:
+    """What bench/step.py runs, per preset (one step.py run each); ``gpu``: the GPU plan's."""
+    if args.rehearse and not gpu:
         return {"presets": ["tiny"], "compile": "off", "batch": 2, "steps": 1, "warmup": 0}
     presets = ["tiny", "base"] if args.quick else list(GPU_PRESETS)
     return {"presets": presets, "compile": "off,on", "batch": None, "steps": 5, "warmup": 3}
@@ -154,6 +154,8 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     xattn_compiles = count_compiles(xattn_dtypes(args), "cross_modal_attention", head_dim=64)
     sm = step_matrix(args)
     n_step = len(sm["presets"]) * 2 * len(sm["compile"].split(","))
+    gpu_sm = step_matrix(args, gpu=True)
+    gpu_step = len(gpu_sm["presets"]) * 2 * len(gpu_sm["compile"].split(","))
     rows = [
         dict(name="env", what="environment record", compiles=0, gpu_s=5, cpu_s=1, min_s=1),
         dict(
@@ -189,7 +191,7 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             what=f"{n_step} configs: {','.join(sm['presets'])} x torch,triton x bf16 x compile "
             f"{sm['compile']}",
             compiles=0,
-            gpu_s=n_step * 25,
+            gpu_s=gpu_step * 25,
             cpu_s=10,
             min_s=15,
         ),
