@@ -56,6 +56,7 @@ from .reductions import TARGET_PROGRAMS, inverse_map, reduce_splits, sum_rows
 from .token_gather import scattered_rows_sum
 from .triton_runtime import (
     TL_DTYPE_NAME,
+    TRITON_VERSION,
     ConfigFields,
     ConfigTable,
     autotune_bucket,
@@ -324,10 +325,6 @@ def _always(C: int, R: int) -> bool:
 
 def _wide(C: int, R: int) -> bool:  # both GEMM extents at least 128: big tiles are not mostly padding
     return C >= 128 and R >= 128
-
-
-TRITON_VERSION: tuple[int, ...] = tuple(int(x) for x in triton.__version__.split(".")[:2])
-"""(major, minor) of the Triton in use: a config that spills under one Triton version is pruned there."""
 
 
 def _not_before_triton39(C: int, R: int) -> bool:

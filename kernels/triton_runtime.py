@@ -61,6 +61,11 @@ FLOAT_DTYPES: tuple[torch.dtype, ...] = tuple(TL_DTYPE_NAME)
 """The float dtypes of the Triton paths (fp32, fp16, bf16)."""
 
 
+TRITON_VERSION: tuple[int, ...] = tuple(int(x) for x in triton.__version__.split(".")[:2])
+"""(major, minor) of the Triton in use: a config that spills under one Triton version is pruned there
+(its keep() predicate says so)."""
+
+
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"

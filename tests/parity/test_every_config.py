@@ -24,14 +24,17 @@ _print_errors = REPORT.fixture()
 
 
 def _table_configs(kernel: str, esize: int) -> set[tuple[int, ...]]:
-    """Every config of ``kernel``'s autotune set for this element size (kept for some shape)."""
+    """Every config of ``kernel``'s autotune set for this element size that keep() lets through for
+    some shape the op accepts (head dims 16..128; widths and GEMM extents 16..768)."""
     group = triton_runtime.element_size_group(esize)
     family, name = kernel.split("_", 1)
     if family == "xattn":
-        return {c for c, _ in xattn._TABLE.rows[(name, group)]}
+        return {c for c, pred in xattn._TABLE.rows[(name, group)] if any(map(pred, range(16, 129, 8)))}
     if family == "mpe":
-        return {c for c, _ in mpe._GEMM_TABLE.rows[(name, group)]}
-    return set(triton_runtime.COPY_CONFIGS)
+        extents = (16, 64, 128, 768)
+        rows = mpe._GEMM_TABLE.rows[(name, group)]
+        return {c for c, pred in rows if any(pred(C, R) for C in extents for R in extents)}
+    return {c for c in triton_runtime.COPY_CONFIGS if any(triton_runtime.keep_copy(c, C) for C in (16, 768))}
 
 
 @pytest.mark.parametrize("op", config_sweep.OPS)
