@@ -61,7 +61,8 @@ class GpuPeak:
 
 # Sources: NVIDIA GA102 whitepaper (RTX 3090: 82 SMs, 936 GB/s, 71 TFLOP/s fp16 tensor with fp32 acc,
 # 35.6 TFLOP/s fp32), A100 datasheet (40 GB SXM: 1555 GB/s, 312 TFLOP/s fp16 tensor, 19.5 fp32, 108 SMs),
-# H100 SXM5 80 GB datasheet (3350 GB/s, 989 TFLOP/s dense fp16 tensor, 67 fp32, 132 SMs).
+# H100 SXM5 80 GB datasheet (3350 GB/s, 989 TFLOP/s dense fp16 tensor, 67 fp32, 132 SMs), H200 SXM
+# datasheet (4800 GB/s HBM3e, the H100 SXM's compute: 989 TFLOP/s dense fp16 tensor, 67 fp32, 132 SMs).
 # Per-SM limits from the CUDA C programming guide, compute-capability table (8.6: 48 warps,
 # 16 blocks, 100 KB smem; 8.0: 64 warps, 32 blocks, 164 KB; 9.0: 64 warps, 32 blocks, 228 KB;
 # 64K 32-bit registers each).
@@ -71,6 +72,7 @@ GPU_PEAKS: tuple[GpuPeak, ...] = (
     GpuPeak(
         "H100 SXM", ("h100",), 3350.0, 989.0, 67.0, 132, 90, 64, 32, 65536, 233472, exclude=("pcie", "nvl")
     ),
+    GpuPeak("H200 SXM", ("h200",), 4800.0, 989.0, 67.0, 132, 90, 64, 32, 65536, 233472, exclude=("nvl",)),
 )
 
 

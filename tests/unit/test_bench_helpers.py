@@ -79,6 +79,8 @@ def test_percentiles_and_peaks():
     assert devices.gpu_peak("NVIDIA A100-SXM4-80GB") is None  # 2039 GB/s, not the 40 GB card's 1555
     assert devices.gpu_peak("NVIDIA H100 80GB HBM3").name == "H100 SXM"
     assert devices.gpu_peak("NVIDIA H100 PCIe") is None
+    assert devices.gpu_peak("NVIDIA H200").name == "H200 SXM"
+    assert devices.gpu_peak("NVIDIA H200 NVL") is None  # lower clocks than the SXM part
     assert devices.gpu_peak("Tesla T4") is None
 
 
