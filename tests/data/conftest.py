@@ -1,9 +1,11 @@
-"""Small synthetic datasets in the real layouts, written once per test session; the IGBP table."""
+"""Small synthetic datasets in the real layouts, written once per test session, and their readers; the IGBP
+table."""
 
 from __future__ import annotations
 
 import pytest
 
+from fusmae_fast.data import SEN12MS, BigEarthNetV1, BigEarthNetV2
 from fusmae_fast.data.synthetic import write_bigearthnet_v1, write_bigearthnet_v2, write_sen12ms
 
 
@@ -29,6 +31,23 @@ def sen_root(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("sen12ms")
     manifest = write_sen12ms(root, 12, seed=5, n_unlabelled=1, return_arrays=True)
     return root, manifest
+
+
+@pytest.fixture(scope="session")
+def train_test_sources(v1_root, v2_root, sen_root):
+    """``sources(kind)``: the (split, reader) pairs of the train and test splits of the synthetic
+    ``v1``, ``v2`` or ``sen12ms`` root, as ``pack`` takes them."""
+
+    def sources(kind: str):
+        if kind == "v1":
+            root = v1_root[0]
+            s2, s1 = root / "BigEarthNet-v1.0", root / "BigEarthNet-S1-v1.0"
+            return [(s, BigEarthNetV1(s2, s1, root / "splits" / f"{s}.csv")) for s in ("train", "test")]
+        if kind == "v2":
+            return [(s, BigEarthNetV2(v2_root[0], s)) for s in ("train", "test")]
+        return [(s, SEN12MS(sen_root[0], split=s)) for s in ("train", "test")]
+
+    return sources
 
 
 @pytest.fixture(scope="session")

@@ -7,31 +7,17 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fusmae_fast.data import SEN12MS, BigEarthNetV1, BigEarthNetV2, DatasetError, PackedDataset
+from fusmae_fast.data import DatasetError, PackedDataset
 from fusmae_fast.data.packing import pack
 
 
-def _v1_sources(root: Path):
-    s2, s1 = root / "BigEarthNet-v1.0", root / "BigEarthNet-S1-v1.0"
-    return [
-        (s, BigEarthNetV1(s2, s1, root / "splits" / f"{f}.csv"))
-        for s, f in (("train", "train"), ("test", "test"))
-    ]
-
-
 @pytest.mark.parametrize("kind", ["v1", "v2", "sen12ms"])
-def test_store_records_the_readers_s1_names(kind, v1_root, v2_root, sen_root, tmp_path):
-    if kind == "v1":
-        sources = _v1_sources(v1_root[0])
-    elif kind == "v2":
-        sources = [(s, BigEarthNetV2(v2_root[0], s)) for s in ("train", "test")]
-    else:
-        sources = [(s, SEN12MS(sen_root[0], split=s)) for s in ("train", "test")]
+def test_store_records_the_readers_s1_names(kind, train_test_sources, tmp_path):
+    sources = train_test_sources(kind)
     index = pack(sources, tmp_path / "store", workers=0, progress=False)
     assert set(index["s1_names"]["arrays"]) == {"s1_names"}
     assert "s1_names" not in index["arrays"]  # outside the main table, its checksum and bytes per sample
@@ -42,8 +28,8 @@ def test_store_records_the_readers_s1_names(kind, v1_root, v2_root, sen_root, tm
         assert all(a != b for a, b in zip(store.s1_names, store.names, strict=True))
 
 
-def test_store_without_s1_names_still_opens(v1_root, tmp_path):
-    pack(_v1_sources(v1_root[0]), tmp_path / "store", workers=0, progress=False)
+def test_store_without_s1_names_still_opens(train_test_sources, tmp_path):
+    pack(train_test_sources("v1"), tmp_path / "store", workers=0, progress=False)
     index_path = tmp_path / "store" / "index.json"
     index = json.loads(index_path.read_text())
     del index["s1_names"]  # as a convert before stores kept S1 names wrote it
@@ -54,8 +40,8 @@ def test_store_without_s1_names_still_opens(v1_root, tmp_path):
     assert len(store[0]["s1"])
 
 
-def test_verify_checks_the_s1_names(v1_root, tmp_path):
-    pack(_v1_sources(v1_root[0]), tmp_path / "store", workers=0, progress=False)
+def test_verify_checks_the_s1_names(train_test_sources, tmp_path):
+    pack(train_test_sources("v1"), tmp_path / "store", workers=0, progress=False)
     path = tmp_path / "store" / "s1_names.npy"
     with open(path, "r+b") as f:  # flip a byte of the last name
         f.seek(-1, os.SEEK_END)
@@ -79,11 +65,11 @@ def test_verify_checks_the_s1_names(v1_root, tmp_path):
         PackedDataset(tmp_path / "store", "train")
 
 
-def test_s1_names_leave_the_main_table_as_it_was(v1_root, tmp_path):
+def test_s1_names_leave_the_main_table_as_it_was(train_test_sources, tmp_path):
     """The main table's checksum and bytes per sample do not count the S1 names."""
     import hashlib
 
-    index = pack(_v1_sources(v1_root[0]), tmp_path / "store", workers=0, progress=False)
+    index = pack(train_test_sources("v1"), tmp_path / "store", workers=0, progress=False)
     arrays = index["arrays"]
     assert set(arrays) == {"s2_g0", "s2_g1", "s2_g2", "s1", "labels", "names", "split"}
     total = hashlib.sha256("".join(arrays[k]["sha256"] for k in sorted(arrays)).encode()).hexdigest()
