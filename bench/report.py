@@ -75,7 +75,7 @@ def xattn_ratios(result: dict[str, Any], mode: str = "fwd") -> list[dict[str, An
         ours = by.get("torch-reference")
         if ours is None:
             continue
-        for other in ("sdpa-mask", "flex", "two-calls+cat", "fusmae-triton", "xformers"):
+        for other in ("sdpa-mask", "flex", "two-calls+cat", "literal", "fusmae-triton", "xformers"):
             if other in by:
                 out.append(
                     {
@@ -86,6 +86,17 @@ def xattn_ratios(result: dict[str, Any], mode: str = "fwd") -> list[dict[str, An
                         "ratio": by[other]["ms_p50"] / ours["ms_p50"],
                     }
                 )
+    return out
+
+
+def xattn_vs_fastest(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per case and mode: the fastest other provider and its time / ours (>= 1: ours is the fastest)."""
+    out = []
+    for mode in ("fwd", "bwd", "fwd+bwd"):
+        ratios = xattn_ratios(result, mode)
+        for case in dict.fromkeys((r["case"], r["dtype"]) for r in ratios):
+            best = min((r for r in ratios if (r["case"], r["dtype"]) == case), key=lambda r: r["ratio"])
+            out.append(best)
     return out
 
 
@@ -127,6 +138,18 @@ def xattn_markdown(result: dict[str, Any]) -> str:
             _table(
                 ["case", "dtype", "X", "ratio"],
                 [[r["case"], r["dtype"], r["vs"], f"{r['ratio']:.2f}x"] for r in ratios],
+            ),
+        ]
+    fastest = xattn_vs_fastest(result)
+    if fastest:
+        parts += [
+            "",
+            "Every mode, time of the fastest other form / time of `torch-reference` (>= 1: ours is the "
+            "fastest form measured):",
+            "",
+            _table(
+                ["case", "dtype", "mode", "fastest other", "ratio"],
+                [[r["case"], r["dtype"], r["mode"], r["vs"], f"{r['ratio']:.2f}x"] for r in fastest],
             ),
         ]
     skips = [r for r in rows if r.get("status") in ("skipped", "error")]
@@ -214,7 +237,7 @@ def _unstable(row: dict[str, Any]) -> bool:
 
 def step_pairs(result: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(FusMAE row, its `plain` twin) for every measured FusMAE row that has a twin, in row order."""
-    ok = [r for r in result["rows"] if r.get("status") == "ok"]
+    ok = [r for r in result["rows"] if r.get("status") == "ok" and r.get("task", "pretrain") == "pretrain"]
     plain = {tuple(r[k] for k in STEP_KEY): r for r in ok if r["provider"] == "plain"}
     pairs = [(r, plain.get(tuple(r[k] for k in STEP_KEY))) for r in ok if r["provider"] == "fusmae"]
     return [(r, twin) for r, twin in pairs if twin is not None]
@@ -231,21 +254,48 @@ def step_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _fraction(r: dict[str, Any]) -> str:
+    f = r.get("fraction_of_peak")
+    return "-" if f is None else f"{f:.2f}"
+
+
+def peaks_line(result: dict[str, Any]) -> str | None:
+    """The GEMM peaks the fractions are taken of (None for results measured before they were)."""
+    peaks = result.get("peaks")
+    if not peaks:
+        return None
+    parts = []
+    for precision, peak in peaks.items():
+        samples = ", ".join(f"{s:.0f}" for s in peak.get("samples_gflops", []))
+        parts.append(f"{precision} {peak['peak_gflops']:.0f} GFLOP/s (before / after the matrix: {samples})")
+    return (
+        "Fraction of peak = counted GFLOP/image x images/s / this device's GEMM peak, measured in the same "
+        "run (the better of a 2048^3 product and a ViT-shaped 3616 x 384 x 1536 one): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def step_markdown(result: dict[str, Any]) -> str:
-    head = ["preset", "variant/masking", "provider", "kernels", "precision", "compile", "batch"]
-    head += ["ms/step p20", "p50", "p80", "images/s", "GFLOP/image", "peak mem MB", "step mem MB"]
+    head = ["task", "preset", "variant/masking", "provider", "kernels", "precision", "compile", "batch"]
+    head += ["ms p20", "p50", "p80", "images/s", "GFLOP/image", "fraction of peak", "peak mem MB"]
+    head += ["step mem MB"]
     body = []
     for r in result["rows"]:
         if r.get("status") != "ok":
             continue
+        task = r.get("task", "pretrain")
         kernels = r["kernels"] if r["provider"] != "plain" else "-"
-        line = [r["preset"], f"{r['variant']}/{r['masking']}", r["provider"], kernels, r["precision"]]
+        masking = r["masking"] if task == "pretrain" else "none"
+        line = [task, r["preset"], f"{r['variant']}/{masking}", r["provider"], kernels, r["precision"]]
         line += ["on" if r["compile"] else "off", str(r["batch"])]
         line += [_f(r[k]) for k in ("ms_p20", "ms_p50", "ms_p80", "images_per_s")]
-        line.append(_f(r.get("gflop_per_image")))
+        line += [_f(r.get("gflop_per_image")), _fraction(r)]
         line += [_f(r.get("peak_mem_mb")), _f(r.get("step_mem_mb"))]
         body.append(line)
     parts = [_header(result), "", _table(head, body)]
+    if peaks_line(result):
+        parts += ["", peaks_line(result)]
     ratios = step_ratios(result)
     if ratios:
         parts += [
@@ -292,9 +342,10 @@ def step_markdown(result: dict[str, Any]) -> str:
     mem = result.get("settings", {}).get("memory_method")
     parts += [
         "",
-        "One step = masking + forward + backward + AdamW step (+ zero_grad). GFLOP/image: matmul, "
-        "convolution and attention FLOPs of one step (forward + backward) counted by "
-        "torch.utils.flop_counter, i.e. the work each implementation really does. "
+        "pretrain: one step = masking + forward + backward + AdamW step (+ zero_grad); encode: "
+        "`FusMAE.encode(s1, s2)` under inference mode, both modalities, every patch. GFLOP/image: matmul, "
+        "convolution and attention FLOPs counted by torch.utils.flop_counter (a step: forward + backward), "
+        "i.e. the work each implementation really does; compiled rows take their eager twin's count. "
         + (f"Memory: {mem}." if mem else ""),
     ]
     prof = result.get("profile")
@@ -604,8 +655,9 @@ def _source(path: Path, data: dict[str, Any]) -> str:
 
 
 def readme_summary(prefer_full: bool = False) -> str:
-    """The README's one measured table: fp32 step throughput of FusMAE and `plain` per preset, masking
-    and compile setting, their ratio and, for eager steps, Amdahl's bound from ``step_parts``."""
+    """The README's one measured table: step throughput of FusMAE and `plain` per preset, masking,
+    precision and compile setting, the fraction of the GEMM peak each reaches, their ratio and, for
+    eager fp32 steps, Amdahl's bound from ``step_parts`` (which is measured in fp32)."""
     step = _newest("step", prefer_full)
     if step is None:
         return "(no step results yet: run `python bench/step.py`)"
@@ -624,37 +676,41 @@ def readme_summary(prefer_full: bool = False) -> str:
     rows = []
     for _, data in [s for s in sources if s is not parts_run]:
         for ours, plain in step_pairs(data):
-            if ours["precision"] != "fp32":
-                continue
             ratio = f"{ours['images_per_s'] / plain['images_per_s']:.2f}x"
             unstable = [name for name, row in (("ours", ours), ("plain", plain)) if _unstable(row)]
             if unstable:
                 ratio += f" (unstable: {' and '.join(unstable)} p80 > {UNSTABLE_SPREAD:g} x p20)"
-            bound = None if ours["compile"] else bounds.get(tuple(ours[k] for k in STEP_PARTS_KEY))
+            eager_fp32 = not ours["compile"] and ours["precision"] == "fp32"
+            bound = bounds.get(tuple(ours[k] for k in STEP_PARTS_KEY)) if eager_fp32 else None
             rows.append(
                 [
                     ours["preset"],
                     f"{ours['variant']}/{ours['masking']}",
+                    ours["precision"],
                     "on" if ours["compile"] else "off",
                     str(ours["batch"]),
                     _f(ours["images_per_s"]),
                     _f(plain["images_per_s"]),
+                    _fraction(ours),
+                    _fraction(plain),
                     ratio,
                     "-" if bound is None else f"{bound:.2f}x",
                 ]
             )
-    rows.sort(key=lambda r: (PRESET_ORDER.get(r[0], len(PRESET_ORDER)), r[1], r[2] == "on"))
-    head = ["preset", "variant/masking", "compile", "batch", "images/s ours", "images/s plain"]
-    head += ["ours / plain", "bound (eager)"]
+    rows.sort(key=lambda r: (PRESET_ORDER.get(r[0], len(PRESET_ORDER)), r[1], r[2] != "fp32", r[3] == "on"))
+    head = ["preset", "variant/masking", "precision", "compile", "batch", "images/s ours", "images/s plain"]
+    head += ["fraction of peak ours", "plain", "ours / plain", "bound (eager fp32)"]
     th = info.get("threads") or {}
     lines = [
-        f"Pretraining step, fp32, kernels=torch, measured on **{info['device_name']}** ({info['device']}), "
+        f"Pretraining step, kernels=torch, measured on **{info['device_name']}** ({info['device']}), "
         f"torch {info['torch']}, {th.get('intra_op', '?')} intra-op threads; from "
         + ", ".join(_source(path, data) for path, data in sources)
         + ".",
         "",
         _table(head, rows),
     ]
+    if peaks_line(step[1]):
+        lines += ["", peaks_line(step[1])]
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""Benchmark of a whole pretraining step: masking + forward + backward + AdamW, in images/s.
+"""Benchmark of a whole pretraining step (masking + forward + backward + AdamW) and of ``encode``, in
+images/s and as a fraction of this device's matrix-multiply peak.
 
 Usage
     python bench/step.py --quick          # tiny (B=16) and small (B=8), fp32, eager; + a profile
@@ -10,6 +11,12 @@ Providers
     plain   the same model computed the textbook way (``bench/plain_model.py``): same weights (the
             FusMAE state dict, loaded strictly), same masks, same optimizer; the baseline our fusions
             are measured against in the same run.
+Tasks
+    pretrain  one pretraining step, both providers;
+    encode    ``FusMAE.encode(s1, s2)`` under ``torch.inference_mode``: both modalities, all 450 tokens
+              (what embeddings and linear probes run), fusmae only (plain has no encoder of its own).
+Fraction of peak: counted FLOPs per second / the GEMM peak of the row's dtype, measured in the same
+run before and after the matrix (``bench/gemm_peak.py``; the better of the two is kept).
 Each configuration runs in a fresh worker process (``--worker``), so peak memory is that
 configuration's own and one configuration's allocator state cannot help or hurt the next.
 Timing: warm-up steps, then one ``perf_counter`` sample per step (CUDA: synchronised), p20/p50/p80;
@@ -18,7 +25,7 @@ images/s = batch / p50. Memory: CUDA ``max_memory_allocated``; CPU the process's
 ru_maxrss if that is not allowed), reported as the total and as the growth during the steps
 (optimizer state + activations + allocator caches).
 --profile PRESET adds a torch.profiler breakdown (top ops by self CPU time, and time per model
-region) of both providers for that preset.
+region) of both providers for that preset, at --profile-precision (default bf16 when measured).
 Outputs: a table on stdout, bench/results/step_<device>[_quick].{json,md}.
 """
 
@@ -46,6 +53,7 @@ QUICK = {
     "steps": 6,
     "warmup": 2,
     "profile": "small",
+    "tasks": "pretrain,encode",
 }
 """--quick: tiny at B=16 and small at B=8, fp32, eager, 6 timed steps after 2 warm-up steps, and the
 profile of the small preset."""
@@ -57,6 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny+small at small batch, fp32, eager (+ profile)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--presets", default="tiny,small,base")
+    p.add_argument("--tasks", default="pretrain,encode", help="pretrain and/or encode (comma list)")
     p.add_argument("--providers", default="fusmae,plain")
     p.add_argument("--kernels", default=None, help="torch,triton (default: cuda both, cpu torch)")
     p.add_argument("--precision", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
@@ -75,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default 2 with --quick, else 1): fairer ratios on a shared CPU",
     )
     p.add_argument("--profile", default=None, help="preset to profile with torch.profiler (both providers)")
+    p.add_argument(
+        "--profile-precision", default=None, help="fp32 or bf16 (default: bf16 if measured, else fp32)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="default bench/results")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -93,6 +105,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--rounds must be >= 1")
     if args.batch is not None:
         args.batches = {k: args.batch for k in ("tiny", "small", "base")}
+    if args.profile_precision is None:
+        args.profile_precision = "bf16" if "bf16" in _items(args.precision) else "fp32"
+    if args.profile_precision not in ("fp32", "bf16"):
+        p.error(f"--profile-precision must be fp32 or bf16, got {args.profile_precision!r}")
     return args
 
 
@@ -153,6 +169,17 @@ def build(cfg: dict[str, Any]):
     is_plain = cfg["provider"] == "plain"
     rf = torch.profiler.record_function
     losses: list[float] = []
+    if cfg.get("task") == "encode":
+        encode = torch.compile(model.eval().encode) if cfg["compile"] else model.eval().encode
+
+        def infer() -> None:
+            with torch.inference_mode(), autocast:
+                feats = encode(s1, s2)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            losses.append(float(feats.cls.float().norm()))
+
+        return model, infer, losses, device
 
     def step() -> None:
         with rf("step/masking"):
@@ -322,11 +349,14 @@ def _items(csv: str) -> list[str]:
 def configs(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
     kernels = _items(args.kernels or ("torch,triton" if device == "cuda" else "torch"))
     out = []
-    axes = (args.presets, args.masking, args.precision, args.compile, args.providers)
-    for preset, masking, precision, comp, provider in itertools.product(*map(_items, axes)):
+    axes = (args.tasks, args.presets, args.masking, args.precision, args.compile, args.providers)
+    for task, preset, masking, precision, comp, provider in itertools.product(*map(_items, axes)):
+        if task == "encode" and (provider != "fusmae" or masking != _items(args.masking)[0]):
+            continue  # encode: our model only, and no masking (one row, whatever --masking lists)
         for kern in kernels if provider == "fusmae" else ["-"]:
             out.append(
                 {
+                    "task": task,
                     "preset": preset,
                     "provider": provider,
                     "kernels": kern,
@@ -346,6 +376,8 @@ def configs(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
 
 
 def skip_reason(cfg: dict[str, Any]) -> str | None:
+    if cfg["task"] not in ("pretrain", "encode"):
+        return f"unknown task {cfg['task']!r}"
     if cfg["preset"] not in DEFAULT_BATCH:
         return f"unknown preset {cfg['preset']!r}"
     if cfg["provider"] not in ("fusmae", "plain"):
@@ -393,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from fusmae_fast.bench import devices, report
+    from fusmae_fast.bench import devices, gemm_peak, report
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     threads = devices.pin_threads(args.threads)
@@ -407,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
         print("# --quick: tiny B=16 and small B=8 only (no base), fp32, eager, 6 timed steps")
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
+    precisions = _items(args.precision)
+    peaks_before = gemm_peak.measure_peaks(device, precisions)
+    print("# GEMM peak: " + ", ".join(f"{k} {v['peak_gflops']:.0f} GFLOP/s" for k, v in peaks_before.items()))
     results: list[list[dict[str, Any]]] = [[] for _ in cfgs]
     for rnd in range(args.rounds):
         if args.rounds > 1:
@@ -421,17 +456,30 @@ def main(argv: list[str] | None = None) -> int:
             res = run_config(cfg)
             results[i].append(res)
             if res["status"] == "ok":
+                what = "loss" if cfg["task"] == "pretrain" else "|cls|"
                 print(
-                    f"{_name(cfg)}: {res['ms_p50']:.1f} ms/step [{res['ms_p20']:.1f}, {res['ms_p80']:.1f}] "
+                    f"{_name(cfg)}: {res['ms_p50']:.1f} ms [{res['ms_p20']:.1f}, {res['ms_p80']:.1f}] "
                     f"{res['images_per_s']:.1f} images/s, peak {res['peak_mem_mb']:.0f} MB, "
-                    f"loss {res['loss_first']:.4f} -> {res['loss_last']:.4f}"
+                    f"{what} {res['loss_first']:.4f} -> {res['loss_last']:.4f}"
                 )
             else:
                 print(f"ERROR {_name(cfg)}: {res['reason']}")
+    peaks = gemm_peak.merge_peaks(peaks_before, gemm_peak.measure_peaks(device, precisions))
+    print("# GEMM peak kept: " + ", ".join(f"{k} {v['peak_gflops']:.0f} GFLOP/s" for k, v in peaks.items()))
     for cfg, runs in zip(cfgs, results, strict=True):
         row = {
             k: cfg[k]
-            for k in ("preset", "provider", "kernels", "precision", "compile", "batch", "variant", "masking")
+            for k in (
+                "task",
+                "preset",
+                "provider",
+                "kernels",
+                "precision",
+                "compile",
+                "batch",
+                "variant",
+                "masking",
+            )
         }
         ok = [r for r in runs if r["status"] == "ok"]
         best = min(ok, key=lambda r: r["ms_p50"]) if ok else runs[-1]
@@ -439,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         if ok:
             row["rounds_ms_p50"] = [r["ms_p50"] for r in ok]
         rows.append(row)
+    add_fractions(rows, peaks)
     profile_result: dict[str, Any] | None = None
     profile_error: str | None = None
     if args.profile:
@@ -446,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
             "mode": "profile",
             "preset": args.profile,
             "batch": args.batches[args.profile],
-            "precision": "fp32",
+            "precision": args.profile_precision,
             "variant": args.variant,
             "masking": _items(args.masking)[0],
             "device": device.type,
@@ -461,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             names = {"fusmae": "fusmae (torch)", "plain": "plain"}
             profile_result = {
-                "what": f"{args.profile}, batch {pcfg['batch']}, fp32, eager, "
+                "what": f"{args.profile}, batch {pcfg['batch']}, {args.profile_precision}, eager, "
                 f"{args.variant}/{pcfg['masking']}, one step of each provider in turn",
                 "providers": {names[k]: v for k, v in prof.items()},
                 "regions": {names[k]: v["regions"] for k, v in prof.items()},
@@ -473,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "info": info,
         "settings": {
+            "tasks": args.tasks,
             "presets": args.presets,
             "batches": args.batches,
             "precision": args.precision,
@@ -487,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory_method": next((r["mem_method"] for r in rows if r.get("mem_method")), None),
             "inputs": "random normal images (normalised bands), 120x120, generated once",
         },
+        "peaks": peaks,
         "rows": rows,
     }
     if profile_result is not None:
@@ -500,10 +551,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r["status"] != "error" for r in rows) else 1
 
 
+def add_fractions(rows: list[dict[str, Any]], peaks: dict[str, dict[str, Any]]) -> None:
+    """``fraction_of_peak`` of every measured row. FLOPs are counted in eager workers only (the counter
+    does not see inside a compiled graph); a compiled row does the same work as its eager twin, so it
+    takes the twin's count."""
+    from fusmae_fast.bench import gemm_peak
+
+    key = ("task", "preset", "provider", "kernels", "precision", "batch", "variant", "masking")
+    counted = {tuple(r[k] for k in key): r.get("gflop_per_image") for r in rows if not r["compile"]}
+    for r in rows:
+        if r.get("status") != "ok":
+            continue
+        gflop = r.get("gflop_per_image") or counted.get(tuple(r[k] for k in key))
+        peak = peaks.get(r["precision"], {}).get("peak_gflops")
+        r["fraction_of_peak"] = gemm_peak.fraction_of_peak(gflop, r["images_per_s"], peak)
+
+
 def _name(row: dict[str, Any]) -> str:
     kern = f" kernels={row['kernels']}" if row["provider"] == "fusmae" else ""
     return (
-        f"{row['preset']:<5} {row['provider']:<6}{kern} {row['precision']} compile="
+        f"{row['task']:<8} {row['preset']:<5} {row['provider']:<6}{kern} {row['precision']} compile="
         f"{'on' if row['compile'] else 'off'} B={row['batch']}"
     )
 

@@ -10,11 +10,14 @@ a case on this device (then it is skipped and the reason printed, never silently
 
 Providers
     fusmae-triton    our Triton kernel (ops, kernels="triton"): CUDA; on CPU only in Triton's interpreter
-    torch-reference  our torch path (ops, kernels="torch"): masked dense attention over L x L
+    torch-reference  our torch path (ops, kernels="torch"; fusmae_fast.torch_ops): the useful score
+                     blocks only where the split allows, on the faster attention core for the operands
     sdpa-mask        F.scaled_dot_product_attention with the boolean (B, 1, L, L) cross-modal mask
     flex             FlexAttention (torch.compile'd) with a torch.compile'd create_block_mask
-    two-calls+cat    the literal Eq. 2: per group of samples with the same split, SDPA(x -> y) and
+    two-calls+cat    Eq. 2 as written: per group of samples with the same split, SDPA(x -> y) and
                      SDPA(y -> x), then torch.cat (and a batch re-order when there are several groups)
+    literal          the same two calls and cat, each attention written out by hand (matmul, softmax,
+                     matmul, autograd's backward): what a user writes without SDPA
     xformers         memory_efficient_attention with a BlockDiagonalMask over the packed batch
                      (query blocks [x_b, y_b], key blocks [y_b, x_b]): CUDA only
 """
@@ -32,6 +35,7 @@ import torch.nn.functional as F
 from fusmae_fast import ops
 
 XattnFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+XattnCore = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 PROVIDERS: tuple[str, ...] = (
     "fusmae-triton",
@@ -39,6 +43,7 @@ PROVIDERS: tuple[str, ...] = (
     "sdpa-mask",
     "flex",
     "two-calls+cat",
+    "literal",
     "xformers",
 )
 MODES: tuple[str, ...] = ("fwd", "bwd", "fwd+bwd")
@@ -76,16 +81,31 @@ def sdpa_mask(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Te
     return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).transpose(1, 2)
 
 
-def _sdpa_or_zero(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SDPA over (G, H, n, D); queries with no key at all (the other modality is empty) get 0."""
+def _textbook_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1) @ v
+
+
+def _or_zero(attend: XattnCore, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """attend over (G, H, n, D); queries with no key at all (the other modality is empty) get 0."""
     if k.shape[2] == 0:
         return torch.zeros_like(q)
-    return F.scaled_dot_product_attention(q, k, v)
+    return attend(q, k, v)
 
 
 def two_calls_cat(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor) -> torch.Tensor:
-    """Literal Eq. 2: CA(x, y) and CA(y, x) as two SDPA calls per group of samples sharing a split,
+    """Eq. 2 as written: CA(x, y) and CA(y, x) as two SDPA calls per group of samples sharing a split,
     concatenated along the sequence; groups are re-assembled into batch order."""
+    return _two_calls(F.scaled_dot_product_attention, q, k, v, split)
+
+
+def literal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor) -> torch.Tensor:
+    """``two_calls_cat`` with each attention written out (matmul, softmax, matmul)."""
+    return _two_calls(_textbook_attention, q, k, v, split)
+
+
+def _two_calls(
+    attend: XattnCore, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor
+) -> torch.Tensor:
     b, length = q.shape[:2]
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
     splits = split.tolist()  # the host needs the split points to slice: one device sync
@@ -100,8 +120,8 @@ def two_calls_cat(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torc
         else:
             sel = torch.tensor(idx, device=q.device)
             qg, kg, vg = qh.index_select(0, sel), kh.index_select(0, sel), vh.index_select(0, sel)
-        o_x = _sdpa_or_zero(qg[:, :, :s], kg[:, :, s:], vg[:, :, s:])  # CA(x, y)
-        o_y = _sdpa_or_zero(qg[:, :, s:], kg[:, :, :s], vg[:, :, :s])  # CA(y, x)
+        o_x = _or_zero(attend, qg[:, :, :s], kg[:, :, s:], vg[:, :, s:])  # CA(x, y)
+        o_y = _or_zero(attend, qg[:, :, s:], kg[:, :, :s], vg[:, :, :s])  # CA(y, x)
         outs.append(torch.cat([o_x, o_y], dim=2))
         order.extend(idx)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
@@ -170,6 +190,7 @@ FUNCTIONS: dict[str, XattnFn] = {
     "sdpa-mask": sdpa_mask,
     "flex": flex,
     "two-calls+cat": two_calls_cat,
+    "literal": literal,
     "xformers": xformers_blockdiag,
 }
 
@@ -196,7 +217,7 @@ def estimated_bytes(provider: str, b: int, length: int, h: int, d: int, esize: i
     if provider == "sdpa-mask":
         # the bool mask; backends may expand it to a float bias and (math path) materialise scores
         return io + b * length * length * 5 + scores * 4 * (3 if mode != "fwd" else 2)
-    if provider == "two-calls+cat":
+    if provider in ("two-calls+cat", "literal"):
         half = b * h * (length // 2 + 1) ** 2 * 4 * 2
         return io + half * (3 if mode != "fwd" else 2)
     return io + b * length * length  # flash-style kernels: block masks only

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusmae_fast import ops
+from fusmae_fast.attention import attention
 from fusmae_fast.checkpoint import encoder_state_dict, load_weights
 from fusmae_fast.config import ModelConfig
 from fusmae_fast.masking import Masking, random_masking, single_modality
@@ -57,7 +58,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(q, k, v)
+        o = attention(q, k, v)
         return self.proj(o.transpose(1, 2).reshape(b, n, c))
 
 

@@ -2,7 +2,7 @@
 
 ``torch`` runs anywhere and is differentiable by autograd: the ``*_ref`` functions of
 ``fusmae_fast.kernels`` (pure PyTorch), except where ``fusmae_fast.torch_ops`` holds a faster form of
-the same op (tested equal to the ref): ``cross_modal_attention_sdpa`` for the cross-modal attention
+the same op (tested equal to the ref): ``cross_modal_attention_torch`` for the cross-modal attention
 and ``masked_mse_torch`` for the loss. ``triton`` calls the Triton implementation of the op's kernel
 module (``*_triton``), which runs on CUDA tensors, and on CPU tensors only under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before the kernels are imported; the tests do this).
@@ -36,7 +36,7 @@ from fusmae_fast.kernels.triton_runtime import (
     set_deterministic,
     value_checks_enabled,
 )
-from fusmae_fast.torch_ops import cross_modal_attention_sdpa, masked_mse_torch
+from fusmae_fast.torch_ops import cross_modal_attention_torch, masked_mse_torch
 
 Kernels = Literal["torch", "triton"]
 
@@ -132,7 +132,7 @@ def cross_modal_attention(
         )
     _check_range("split", split, 0, q.shape[1] + 1, f"[0, L={q.shape[1]}]")
     if kernels == "torch":
-        return cross_modal_attention_sdpa(q, k, v, split)
+        return cross_modal_attention_torch(q, k, v, split)
     _check_triton_device(q.device)
     return cross_modal_attention_triton(q, k, v, split)
 

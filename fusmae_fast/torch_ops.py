@@ -1,8 +1,9 @@
 """The torch path of the ops that have a faster form than their reference (what ``kernels="torch"`` runs).
 
-``cross_modal_attention_sdpa``
-    Eq. 2 through ``torch.nn.functional.scaled_dot_product_attention`` (fused SDPA kernels), equal to
-    ``cross_modal_attention_ref`` up to rounding (tested, rows without keys included).
+``cross_modal_attention_torch``
+    Eq. 2 computing only the useful score blocks where the split allows, on the attention core of
+    ``fusmae_fast.attention`` (explicit or SDPA, by operands), equal to ``cross_modal_attention_ref``
+    up to rounding (tested, rows without keys included).
 ``masked_mse_torch``
     ``masked_mse_ref``'s math in one ``torch.autograd.Function``: the normalised target is built
     without autograd in one buffer, and that buffer is all the hand-written backward needs (tested
@@ -18,48 +19,54 @@ from __future__ import annotations
 
 import torch
 
+from fusmae_fast.attention import attention, explicit_attention, explicit_is_faster
 from fusmae_fast.kernels.cross_modal_attention import cross_modal_mask
 from fusmae_fast.kernels.masked_loss import EPS, check_norm_pix, masked_mse_ref
 from fusmae_fast.patches import patch_view
 
-__all__ = ["cross_modal_attention_sdpa", "masked_mse_torch"]
+__all__ = ["cross_modal_attention_torch", "masked_mse_torch"]
 
 
-def cross_modal_attention_sdpa(
+def cross_modal_attention_torch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor
 ) -> torch.Tensor:
-    """The torch path of the cross-modal attention: the same op through ``scaled_dot_product_attention``.
+    """The torch path of the cross-modal attention, equal to ``cross_modal_attention_ref`` up to
+    rounding (tested, rows without keys included). The attention core is ``fusmae_fast.attention``'s
+    (explicit matmul-softmax-matmul or SDPA, whichever is faster for the operands); around it:
 
-    Three forms, all equal to ``cross_modal_attention_ref`` up to rounding (tested):
-    - one split for the whole batch (consistent masking; eager): two unmasked SDPA calls on the halves
-      (S1 queries on S2 keys, S2 queries on S1 keys) and a concatenation: only the useful n1 x n2
-      score blocks are computed, instead of the masked L x L call;
-    - ragged splits, every sample with both modalities (independent masking; eager): one SDPA call
-      with the boolean cross-modal mask (one call rather than a call per group of equal splits);
+    - one split s for the whole batch (consistent masking; eager): only the useful n1 x n2 score
+      blocks are computed, never the masked L x L. With equal halves (s = L/2, what consistent
+      masking gives) and the explicit core, both directions are one batched call: the queries as
+      (B, H, 2, s, D) and the keys/values with their halves swapped (one copy each), so the output
+      is already in the concatenated layout; otherwise two calls (S1 queries on S2 keys, S2 queries
+      on S1 keys) and a concatenation;
+    - ragged splits, every sample with both modalities (independent masking; eager): one call with
+      the boolean cross-modal mask;
     - otherwise (a sample with split 0 or L, or under torch.compile, which needs one data-independent
       graph): the masked call with rows that have no key let attend every key (finite, no NaN
       anywhere), then exact zeros put back with ``torch.where``, which also sends exactly zero
       gradient into those rows.
     """
-    length = q.shape[1]
-    sdpa = torch.nn.functional.scaled_dot_product_attention
+    b, length, h, d = q.shape
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
     if not torch.compiler.is_compiling() and split.numel():
         # Eager mode may look at the split points (under torch.compile: one data-independent graph).
         lo, hi = int(split.min()), int(split.max())
         if lo == hi and 0 < lo < length:
-            # One split for the whole batch (consistent masking): the two directions as two unmasked
-            # SDPA calls on the halves, half the score work of the masked L x L call.
             s = lo
-            x_to_y = sdpa(qh[:, :, :s], kh[:, :, s:], vh[:, :, s:])
-            y_to_x = sdpa(qh[:, :, s:], kh[:, :, :s], vh[:, :, :s])
+            if 2 * s == length and explicit_is_faster(qh, kh[:, :, :s]):
+                swapped = [torch.cat([t[:, :, s:], t[:, :, :s]], 2).view(b, h, 2, s, d) for t in (kh, vh)]
+                out = explicit_attention(qh.reshape(b, h, 2, s, d), *swapped)
+                return out.view(b, h, length, d).transpose(1, 2)
+            x_to_y = attention(qh[:, :, :s], kh[:, :, s:], vh[:, :, s:])
+            y_to_x = attention(qh[:, :, s:], kh[:, :, :s], vh[:, :, :s])
             return torch.cat([x_to_y, y_to_x], dim=2).transpose(1, 2)
         if lo > 0 and hi < length:  # ragged, every sample has both modalities: no fix-up passes
-            return sdpa(qh, kh, vh, attn_mask=cross_modal_mask(split, length)[:, None]).transpose(1, 2)
+            return attention(qh, kh, vh, cross_modal_mask(split, length)[:, None]).transpose(1, 2)
     allowed = cross_modal_mask(split, length)  # (B, L, L)
     has_key = ((split > 0) & (split < length))[:, None, None]  # (B, 1, 1): both modalities present
     attn_mask = (allowed | ~has_key)[:, None]  # (B, 1, L, L)
-    out = sdpa(qh, kh, vh, attn_mask=attn_mask).transpose(1, 2)
+    out = attention(qh, kh, vh, attn_mask).transpose(1, 2)
     return torch.where(has_key[..., None], out, out.new_zeros(()))
 
 

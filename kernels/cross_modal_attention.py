@@ -13,7 +13,7 @@ dtypes: fp32, fp16, bf16 (and fp64 for the reference). The reference computes sc
 dtype, the softmax in fp32 (fp64 for fp64 inputs).
 Limits of the reference: it materialises the (B, H, L, L) score tensor; it is the clear definition,
 not the fast path. ``kernels='torch'`` runs the same op through SDPA
-(``fusmae_fast.torch_ops.cross_modal_attention_sdpa``, tested equal to this reference).
+(``fusmae_fast.torch_ops.cross_modal_attention_torch``, tested equal to this reference).
 
 The Triton path (``cross_modal_attention_triton``)
     Forward: one launch, grid ``(cdiv(L, BLOCK_M), B * H)``. A program owns a block of queries of one

@@ -127,7 +127,8 @@ def test_step_ratio_flags_unsteady_rows():
 
 def test_report_writes_the_page_and_the_readme_summary(tmp_path, monkeypatch):
     """report.py: docs/benchmarks.md holds the step table of the newest full run (with --prefer-full),
-    and the README's summary block (only it) is replaced by the fp32 ratios with Amdahl's bound."""
+    and the README's summary block (only it) is replaced by the ratios, fractions of peak and, for eager
+    fp32 rows, Amdahl's bound."""
     from fusmae_fast.bench import report
 
     info = devices.run_info(torch.device("cpu"), {"intra_op": 2})
@@ -136,13 +137,15 @@ def test_report_writes_the_page_and_the_readme_summary(tmp_path, monkeypatch):
     monkeypatch.setattr(devices, "REPO", tmp_path)
     monkeypatch.setattr(devices, "RESULTS", results)
 
-    def step_row(provider, ms):
-        key = dict(preset="tiny", variant="xae", masking="consistent", precision="fp32", batch=32)
+    def step_row(provider, ms, precision="fp32", fraction=None):
+        key = dict(preset="tiny", variant="xae", masking="consistent", precision=precision, batch=32)
         run = dict(provider=provider, kernels="torch", compile=False, status="ok", images_per_s=32e3 / ms)
-        return key | run | dict(ms_p20=ms, ms_p50=ms, ms_p80=ms)
+        return key | run | dict(ms_p20=ms, ms_p50=ms, ms_p80=ms, fraction_of_peak=fraction)
 
     full = {"benchmark": "step", "quick": False, "info": info | {"timestamp": "2026-01-01T00:00:00"}}
     full["rows"] = [step_row("fusmae", 100.0), step_row("plain", 150.0)]
+    full["rows"] += [step_row("fusmae", 50.0, "bf16", 0.61), step_row("plain", 100.0, "bf16", 0.305)]
+    full["peaks"] = {"bf16": {"peak_gflops": 700.0, "samples_gflops": [690.0, 700.0]}}
     quick = {"benchmark": "step", "quick": True, "info": info | {"timestamp": "2026-01-02T00:00:00"}}
     quick["rows"] = [step_row("fusmae", 100.0), step_row("plain", 120.0)]
     parts = {"benchmark": "step_parts", "info": info, "rows": []}
@@ -156,7 +159,9 @@ def test_report_writes_the_page_and_the_readme_summary(tmp_path, monkeypatch):
     assert "From `bench/results/step_cpu.json`." in page and report.step_markdown(full) in page
     assert "From `bench/results/step_cpu_quick.json`." in report.benchmarks_page(prefer_full=False)
     summary = report.readme_summary(prefer_full=True)
-    assert "| tiny | xae/consistent | off | 32 | 320 | 213 | 1.50x | 2.50x |" in summary
+    assert "| tiny | xae/consistent | fp32 | off | 32 | 320 | 213 | - | - | 1.50x | 2.50x |" in summary
+    assert "| tiny | xae/consistent | bf16 | off | 32 | 640 | 320 | 0.61 | 0.30 | 2.00x | - |" in summary
+    assert "bf16 700 GFLOP/s (before / after the matrix: 690, 700)" in summary
     readme = f"intro\n{report.SUMMARY_BEGIN}\nold table\n{report.SUMMARY_END}\nrest\n"
     new = report.replace_summary(readme, summary)
     assert new == f"intro\n{report.SUMMARY_BEGIN}\n{summary}\n{report.SUMMARY_END}\nrest\n"

@@ -1,0 +1,98 @@
+"""This device's matrix-multiply peak per dtype, measured in the benchmark's own run, and the fraction of
+it that a row reaches.
+
+``measure_gemm_peak`` times two products per dtype with the benchmark's thread setting and keeps the
+faster: a large square one (2048 x 2048 x 2048) and a ViT-shaped one (the tokens of a batch of 32 x
+113 times a 384 x 1536 MLP weight, the shape most of a step's FLOPs run at). Each is the best of
+``reps`` calls after two warm-up calls: a peak is what the machine can do, so the best sample is the
+estimate, and a shared CPU's bursts of foreign load only lower the others.
+``fraction_of_peak`` = counted FLOPs per second of a row / that peak: the share of the time the row
+spends doing matrix work at the speed this machine can do it.
+
+Run alone: ``python bench/gemm_peak.py`` prints the peaks of this device.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import torch
+
+SHAPES: dict[str, tuple[int, int, int]] = {
+    "square 2048": (2048, 2048, 2048),
+    "ViT MLP 3616x384x1536": (32 * 113, 384, 1536),
+}
+"""(m, k, n) of the products timed; the peak is the faster of them."""
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _time_once(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def measure_gemm_peak(device: torch.device, precision: str, reps: int = 8) -> dict[str, Any]:
+    """GFLOP/s of the best call of each product in ``SHAPES`` at ``precision``; ``peak_gflops`` the best."""
+    dtype = DTYPES[precision]
+    g = torch.Generator().manual_seed(0)
+    shapes = {}
+    for name, (m, k, n) in SHAPES.items():
+        a = torch.randn(m, k, generator=g).to(device=device, dtype=dtype)
+        b = torch.randn(k, n, generator=g).to(device=device, dtype=dtype)
+
+        def product(a: torch.Tensor = a, b: torch.Tensor = b) -> torch.Tensor:
+            return a @ b
+
+        for _ in range(2):
+            _time_once(product, device)
+        best = min(_time_once(product, device) for _ in range(reps))
+        shapes[name] = 2 * m * k * n / best / 1e9
+    return {"peak_gflops": max(shapes.values()), "shapes_gflops": shapes, "reps": reps}
+
+
+def measure_peaks(device: torch.device, precisions: list[str]) -> dict[str, dict[str, Any]]:
+    return {p: measure_gemm_peak(device, p) for p in precisions if p in DTYPES}
+
+
+def merge_peaks(*runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Peaks measured at several times of one run (e.g. before and after the matrix): keep the best."""
+    out: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for precision, peak in run.items():
+            seen = out.setdefault(precision, {"peak_gflops": 0.0, "samples_gflops": []})
+            seen["samples_gflops"].append(peak["peak_gflops"])
+            if peak["peak_gflops"] > seen["peak_gflops"]:
+                seen.update(peak_gflops=peak["peak_gflops"], shapes_gflops=peak["shapes_gflops"])
+    return out
+
+
+def fraction_of_peak(
+    gflop_per_item: float | None, items_per_s: float, peak_gflops: float | None
+) -> float | None:
+    """Counted GFLOP/s over the measured peak (None when either is unknown)."""
+    if not gflop_per_item or not peak_gflops:
+        return None
+    return gflop_per_item * items_per_s / peak_gflops
+
+
+def main() -> int:
+    from fusmae_fast.bench import devices
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    threads = devices.pin_threads(None)
+    print(f"# {devices.device_name(device)}, {threads['intra_op']} threads")
+    for precision, peak in measure_peaks(device, list(DTYPES)).items():
+        shapes = ", ".join(f"{k} {v:.0f}" for k, v in peak["shapes_gflops"].items())
+        print(f"{precision}: peak {peak['peak_gflops']:.0f} GFLOP/s ({shapes})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

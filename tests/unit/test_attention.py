@@ -1,0 +1,92 @@
+"""fusmae_fast.attention: the explicit form equals SDPA (values and gradients), keeps the low-precision
+rule against an fp64 evaluation, and is chosen where the module says."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fusmae_fast.attention import EXPLICIT_MAX_KEYS, attention, explicit_attention, explicit_is_faster
+from fusmae_fast.kernels.parity_rule import LOW_ATOL, max_abs_error
+
+
+def _run(fn, q, k, v, do, mask=None):
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    o = fn(*leaves, mask)
+    return (o.detach(), *torch.autograd.grad(o, leaves, do))
+
+
+def _textbook(q, k, v, mask=None):
+    """Attention as written by hand, differentiated by autograd: the low-precision rule's baseline."""
+    s = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return s.softmax(-1) @ v
+
+
+def _sdpa(q, k, v, mask=None):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize(
+    "shape",  # (batch dims..., Lq, Lk, D): batch 1, head_dim 40, Lq != Lk, lengths off powers of two
+    [(1, 1, 1, 1, 8), (2, 3, 7, 5, 40), (1, 2, 113, 113, 64), (3, 2, 2, 9, 11, 32)],
+)
+def test_explicit_equals_sdpa_fp64(shape, masked):
+    g = torch.Generator().manual_seed(len(shape) * 7 + shape[-1])
+    *batch, lq, lk, d = shape
+    q, do = (torch.randn(*batch, lq, d, generator=g, dtype=torch.float64) for _ in range(2))
+    k, v = (torch.randn(*batch, lk, d, generator=g, dtype=torch.float64) for _ in range(2))
+    mask = None
+    if masked:
+        mask = torch.rand(*batch, lq, lk, generator=g) > 0.4
+        mask[..., 0] = True  # every query row keeps a key
+    want = _run(_sdpa, q, k, v, do, mask)
+    got = _run(explicit_attention, q, k, v, do, mask)
+    for name, a, r in zip(("o", "dq", "dk", "dv"), got, want, strict=True):
+        torch.testing.assert_close(a, r, atol=1e-12, rtol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(2, 3, 113, 64), (2, 2, 225, 32), (1, 1, 37, 40)])
+def test_explicit_low_precision_rule(dtype, shape):
+    """Error vs fp64 <= 2x (outputs) / 3x (gradients) the textbook form's on the same inputs + LOW_ATOL."""
+    g = torch.Generator().manual_seed(shape[-1])
+    q, k, v, do = (2 * torch.randn(*shape, generator=g, dtype=torch.float64) for _ in range(4))
+    ref = _run(_textbook, q, k, v, do)
+    low_inputs = [t.to(dtype) for t in (q, k, v, do)]
+    low = _run(_textbook, *low_inputs)
+    got = _run(explicit_attention, *low_inputs)
+    for i, name in enumerate(("o", "dq", "dk", "dv")):
+        assert got[i].dtype == dtype
+        factor = 2.0 if i == 0 else 3.0
+        bound = factor * max_abs_error(low[i], ref[i]) + LOW_ATOL
+        assert max_abs_error(got[i], ref[i]) <= bound, name
+
+
+def test_explicit_under_autocast_runs_in_the_autocast_dtype():
+    q = torch.randn(2, 2, 9, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        o = explicit_attention(q, q, q)
+    assert o.dtype == torch.bfloat16
+    o.float().sum().backward()
+    assert q.grad is not None and q.grad.dtype == torch.float32 and torch.isfinite(q.grad).all()
+
+
+def test_choice_of_form():
+    def t(dtype, keys, d=64, device="cpu"):
+        return torch.empty(1, 1, keys, d, dtype=dtype, device=device)
+
+    assert explicit_is_faster(t(torch.bfloat16, 113), t(torch.bfloat16, 113))
+    assert explicit_is_faster(t(torch.float16, 225, 32), t(torch.float16, 225, 32))
+    assert not explicit_is_faster(t(torch.bfloat16, 8), t(torch.bfloat16, EXPLICIT_MAX_KEYS + 1))
+    assert not explicit_is_faster(t(torch.float32, 225, 32), t(torch.float32, 225, 32))
+    assert not explicit_is_faster(t(torch.float64, 56), t(torch.float64, 56))
+    assert not explicit_is_faster(t(torch.bfloat16, 56, device="meta"), t(torch.bfloat16, 56, device="meta"))
+
+
+def test_attention_dispatches_to_both_forms():
+    q = torch.randn(1, 2, 5, 64, dtype=torch.bfloat16)
+    torch.testing.assert_close(attention(q, q, q), explicit_attention(q, q, q), atol=0, rtol=0)
+    q64 = torch.randn(1, 2, 300, 32)
+    torch.testing.assert_close(attention(q64, q64, q64), _sdpa(q64, q64, q64), atol=0, rtol=0)

@@ -1,0 +1,68 @@
+"""bench/step.py's fraction-of-peak column and encode task: peaks measured in the run, fractions from
+counted FLOPs, compiled rows taking their eager twin's count, and the encode rows end to end."""
+
+import json
+
+import pytest
+import torch
+
+from fusmae_fast.bench import gemm_peak, report, step
+
+
+def test_gemm_peak_is_the_best_product():
+    peak = gemm_peak.measure_gemm_peak(torch.device("cpu"), "fp32", reps=1)
+    assert set(peak["shapes_gflops"]) == set(gemm_peak.SHAPES)
+    assert peak["peak_gflops"] == max(peak["shapes_gflops"].values()) > 0
+
+
+def test_merge_keeps_the_better_measurement():
+    a = {"bf16": {"peak_gflops": 300.0, "shapes_gflops": {"x": 300.0}}}
+    b = {"bf16": {"peak_gflops": 400.0, "shapes_gflops": {"x": 400.0}}}
+    merged = gemm_peak.merge_peaks(a, b)
+    assert merged["bf16"]["peak_gflops"] == 400.0 and merged["bf16"]["samples_gflops"] == [300.0, 400.0]
+
+
+def test_fraction_of_peak():
+    assert gemm_peak.fraction_of_peak(20.0, 10.0, 400.0) == pytest.approx(0.5)
+    assert gemm_peak.fraction_of_peak(None, 10.0, 400.0) is None
+    assert gemm_peak.fraction_of_peak(20.0, 10.0, None) is None
+
+
+def _row(compile_, gflop, ips, precision="bf16"):
+    return dict(
+        task="pretrain",
+        preset="small",
+        provider="fusmae",
+        kernels="torch",
+        precision=precision,
+        compile=compile_,
+        batch=32,
+        variant="xae",
+        masking="consistent",
+        status="ok",
+        gflop_per_image=gflop,
+        images_per_s=ips,
+    )
+
+
+def test_compiled_rows_take_the_eager_count():
+    rows = [_row(False, 19.0, 20.0), _row(True, None, 25.0), _row(False, 19.0, 8.0, "fp32")]
+    step.add_fractions(rows, {"bf16": {"peak_gflops": 760.0}, "fp32": {"peak_gflops": 190.0}})
+    assert [r["fraction_of_peak"] for r in rows] == pytest.approx([0.5, 0.625, 0.8])
+
+
+def test_encode_and_pretrain_rows_end_to_end(tmp_path):
+    argv = ["--presets", "tiny", "--batch", "2", "--precision", "fp32", "--compile", "off"]
+    argv += ["--providers", "fusmae", "--steps", "1", "--warmup", "1", "--out-dir", str(tmp_path)]
+    assert step.main(argv) == 0
+    result = json.loads((tmp_path / "step_cpu.json").read_text())
+    rows = {r["task"]: r for r in result["rows"]}
+    assert set(rows) == {"pretrain", "encode"}
+    for r in rows.values():
+        assert r["status"] == "ok" and r["gflop_per_image"] > 0 and 0 < r["fraction_of_peak"] < 1.5
+    # encode: the forward of all 450 tokens; a step: fwd + bwd of the kept ones and the decoders
+    assert rows["encode"]["gflop_per_image"] != rows["pretrain"]["gflop_per_image"]
+    assert result["peaks"]["fp32"]["peak_gflops"] > 0
+    page = (tmp_path / "step_cpu.md").read_text()
+    assert "fraction of peak" in page and "| encode | tiny | xae/none | fusmae |" in page
+    assert report.peaks_line(result) in page
