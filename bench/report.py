@@ -279,7 +279,7 @@ def peaks_line(result: dict[str, Any]) -> str | None:
 def step_markdown(result: dict[str, Any]) -> str:
     head = ["task", "preset", "variant/masking", "provider", "kernels", "precision", "compile", "batch"]
     head += ["ms p20", "p50", "p80", "images/s", "GFLOP/image", "fraction of peak", "peak mem MB"]
-    head += ["step mem MB"]
+    head += ["step mem MB", "first step s"]
     body = []
     for r in result["rows"]:
         if r.get("status") != "ok":
@@ -291,7 +291,7 @@ def step_markdown(result: dict[str, Any]) -> str:
         line += ["on" if r["compile"] else "off", str(r["batch"])]
         line += [_f(r[k]) for k in ("ms_p20", "ms_p50", "ms_p80", "images_per_s")]
         line += [_f(r.get("gflop_per_image")), _fraction(r)]
-        line += [_f(r.get("peak_mem_mb")), _f(r.get("step_mem_mb"))]
+        line += [_f(r.get("peak_mem_mb")), _f(r.get("step_mem_mb")), _f(r.get("first_step_s"))]
         body.append(line)
     parts = [_header(result), "", _table(head, body)]
     if peaks_line(result):
@@ -346,6 +346,7 @@ def step_markdown(result: dict[str, Any]) -> str:
         "`FusMAE.encode(s1, s2)` under inference mode, both modalities, every patch. GFLOP/image: matmul, "
         "convolution and attention FLOPs counted by torch.utils.flop_counter (a step: forward + backward), "
         "i.e. the work each implementation really does; compiled rows take their eager twin's count. "
+        "First step s: the first call, untimed (torch.compile compiles there; eager: allocation). "
         + (f"Memory: {mem}." if mem else ""),
     ]
     prof = result.get("profile")

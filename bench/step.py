@@ -141,6 +141,7 @@ def build(cfg: dict[str, Any]):
     from fusmae_fast.config import ModelConfig
     from fusmae_fast.masking import random_masking
     from fusmae_fast.model import FusMAE
+    from fusmae_fast.optim import adamw
 
     device = torch.device(cfg["device"])
     torch.manual_seed(cfg["seed"])
@@ -154,7 +155,7 @@ def build(cfg: dict[str, Any]):
 
         model = plain_from(model)
     model = model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    opt = adamw(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
     b = cfg["batch"]
     g = torch.Generator().manual_seed(cfg["seed"] + 1)
     s1 = torch.randn(b, mcfg.s1_channels, mcfg.img_size, mcfg.img_size, generator=g).to(device)
@@ -533,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "seed": args.seed,
             "rounds": args.rounds,
-            "optimizer": "AdamW lr 1.5e-4 betas (0.9, 0.95) wd 0.05",
+            "optimizer": "fusmae_fast.optim.adamw (fused AdamW) lr 1.5e-4 betas (0.9, 0.95) wd 0.05",
             "memory_method": next((r["mem_method"] for r in rows if r.get("mem_method")), None),
             "inputs": "random normal images (normalised bands), 120x120, generated once",
         },

@@ -35,6 +35,7 @@ from fusmae_fast.bench.step import build
 from fusmae_fast.config import ModelConfig
 from fusmae_fast.masking import random_masking
 from fusmae_fast.model import FusMAE
+from fusmae_fast.optim import adamw
 
 
 def _fwd_bwd(fn: Callable[[], torch.Tensor], grad: torch.Tensor | None = None) -> Callable[[], None]:
@@ -90,7 +91,7 @@ def measure_parts(
 
         shared[f"decoder {name}: embed"] = t(_fwd_bwd(lambda dec=dec: dec.embed(latent)))
         shared[f"decoder {name}: blocks + norm + head"] = t(_fwd_bwd(core))
-    opt = torch.optim.AdamW(ours.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    opt = adamw(ours.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
     for prm in ours.parameters():
         prm.grad = torch.randn_like(prm) * 1e-3
     shared["AdamW step"] = t(opt.step)

@@ -9,6 +9,7 @@ import torch
 from fusmae_fast.bench.plain_model import plain_from
 from fusmae_fast.masking import random_masking
 from fusmae_fast.model import build_model
+from fusmae_fast.optim import adamw
 
 BATCH = 4
 
@@ -19,7 +20,7 @@ def test_step_tiny(benchmark, provider):
     model = build_model("tiny")
     if provider == "plain":
         model = plain_from(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    opt = adamw(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
     g = torch.Generator().manual_seed(1)
     s1, s2 = torch.randn(BATCH, 2, 120, 120, generator=g), torch.randn(BATCH, 12, 120, 120, generator=g)
     mask_gen = torch.Generator().manual_seed(2)

@@ -15,9 +15,11 @@ sdpa
     ``torch.nn.functional.scaled_dot_product_attention`` (a fused flash kernel on CPU and CUDA).
 
 ``explicit_is_faster`` holds the choice: on CPU, bf16/fp16 with at most ``EXPLICIT_MAX_KEYS`` keys
-(the flash CPU kernel's backward is several times slower there), and fp32 when the head dim is at
-least 64 and the keys are few (below that, fp32 batched matmuls with a short inner dimension are
-slow and SDPA wins); on CUDA always SDPA. ``bench/xattn.py`` and ``bench/step.py`` measure both.
+(the flash CPU kernel, its backward most of all, is several times slower there); fp32 only for the
+cross-modal block's two directions batched into one call (``paired``), at head dim >= 64 and at most
+``EXPLICIT_FP32_MAX_KEYS`` keys (one call instead of two and no concatenation; elsewhere in fp32 the
+two forms are within noise of each other, or SDPA wins: fp32 batched matmuls with a short inner
+dimension are slow); on CUDA always SDPA. ``bench/xattn.py`` and ``bench/step.py`` measure both.
 """
 
 from __future__ import annotations
@@ -31,18 +33,19 @@ __all__ = ["EXPLICIT_MAX_KEYS", "attention", "explicit_attention", "explicit_is_
 
 EXPLICIT_MAX_KEYS = 1024
 """Longest key sequence the explicit form is chosen for in bf16/fp16 on CPU (its scores are Lq x Lk)."""
-EXPLICIT_FP32_MAX_KEYS = 128
-"""Longest key sequence the explicit form is chosen for in fp32 on CPU (head dim >= 64 only)."""
+EXPLICIT_FP32_MAX_KEYS = 64
+"""Longest key sequence of the paired fp32 call the explicit form is chosen for (head dim >= 64)."""
 
 
-def explicit_is_faster(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """Whether the explicit form beats SDPA for these operands (see the module docstring)."""
+def explicit_is_faster(q: torch.Tensor, k: torch.Tensor, *, paired: bool = False) -> bool:
+    """Whether the explicit form beats SDPA for these operands (see the module docstring); ``paired``:
+    the two directions of the cross-modal attention as one call, k holding one direction's keys."""
     if q.device.type != "cpu":
         return False
     keys, head_dim = k.shape[-2], q.shape[-1]
     if q.dtype in (torch.bfloat16, torch.float16):
         return keys <= EXPLICIT_MAX_KEYS
-    return q.dtype == torch.float32 and head_dim >= 64 and keys <= EXPLICIT_FP32_MAX_KEYS
+    return paired and q.dtype == torch.float32 and head_dim >= 64 and keys <= EXPLICIT_FP32_MAX_KEYS
 
 
 class _ExplicitAttention(torch.autograd.Function):

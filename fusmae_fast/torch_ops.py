@@ -54,7 +54,7 @@ def cross_modal_attention_torch(
         lo, hi = int(split.min()), int(split.max())
         if lo == hi and 0 < lo < length:
             s = lo
-            if 2 * s == length and explicit_is_faster(qh, kh[:, :, :s]):
+            if 2 * s == length and explicit_is_faster(qh, kh[:, :, :s], paired=True):
                 swapped = [torch.cat([t[:, :, s:], t[:, :, :s]], 2).view(b, h, 2, s, d) for t in (kh, vh)]
                 out = explicit_attention(qh.reshape(b, h, 2, s, d), *swapped)
                 return out.view(b, h, length, d).transpose(1, 2)

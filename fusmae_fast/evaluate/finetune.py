@@ -18,6 +18,7 @@ from fusmae_fast.evaluate.encoder import autocast, modalities, pooled_features
 from fusmae_fast.evaluate.linear import cosine_factor
 from fusmae_fast.evaluate.tasks import label_target, loss_fn
 from fusmae_fast.model import FusMAE
+from fusmae_fast.optim import adamw
 from fusmae_fast.progress import progress_bar
 
 
@@ -71,7 +72,7 @@ def finetune(
     torch.manual_seed(cfg.seed)
     clf = FineTuneClassifier(model, num_classes, cfg.pool).to(device)
     lr = cfg.setting("lr")
-    opt = torch.optim.AdamW(layer_decay_groups(clf, lr, cfg.setting("weight_decay"), cfg.layer_decay))
+    opt = adamw(layer_decay_groups(clf, lr, cfg.setting("weight_decay"), cfg.layer_decay))
     criterion = loss_fn(cfg.task, cfg.label_smoothing)
     g = torch.Generator().manual_seed(cfg.seed)
     bs = min(cfg.batch_size, len(train))  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from fusmae_fast.evaluate.config import EvalConfig
 from fusmae_fast.evaluate.encoder import autocast, modalities, pooled_features
 from fusmae_fast.evaluate.tasks import label_target, loss_fn
 from fusmae_fast.model import FusMAE
+from fusmae_fast.optim import adamw
 from fusmae_fast.progress import progress_bar
 
 
@@ -54,7 +55,7 @@ def train_linear_head(
     )
     nn.init.trunc_normal_(head[1].weight, std=0.01)
     nn.init.zeros_(head[1].bias)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.setting("lr"), weight_decay=cfg.setting("weight_decay"))
+    opt = adamw(head.parameters(), lr=cfg.setting("lr"), weight_decay=cfg.setting("weight_decay"))
     criterion = loss_fn(cfg.task, cfg.label_smoothing)
     n = train_x.shape[0]
     bs = min(cfg.batch_size, n)

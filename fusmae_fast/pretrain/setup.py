@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from fusmae_fast.atomic_write import atomic_write_text
 from fusmae_fast.device import resolve_device
 from fusmae_fast.model import FusMAE
+from fusmae_fast.optim import adamw
 from fusmae_fast.pretrain.config import PretrainConfig
 from fusmae_fast.pretrain.sampling import IndexedDataset, ResumableSampler
 from fusmae_fast.pretrain.trajectory import run_settings
@@ -110,7 +111,7 @@ def set_up(cfg: PretrainConfig, train_set: Dataset | None, val_set: Dataset | No
 
     torch.manual_seed(cfg.seed)
     model = FusMAE(cfg.model_config()).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=0.0, betas=(cfg.beta1, cfg.beta2))
+    optimizer = adamw(param_groups(model, cfg.weight_decay), lr=0.0, betas=(cfg.beta1, cfg.beta2))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     eff_batch = cfg.batch_size * cfg.accum_iter * distinfo.world
     base_lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256

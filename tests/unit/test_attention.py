@@ -81,6 +81,10 @@ def test_choice_of_form():
     assert explicit_is_faster(t(torch.float16, 225, 32), t(torch.float16, 225, 32))
     assert not explicit_is_faster(t(torch.bfloat16, 8), t(torch.bfloat16, EXPLICIT_MAX_KEYS + 1))
     assert not explicit_is_faster(t(torch.float32, 225, 32), t(torch.float32, 225, 32))
+    assert not explicit_is_faster(t(torch.float32, 56), t(torch.float32, 56))  # fp32: paired calls only
+    assert explicit_is_faster(t(torch.float32, 56), t(torch.float32, 56), paired=True)
+    assert not explicit_is_faster(t(torch.float32, 65), t(torch.float32, 65), paired=True)
+    assert not explicit_is_faster(t(torch.float32, 56, 32), t(torch.float32, 56, 32), paired=True)
     assert not explicit_is_faster(t(torch.float64, 56), t(torch.float64, 56))
     assert not explicit_is_faster(t(torch.bfloat16, 56, device="meta"), t(torch.bfloat16, 56, device="meta"))
 
@@ -88,5 +92,5 @@ def test_choice_of_form():
 def test_attention_dispatches_to_both_forms():
     q = torch.randn(1, 2, 5, 64, dtype=torch.bfloat16)
     torch.testing.assert_close(attention(q, q, q), explicit_attention(q, q, q), atol=0, rtol=0)
-    q64 = torch.randn(1, 2, 300, 32)
+    q64 = torch.randn(1, 2, 30, 64)
     torch.testing.assert_close(attention(q64, q64, q64), _sdpa(q64, q64, q64), atol=0, rtol=0)
