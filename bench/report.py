@@ -294,8 +294,9 @@ def step_markdown(result: dict[str, Any]) -> str:
         line += [_f(r.get("peak_mem_mb")), _f(r.get("step_mem_mb")), _f(r.get("first_step_s"))]
         body.append(line)
     parts = [_header(result), "", _table(head, body)]
-    if peaks_line(result):
-        parts += ["", peaks_line(result)]
+    peaks = peaks_line(result)
+    if peaks:
+        parts += ["", peaks]
     ratios = step_ratios(result)
     if ratios:
         parts += [
@@ -710,8 +711,9 @@ def readme_summary(prefer_full: bool = False) -> str:
         "",
         _table(head, rows),
     ]
-    if peaks_line(step[1]):
-        lines += ["", peaks_line(step[1])]
+    peaks = peaks_line(step[1])
+    if peaks:
+        lines += ["", peaks]
     return "\n".join(lines)
 
 

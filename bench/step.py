@@ -155,12 +155,10 @@ def build(cfg: dict[str, Any]):
 
         model = plain_from(model)
     model = model.to(device).train()
-    opt = adamw(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
     b = cfg["batch"]
     g = torch.Generator().manual_seed(cfg["seed"] + 1)
     s1 = torch.randn(b, mcfg.s1_channels, mcfg.img_size, mcfg.img_size, generator=g).to(device)
     s2 = torch.randn(b, mcfg.s2_channels, mcfg.img_size, mcfg.img_size, generator=g).to(device)
-    fwd = torch.compile(model) if cfg["compile"] else model
     mask_gen = torch.Generator().manual_seed(cfg["seed"] + 2)
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -181,6 +179,8 @@ def build(cfg: dict[str, Any]):
             losses.append(float(feats.cls.float().norm()))
 
         return model, infer, losses, device
+    opt = adamw(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    fwd = torch.compile(model) if cfg["compile"] else model
 
     def step() -> None:
         with rf("step/masking"):
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     precisions = _items(args.precision)
     peaks_before = gemm_peak.measure_peaks(device, precisions)
-    print("# GEMM peak: " + ", ".join(f"{k} {v['peak_gflops']:.0f} GFLOP/s" for k, v in peaks_before.items()))
+    print(f"# GEMM peak: {_peaks_text(peaks_before)}")
     results: list[list[dict[str, Any]]] = [[] for _ in cfgs]
     for rnd in range(args.rounds):
         if args.rounds > 1:
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"ERROR {_name(cfg)}: {res['reason']}")
     peaks = gemm_peak.merge_peaks(peaks_before, gemm_peak.measure_peaks(device, precisions))
-    print("# GEMM peak kept: " + ", ".join(f"{k} {v['peak_gflops']:.0f} GFLOP/s" for k, v in peaks.items()))
+    print(f"# GEMM peak kept: {_peaks_text(peaks)}")
     for cfg, runs in zip(cfgs, results, strict=True):
         row = {
             k: cfg[k]
@@ -550,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     devices.write_results(out_dir, stem, result, report.step_markdown(result))
     print(f"\nwrote {out_dir / stem}.json/.md in {info['seconds']} s")
     return 0 if all(r["status"] != "error" for r in rows) else 1
+
+
+def _peaks_text(peaks: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(f"{k} {v['peak_gflops']:.0f} GFLOP/s" for k, v in peaks.items())
 
 
 def add_fractions(rows: list[dict[str, Any]], peaks: dict[str, dict[str, Any]]) -> None:
