@@ -16,10 +16,12 @@ sdpa
 
 ``explicit_is_faster`` holds the choice: on CPU, bf16/fp16 with at most ``EXPLICIT_MAX_KEYS`` keys
 (the flash CPU kernel, its backward most of all, is several times slower there); fp32 only for the
-cross-modal block's two directions batched into one call (``paired``), at head dim >= 64 and at most
-``EXPLICIT_FP32_MAX_KEYS`` keys (one call instead of two and no concatenation; elsewhere in fp32 the
-two forms are within noise of each other, or SDPA wins: fp32 batched matmuls with a short inner
-dimension are slow); on CUDA always SDPA. ``bench/xattn.py`` and ``bench/step.py`` measure both.
+cross-modal block's two directions batched into one call (``paired``) when a gradient will be taken,
+at head dim >= 64 and at most ``EXPLICIT_FP32_MAX_KEYS`` keys (one call instead of two, no
+concatenation, and a backward that beats the flash one; a forward alone is faster in SDPA, which never
+writes the scores out, and for self-attention in fp32 the two forms are within noise of each other or
+SDPA wins: fp32 batched matmuls with a short inner dimension are slow); on CUDA always SDPA.
+``bench/xattn.py`` and ``bench/step.py`` measure both.
 """
 
 from __future__ import annotations
@@ -29,23 +31,33 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["EXPLICIT_MAX_KEYS", "attention", "explicit_attention", "explicit_is_faster"]
+__all__ = [
+    "EXPLICIT_FP32_MAX_KEYS",
+    "EXPLICIT_MAX_KEYS",
+    "attention",
+    "explicit_attention",
+    "explicit_is_faster",
+]
 
 EXPLICIT_MAX_KEYS = 1024
 """Longest key sequence the explicit form is chosen for in bf16/fp16 on CPU (its scores are Lq x Lk)."""
-EXPLICIT_FP32_MAX_KEYS = 64
-"""Longest key sequence of the paired fp32 call the explicit form is chosen for (head dim >= 64)."""
+EXPLICIT_FP32_MAX_KEYS = 256
+"""Longest key sequence of the paired fp32 call the explicit form is chosen for (head dim >= 64, with a
+gradient to take)."""
 
 
 def explicit_is_faster(q: torch.Tensor, k: torch.Tensor, *, paired: bool = False) -> bool:
     """Whether the explicit form beats SDPA for these operands (see the module docstring); ``paired``:
-    the two directions of the cross-modal attention as one call, k holding one direction's keys."""
+    the two directions of the cross-modal attention as one call, k holding one direction's keys. A
+    gradient will be taken when grad mode is on and q or k requires one."""
     if q.device.type != "cpu":
         return False
     keys, head_dim = k.shape[-2], q.shape[-1]
     if q.dtype in (torch.bfloat16, torch.float16):
         return keys <= EXPLICIT_MAX_KEYS
-    return paired and q.dtype == torch.float32 and head_dim >= 64 and keys <= EXPLICIT_FP32_MAX_KEYS
+    if not (paired and q.dtype == torch.float32 and head_dim >= 64 and keys <= EXPLICIT_FP32_MAX_KEYS):
+        return False
+    return torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
 
 
 class _ExplicitAttention(torch.autograd.Function):

@@ -5,7 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusmae_fast.attention import EXPLICIT_MAX_KEYS, attention, explicit_attention, explicit_is_faster
+from fusmae_fast.attention import (
+    EXPLICIT_FP32_MAX_KEYS,
+    EXPLICIT_MAX_KEYS,
+    attention,
+    explicit_attention,
+    explicit_is_faster,
+)
 from fusmae_fast.kernels.parity_rule import LOW_ATOL, max_abs_error
 
 
@@ -74,8 +80,8 @@ def test_explicit_under_autocast_runs_in_the_autocast_dtype():
 
 
 def test_choice_of_form():
-    def t(dtype, keys, d=64, device="cpu"):
-        return torch.empty(1, 1, keys, d, dtype=dtype, device=device)
+    def t(dtype, keys, d=64, device="cpu", grad=True):
+        return torch.empty(1, 1, keys, d, dtype=dtype, device=device, requires_grad=grad)
 
     assert explicit_is_faster(t(torch.bfloat16, 113), t(torch.bfloat16, 113))
     assert explicit_is_faster(t(torch.float16, 225, 32), t(torch.float16, 225, 32))
@@ -83,7 +89,16 @@ def test_choice_of_form():
     assert not explicit_is_faster(t(torch.float32, 225, 32), t(torch.float32, 225, 32))
     assert not explicit_is_faster(t(torch.float32, 56), t(torch.float32, 56))  # fp32: paired calls only
     assert explicit_is_faster(t(torch.float32, 56), t(torch.float32, 56), paired=True)
-    assert not explicit_is_faster(t(torch.float32, 65), t(torch.float32, 65), paired=True)
+    big = EXPLICIT_FP32_MAX_KEYS + 1
+    assert explicit_is_faster(t(torch.float32, 56), t(torch.float32, EXPLICIT_FP32_MAX_KEYS), paired=True)
+    assert not explicit_is_faster(t(torch.float32, big), t(torch.float32, big), paired=True)
+    # fp32 forward alone: SDPA (no gradient wanted, or none possible)
+    assert not explicit_is_faster(
+        t(torch.float32, 56, grad=False), t(torch.float32, 56, grad=False), paired=True
+    )
+    with torch.no_grad():
+        assert not explicit_is_faster(t(torch.float32, 56), t(torch.float32, 56), paired=True)
+        assert explicit_is_faster(t(torch.bfloat16, 56), t(torch.bfloat16, 56))  # bf16: both ways
     assert not explicit_is_faster(t(torch.float32, 56, 32), t(torch.float32, 56, 32), paired=True)
     assert not explicit_is_faster(t(torch.float64, 56), t(torch.float64, 56))
     assert not explicit_is_faster(t(torch.bfloat16, 56, device="meta"), t(torch.bfloat16, 56, device="meta"))
