@@ -165,10 +165,16 @@ def init_distributed(device_kind: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device_kind == "cuda":  # before the group: NCCL binds each rank's communicator to its device
-        torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+        if device_kind == "cuda":
+            # before the group, and named to it: NCCL binds each rank's communicator to its device
+            # (no guessing from the current device, no barrier on the wrong GPU)
+            torch.cuda.set_device(local)
+            dist.init_process_group(backend="nccl", device_id=torch.device("cuda", local))
+        else:
+            dist.init_process_group(backend="gloo")
+    elif device_kind == "cuda":
+        torch.cuda.set_device(local)
     return DistInfo(rank=rank, world=world, local_rank=local)
 
 

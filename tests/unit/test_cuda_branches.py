@@ -88,10 +88,14 @@ def test_ddp_selects_the_rank_device_before_the_nccl_group(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(setup.dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(setup.dist, "init_process_group", lambda backend: calls.append(("group", backend)))
+    monkeypatch.setattr(
+        setup.dist,
+        "init_process_group",
+        lambda backend, **kw: calls.append(("group", backend, *(f"{k}={v}" for k, v in kw.items()))),
+    )
     monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.append(("set_device", i)))
     info = setup.init_distributed("cuda")
-    assert calls == [("set_device", 1), ("group", "nccl")]
+    assert calls == [("set_device", 1), ("group", "nccl", "device_id=cuda:1")]
     assert (info.rank, info.world, info.local_rank) == (1, 2, 1)
     calls.clear()
     setup.init_distributed("cpu")
@@ -109,3 +113,17 @@ def test_peak_memory_reads_cuda_stats_on_cuda(monkeypatch):
     assert peak_memory_mb(torch.device("cuda", 0)) == 3.0
     assert seen == [torch.device("cuda", 0)]
     assert peak_memory_mb(torch.device("cpu")) > 0
+
+
+def test_cuda_rng_restores_the_devices_present(monkeypatch):
+    """A checkpoint saved with 4 GPUs' generator states resumes on a machine with 2: devices 0 and 1
+    get theirs, in order, and nothing is set on devices that do not exist."""
+    from fusmae_fast.pretrain import state as state_mod
+
+    saved = {**state_mod.rng_state(), "cuda": [torch.full((4,), i, dtype=torch.uint8) for i in range(4)]}
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.append((i, int(s[0]))))
+    state_mod.set_rng_state(saved)
+    assert restored == [(0, 0), (1, 1)]
