@@ -8,6 +8,7 @@ guessed one).
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from fusmae_fast.atomic_write import atomic_write_text
+from fusmae_fast.host_allocator import OPT_OUT_ENV, keep_freed_memory
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -126,6 +128,26 @@ def pin_threads(threads: int | None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
     }
+
+
+def add_host_allocator_argument(parser: argparse.ArgumentParser) -> None:
+    """``--host-allocator keep|system`` (see ``apply_host_allocator``)."""
+    parser.add_argument(
+        "--host-allocator",
+        default="keep",
+        choices=("keep", "system"),
+        help="keep: glibc malloc keeps freed memory for reuse, as every fusmae-fast command does "
+        "(default); system: malloc as it is",
+    )
+
+
+def apply_host_allocator(choice: str) -> str:
+    """Apply ``--host-allocator`` in this process; returns what holds, in words (for the JSON)."""
+    if choice == "keep":
+        if keep_freed_memory():
+            return "keep: glibc malloc keeps freed memory for reuse (fusmae_fast.host_allocator)"
+        return f"system: keep asked for, but the C library is not glibc or {OPT_OUT_ENV}=system"
+    return "system: malloc as it is"
 
 
 def git_sha() -> dict[str, Any]:

@@ -54,6 +54,7 @@ def _header(result: dict[str, Any]) -> str:
         f"{info['timestamp']}, load average {info.get('loadavg_start')} -> {info.get('loadavg_end')}"
         + (" — `--quick` run" if result.get("quick") else "")
         + "."
+        + (f" Host allocator: {info['host_allocator']}." if info.get("host_allocator") else "")
     )
 
 

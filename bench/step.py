@@ -24,6 +24,9 @@ images/s = batch / p50. Memory: CUDA ``max_memory_allocated``; CPU the process's
 (VmHWM, reset via /proc/self/clear_refs after the model and optimizer are built; ``resource``
 ru_maxrss if that is not allowed), reported as the total and as the growth during the steps
 (optimizer state + activations + allocator caches).
+Host allocator: ``--host-allocator keep`` (default, what every ``fusmae-fast`` command does) lets
+glibc's malloc keep freed memory for reuse (``fusmae_fast.host_allocator``), ``system`` leaves it as
+it is; the parent and every worker use the same setting, and the JSON records it.
 --profile PRESET adds a torch.profiler breakdown (top ops by self CPU time, and time per model
 region) of both providers for that preset, at --profile-precision (default bf16 when measured).
 Outputs: a table on stdout, bench/results/step_<device>[_quick].{json,md}.
@@ -87,6 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--profile-precision", default=None, help="fp32 or bf16 (default: bf16 if measured, else fp32)"
     )
+    from fusmae_fast.bench import devices
+
+    devices.add_host_allocator_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="default bench/results")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -369,6 +375,7 @@ def configs(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
                     "device": device,
                     "seed": args.seed,
                     "threads": args.threads,
+                    "host_allocator": args.host_allocator,
                     "steps": args.steps,
                     "warmup": args.warmup,
                 }
@@ -413,7 +420,10 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
+        from fusmae_fast.bench import devices
+
         cfg = json.loads(args.worker)
+        devices.apply_host_allocator(cfg.get("host_allocator", "keep"))
         try:
             res = profile_pair(cfg) if cfg.get("mode") == "profile" else run_worker(cfg)
         except Exception as exc:  # reported by the parent as an error row
@@ -431,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     threads = devices.pin_threads(args.threads)
     info = devices.run_info(device, threads)
+    info["host_allocator"] = devices.apply_host_allocator(args.host_allocator)
     cfgs = configs(args, device.type)
     print(
         f"# step benchmark on {info['device_name']} ({device.type}), torch {info['torch']}, threads "
@@ -502,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": device.type,
             "seed": args.seed,
             "threads": args.threads,
+            "host_allocator": args.host_allocator,
         }
         print(f"# profiling {args.profile} (both providers, interleaved, torch.profiler)")
         prof = run_config(pcfg)

@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="default bench/results")
+    from fusmae_fast.bench import devices
+
+    devices.add_host_allocator_argument(p)
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
     if args.rounds < 1:
@@ -310,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--interpret is for CPU runs (on CUDA the Triton kernel runs for real)")
     threads = devices.pin_threads(args.threads)
     info = devices.run_info(device, threads)
+    info["host_allocator"] = devices.apply_host_allocator(args.host_allocator)
     dtypes_arg = args.dtype or ("fp16" if device.type == "cuda" else "fp32")
     dtype_map = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     dnames = [x for x in dtypes_arg.split(",") if x]
