@@ -196,6 +196,11 @@ def run_info(device: torch.device, threads: dict[str, Any]) -> dict[str, Any]:
         "loadavg_start": loadavg(),
         "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1",
     }
+    if device.type == "cpu":
+        from fusmae_fast.device import CPU_MATRIX_FLAGS, cpu_has_native
+
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["cpu_native"] = ["fp32"] + [p for p in CPU_MATRIX_FLAGS if cpu_has_native(p)]
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info["cuda"] = torch.version.cuda

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from fusmae_fast.device import emulated_precision
+
 SHAPES: dict[str, tuple[int, int, int]] = {
     "square 2048": (2048, 2048, 2048),
     "ViT MLP 3616x384x1536": (32 * 113, 384, 1536),
@@ -58,7 +60,13 @@ def measure_gemm_peak(device: torch.device, precision: str, reps: int = 8) -> di
 
 
 def measure_peaks(device: torch.device, precisions: list[str]) -> dict[str, dict[str, Any]]:
-    return {p: measure_gemm_peak(device, p) for p in precisions if p in DTYPES}
+    """The peak of each precision this device multiplies natively (an emulated one, e.g. bf16 on a CPU
+    without AVX512-BF16 / AMX, would take minutes to time and is not a peak of anything)."""
+    return {
+        p: measure_gemm_peak(device, p)
+        for p in precisions
+        if p in DTYPES and emulated_precision(p, device) is None
+    }
 
 
 def merge_peaks(*runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -88,6 +96,9 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     threads = devices.pin_threads(None)
     print(f"# {devices.device_name(device)}, {threads['intra_op']} threads")
+    for precision in DTYPES:
+        if emulated_precision(precision, device):
+            print(f"{precision}: not measured, {emulated_precision(precision, device)}")
     for precision, peak in measure_peaks(device, list(DTYPES)).items():
         shapes = ", ".join(f"{k} {v:.0f}" for k, v in peak["shapes_gflops"].items())
         print(f"{precision}: peak {peak['peak_gflops']:.0f} GFLOP/s ({shapes})")

@@ -58,6 +58,16 @@ def _grads(fn: Callable, leaves: list[torch.Tensor | None], extra: tuple, dout: 
     return [out.detach(), *grads]
 
 
+def _three_ways(tri_fn, ref_fn, leaves64, extra, dout64, dtype):
+    """(Triton in ``dtype``, reference in float64, reference in ``dtype``) outputs and gradients; the
+    third is needed by the low-precision rule only, so float32 reuses the float64 result."""
+    leaves = [t.to(dtype) for t in leaves64]
+    tri = _grads(tri_fn, leaves, extra, dout64.to(dtype))
+    ref = _grads(ref_fn, leaves64, extra, dout64)
+    low = ref if dtype == torch.float32 else _grads(ref_fn, leaves, extra, dout64.to(dtype))
+    return tri, ref, low
+
+
 class Checker:
     """Applies the parity tests' rule and turns each outcome into a ``Check`` record."""
 
@@ -121,14 +131,10 @@ def check_attention(ck: Checker, L: int, H: int, D: int, dtype: torch.dtype) -> 
         rand = int(torch.randint(0, L + 1, (1,), generator=gen))
         table = {"0": 0, "L": L, "rand": rand, "1": min(1, L), "half": L // 2, "L-1": max(L - 1, 0)}
         split = torch.tensor([table[x] for x in kinds.split(",")], dtype=torch.int64, device=dev)
-        lo_in = [t.to(dev, dtype) for t in (q, k, v)]
+        leaves64 = [t.to(dev) for t in (q, k, v)]
         try:
-            tri = _grads(cross_modal_attention_triton, lo_in, (split,), do.to(dev, dtype))
-            ref = _grads(cross_modal_attention_ref, [t.to(dev) for t in (q, k, v)], (split,), do.to(dev))
-            low = (
-                ref
-                if dtype == torch.float32
-                else _grads(cross_modal_attention_ref, lo_in, (split,), do.to(dev, dtype))
+            tri, ref, low = _three_ways(
+                cross_modal_attention_triton, cross_modal_attention_ref, leaves64, (split,), do.to(dev), dtype
             )
         except Exception as exc:  # a launch that fails is a failed case, not a crash of the check
             ck.error("cross_modal_attention", case, dtype, exc)
@@ -163,14 +169,9 @@ def check_patch_embed(ck: Checker, hw: int, P: int, C_in: int, C: int, dtype: to
     ids = torch.stack(rows).to(dev)
     dout = torch.randn(3, N, C, generator=gen, dtype=torch.float64)
     leaves64 = [t.to(dev) for t in (img, weight, bias, pos)]
-    leaves = [t.to(dtype) for t in leaves64]
     try:
-        tri = _grads(masked_patch_embed_triton, leaves, (ids, P), dout.to(dev, dtype))
-        ref = _grads(masked_patch_embed_ref, leaves64, (ids, P), dout.to(dev))
-        low = (
-            ref
-            if dtype == torch.float32
-            else _grads(masked_patch_embed_ref, leaves, (ids, P), dout.to(dev, dtype))
+        tri, ref, low = _three_ways(
+            masked_patch_embed_triton, masked_patch_embed_ref, leaves64, (ids, P), dout.to(dev), dtype
         )
     except Exception as exc:
         ck.error("masked_patch_embed", case, dtype, exc)
@@ -263,13 +264,12 @@ def check_loss(ck: Checker, hw: int, P: int, C_in: int, norm_pix: bool, dtype: t
         mask[b, torch.randperm(N, generator=gen)[: int(round(N * ratio))]] = True
     mask = mask.to(dev)
     # upstream gradient D * (masked patches) / 2, so that d pred is O(1) (as in the parity tests)
-    upstream = torch.tensor(P * P * C_in * max(float(mask.sum()), 1.0) / 2.0, device=dev)
+    upstream = torch.tensor(P * P * C_in * max(float(mask.sum()), 1.0) / 2.0, dtype=torch.float64, device=dev)
     leaves64 = [pred.to(dev), img.to(dev)]
-    leaves = [t.to(dtype) for t in leaves64]
     try:
-        tri = _grads(masked_mse_triton, leaves, (mask, P, norm_pix), upstream)
-        ref = _grads(masked_mse_ref, leaves64, (mask, P, norm_pix), upstream.double())
-        low = _grads(masked_mse_ref, leaves, (mask, P, norm_pix), upstream.to(dtype))
+        tri, ref, low = _three_ways(
+            masked_mse_triton, masked_mse_ref, leaves64, (mask, P, norm_pix), upstream, dtype
+        )
     except Exception as exc:
         ck.error("masked_mse", case, dtype, exc)
         return

@@ -43,13 +43,23 @@ def _f(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if abs(x) < 0.01 else f"{x:.{digits}f}".rstrip("0").rstrip(".")
 
 
+def _device_text(info: dict[str, Any]) -> str:
+    """'**name** (kind[, CPU capability, native matmul dtypes])'."""
+    extra = ""
+    if info.get("cpu_capability"):
+        extra += f", {info['cpu_capability']}"
+    if info.get("cpu_native"):
+        extra += f", native matmul {'/'.join(info['cpu_native'])}"
+    return f"**{info['device_name']}** ({info['device']}{extra})"
+
+
 def _header(result: dict[str, Any]) -> str:
     info = result["info"]
     git = info.get("git") or {}
     sha = (git.get("sha") or "unknown")[:10] + (" (+local changes)" if git.get("dirty") else "")
     th = info.get("threads") or {}
     return (
-        f"Measured on **{info['device_name']}** ({info['device']}), torch {info['torch']}, "
+        f"Measured on {_device_text(info)}, torch {info['torch']}, "
         f"triton {info['triton']}, {th.get('intra_op', '?')} intra-op threads, git {sha}, "
         f"{info['timestamp']}, load average {info.get('loadavg_start')} -> {info.get('loadavg_end')}"
         + (" — `--quick` run" if result.get("quick") else "")
@@ -361,7 +371,7 @@ def step_parts_markdown(result: dict[str, Any], detail: bool = True) -> str:
     """The Amdahl table of ``bench/step_parts.py`` and (``detail``) per configuration its part times."""
     info = result["info"]
     lines = [
-        f"Measured on **{info['device_name']}** ({info['device']}), torch {info['torch']}, "
+        f"Measured on {_device_text(info)}, torch {info['torch']}, "
         f"{info['threads']['intra_op']} intra-op threads, git {info['git']['sha'][:10]}, "
         f"{info['timestamp']}; "
         "fp32, eager, kernels=torch. p50 of forward + backward of each part alone (ms).",

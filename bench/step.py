@@ -398,6 +398,13 @@ def skip_reason(cfg: dict[str, Any]) -> str | None:
         return f"unknown masking {cfg['masking']!r}"
     if cfg["kernels"] == "triton" and cfg["device"] != "cuda":
         return "kernels=triton needs CUDA (Triton's CPU interpreter is a test tool, not a timing)"
+    import torch
+
+    from fusmae_fast.device import emulated_precision
+
+    emulated = emulated_precision(cfg["precision"], torch.device(cfg["device"]))
+    if emulated:
+        return f"{emulated} (a timing of the emulation, not of this library)"
     return None
 
 
@@ -502,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
     add_fractions(rows, peaks)
     profile_result: dict[str, Any] | None = None
     profile_error: str | None = None
+    from fusmae_fast.device import emulated_precision
+
+    emulated = args.profile and emulated_precision(args.profile_precision, device)
+    if emulated:
+        print(f"# profile at fp32, not {args.profile_precision}: {emulated}")
+        args.profile_precision = "fp32"
     if args.profile:
         pcfg = {
             "mode": "profile",

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from fusmae_fast import ops
+from fusmae_fast.device import emulated_precision
 
 XattnFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 XattnCore = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -240,6 +241,9 @@ def skip_reason(
     """Why ``provider`` cannot run this case here, or None if it can."""
     if provider not in FUNCTIONS:
         return f"unknown provider {provider!r}"
+    emulated = emulated_precision({torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, ""), device)
+    if emulated:
+        return f"{emulated} (a timing of the emulation, not of attention)"
     if provider == "fusmae-triton":
         if device.type != "cuda" and not interpret:
             return (

@@ -198,11 +198,9 @@ def rows_digest(rows: dict[str, list[Any]]) -> str:
 
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Write (or finish) ``cfg.out``; returns a summary (rows, groups computed, seconds, images/s)."""
-    from fusmae_fast.pretrain.setup import resolve_precision
+    from fusmae_fast.device import resolve_device, resolve_precision
 
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    )
+    device = resolve_device(cfg.device, cfg.kernels)
     precision = resolve_precision(cfg.precision, device)
     ckpt = checkpoint_file(cfg.ckpt)
     model = load_model(cfg.ckpt).to(device).set_kernels(cfg.kernels).eval()

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, Subset
 
 from fusmae_fast.atomic_write import atomic_write_text
 from fusmae_fast.config import ModelConfig
-from fusmae_fast.device import resolve_device
+from fusmae_fast.device import resolve_device, resolve_precision
 from fusmae_fast.evaluate.config import EvalConfig
 from fusmae_fast.evaluate.encoder import load_model
 from fusmae_fast.evaluate.finetune import finetune, predict
@@ -39,6 +39,7 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Evaluate the checkpoint (and the random baseline) on every requested input; write the outputs."""
     device = resolve_device(cfg.device, cfg.kernels)
+    resolve_precision(cfg.precision, device)  # warns where bf16 / fp16 would run emulated
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()

@@ -29,20 +29,14 @@ The parts, in the order a run meets them:
     cli.py         fusmae-fast pretrain / python -m fusmae_fast.pretrain
 """
 
+from fusmae_fast.device import resolve_precision
 from fusmae_fast.pretrain.cli import add_arguments, config_from_args, main, run
 from fusmae_fast.pretrain.config import PRECISIONS, PretrainConfig
 from fusmae_fast.pretrain.driver import PretrainResult, run_pretraining
 from fusmae_fast.pretrain.engine import NonFiniteLossError, lr_at, train_one_epoch
 from fusmae_fast.pretrain.reporting import peak_memory_mb
 from fusmae_fast.pretrain.sampling import IndexedDataset, ResumableSampler, sample_seeds
-from fusmae_fast.pretrain.setup import (
-    DistInfo,
-    cpu_has_native_bf16,
-    init_distributed,
-    param_groups,
-    resolve_dataset,
-    resolve_precision,
-)
+from fusmae_fast.pretrain.setup import DistInfo, init_distributed, param_groups, resolve_dataset
 from fusmae_fast.pretrain.state import rng_state, set_rng_state
 
 __all__ = [
@@ -55,7 +49,6 @@ __all__ = [
     "ResumableSampler",
     "add_arguments",
     "config_from_args",
-    "cpu_has_native_bf16",
     "init_distributed",
     "lr_at",
     "main",

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from fusmae_fast.atomic_write import atomic_write_text
-from fusmae_fast.device import resolve_device
+from fusmae_fast.device import resolve_device, resolve_precision
 from fusmae_fast.model import FusMAE
 from fusmae_fast.optim import adamw
 from fusmae_fast.pretrain.config import PretrainConfig
@@ -176,22 +176,6 @@ def init_distributed(device_kind: str) -> DistInfo:
     elif device_kind == "cuda":
         torch.cuda.set_device(local)
     return DistInfo(rank=rank, world=world, local_rank=local)
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 # ------------------------------------------------------------------------------------- datasets

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
+from fusmae_fast.device import cpu_has_native
 from fusmae_fast.pretrain import PretrainConfig, run_pretraining
-from fusmae_fast.pretrain.setup import cpu_has_native_bf16
 
 STEPS = 50
 BF16_LOSS_RTOL = 2e-3
@@ -37,7 +37,7 @@ def _losses(tmp_path, precision):
 
 
 @pytest.mark.skipif(
-    not cpu_has_native_bf16(),
+    not cpu_has_native("bf16"),
     reason="this CPU has no native bf16 (AVX512-BF16 / AMX): bf16 autocast would be emulated",
 )
 def test_bf16_losses_follow_fp32(tmp_path):
