@@ -409,8 +409,16 @@ def profile_markdown(prof: dict[str, Any]) -> str:
     parts = [f"Where the time goes ({prof['what']}; torch.profiler self CPU time, top ops):", ""]
     for name, ops in prof["providers"].items():
         total = sum(o["self_ms"] for o in ops["all"])
-        parts.append(f"`{name}`: {total:.1f} ms profiled per step")
-        parts.append("")
+        line = f"`{name}`: {total:.1f} ms profiled per step"
+        mp = ops.get("matrix_products")
+        if mp and mp["self_ms"]:
+            peak = prof.get("peak_gflops")
+            of_peak = f", {mp['gflops'] / peak:.2f} of the GEMM peak" if peak else ""
+            line += (
+                f"; its matrix products ({', '.join(f'`{o}`' for o in mp['ops'])}) take "
+                f"{mp['self_ms'] / total:.0%} of it and run at {mp['gflops']:.0f} GFLOP/s in place{of_peak}"
+            )
+        parts += [line, ""]
         parts.append(
             _table(
                 ["op", "self ms/step", "share", "calls/step"],

@@ -330,20 +330,48 @@ def profile_pair(cfg: dict[str, Any], steps: int = 3) -> dict[str, Any]:
         runs[provider] = (step, {}, {})
     for _ in range(steps):
         for step, ops_acc, reg_acc in runs.values():
-            with profile(activities=activities) as prof:
+            with profile(activities=activities, with_flops=True) as prof:
                 step()
             for e in prof.key_averages():
                 if e.key in REGIONS:
                     reg_acc[e.key] = reg_acc.get(e.key, 0.0) + e.cpu_time_total / 1e3 / steps
                 elif not e.key.startswith(("step/", "fwd/")):
-                    ms, calls = ops_acc.get(e.key, (0.0, 0.0))
-                    ops_acc[e.key] = (ms + e.self_cpu_time_total / 1e3 / steps, calls + e.count / steps)
+                    ms, calls, flops = ops_acc.get(e.key, (0.0, 0.0, 0.0))
+                    ops_acc[e.key] = (
+                        ms + e.self_cpu_time_total / 1e3 / steps,
+                        calls + e.count / steps,
+                        flops + (e.flops or 0) / steps,
+                    )
     out = {}
     for provider, (_, ops_acc, reg_acc) in runs.items():
         ops_ = [{"op": k, "self_ms": v[0], "calls": v[1]} for k, v in ops_acc.items()]
         ops_.sort(key=lambda o: -o["self_ms"])
-        out[provider] = {"regions": reg_acc, "top": ops_[:12], "all": ops_, "steps": steps}
+        out[provider] = {
+            "regions": reg_acc,
+            "top": ops_[:12],
+            "all": ops_,
+            "steps": steps,
+            "matrix_products": matrix_products(ops_acc),
+        }
     return out
+
+
+MATRIX_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+"""The ops whose FLOPs torch.profiler counts (``with_flops``) and that run on the BLAS / oneDNN GEMMs."""
+
+
+def matrix_products(ops_acc: dict[str, tuple[float, float, float]]) -> dict[str, float]:
+    """Self time and GFLOP/s of the matrix products inside the profiled step: how fast the GEMMs run
+    in place (operands fresh from the previous op, outputs newly allocated), to set against the peak
+    of the same products timed alone."""
+    ms = sum(ops_acc[k][0] for k in MATRIX_OPS if k in ops_acc)
+    gflop = sum(ops_acc[k][2] for k in MATRIX_OPS if k in ops_acc) / 1e9
+    return {
+        "ops": [k for k in MATRIX_OPS if k in ops_acc],
+        "self_ms": ms,
+        "gflop": gflop,
+        "gflops": gflop / (ms / 1e3) if ms else 0.0,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -536,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             names = {"fusmae": "fusmae (torch)", "plain": "plain"}
             profile_result = {
+                "precision": args.profile_precision,
+                "peak_gflops": peaks.get(args.profile_precision, {}).get("peak_gflops"),
                 "what": f"{args.profile}, batch {pcfg['batch']}, {args.profile_precision}, eager, "
                 f"{args.variant}/{pcfg['masking']}, one step of each provider in turn",
                 "providers": {names[k]: v for k, v in prof.items()},

@@ -66,3 +66,33 @@ def test_encode_and_pretrain_rows_end_to_end(tmp_path):
     page = (tmp_path / "step_cpu.md").read_text()
     assert "fraction of peak" in page and "| encode | tiny | xae/none | fusmae |" in page
     assert report.peaks_line(result) in page
+
+
+def test_profile_reports_the_rate_of_the_matrix_products_in_place():
+    """torch.profiler's counted FLOPs of mm/addmm/bmm over their self time, set against the peak."""
+    from torch.profiler import ProfilerActivity, profile
+
+    a, b = torch.randn(256, 128), torch.randn(128, 64)
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        torch.mm(a, b)
+        torch.addmm(torch.zeros(64), a, b)
+        torch.relu(a)
+    acc = {e.key: (e.self_cpu_time_total / 1e3, e.count, e.flops or 0) for e in prof.key_averages()}
+    mp = step.matrix_products(acc)
+    assert mp["ops"] == ["aten::mm", "aten::addmm"]
+    assert mp["gflop"] == pytest.approx(2 * 2 * 256 * 128 * 64 / 1e9, rel=0.01)
+    assert mp["gflops"] == pytest.approx(mp["gflop"] / (mp["self_ms"] / 1e3))
+    ops = [{"op": k, "self_ms": v[0], "calls": v[1]} for k, v in acc.items()]
+    prof_result = {
+        "what": "test",
+        "peak_gflops": 2 * mp["gflops"],
+        "providers": {"fusmae (torch)": {"all": ops, "top": ops, "matrix_products": mp}},
+    }
+    text = report.profile_markdown(prof_result)
+    assert f"run at {mp['gflops']:.0f} GFLOP/s in place, 0.50 of the GEMM peak" in text
+    assert step.matrix_products({"aten::relu": (1.0, 1, 0)}) == {
+        "ops": [],
+        "self_ms": 0.0,
+        "gflop": 0.0,
+        "gflops": 0.0,
+    }
