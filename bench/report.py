@@ -1,8 +1,8 @@
 """Markdown tables from the benchmark JSONs; ``python bench/report.py`` writes docs/benchmarks.md.
 
 ``python bench/report.py`` reads the newest result of each benchmark in ``bench/results/``
-(``xattn_*.json``, ``step_*.json``, ``independent/step_*.json``, ``step_parts_*.json``, every
-``data_read_*.json`` and every ``embed_*.json``, ``roofline.json``; newest by the timestamp inside,
+(``xattn_*.json``, ``step_*.json``, ``independent/step_*.json``, ``avx2/{step,xattn}_*.json``,
+``step_parts_*.json``, every ``data_read_*.json`` and every ``embed_*.json``, ``roofline.json``; newest by the timestamp inside,
 full runs preferred over --quick runs only when ``--prefer-full`` is given) and writes
 
 - ``docs/benchmarks.md`` (``--out``): every measured table, each named with the device it ran on and
@@ -523,6 +523,9 @@ BENCHMARK_COMMANDS = (
     "`python bench/xattn.py [--quick]`, `python bench/step.py [--quick]`, "
     "`python bench/step.py --presets tiny,small --masking independent --precision fp32 --compile off "
     "--out-dir bench/results/independent`, "
+    "on a CPU without native bf16 `python bench/step.py --precision fp32 --compile off --steps 6 "
+    "--warmup 2 --profile small --out-dir bench/results/avx2` and `python bench/xattn.py --quick "
+    "--dtype fp32 --out-dir bench/results/avx2`, "
     "`python bench/step_parts.py`, `python bench/data_read.py`, `python bench/embed.py`, "
     "`python bench/roofline.py`"
 )
@@ -606,6 +609,18 @@ PAGE_SECTIONS: tuple[PageSection, ...] = (
         "step",
         lambda data, rel: step_markdown(data),
         folder="independent",
+    ),
+    PageSection(
+        "Whole pretraining step on a CPU without native bf16 (AVX2), fp32 (measured)",
+        "step",
+        lambda data, rel: step_markdown(data),
+        folder="avx2",
+    ),
+    PageSection(
+        "Eq. 2 cross-modal attention on a CPU without native bf16 (AVX2), fp32 (measured)",
+        "xattn",
+        _xattn_section,
+        folder="avx2",
     ),
     PageSection(
         "Where a step's time goes: the most fusion can gain (measured)",
