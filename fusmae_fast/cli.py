@@ -5,7 +5,8 @@ Each subcommand lives in the module that implements it. A command module provide
 the table below maps a subcommand name to ``(module, one-line help)``. Modules are imported only when
 their subcommand runs (``--help`` of the top level imports nothing heavy). Before a command runs,
 glibc's malloc is told to keep freed memory for reuse (``fusmae_fast.host_allocator``; opt out with
-``FUSMAE_FAST_HOST_ALLOCATOR=system``).
+``FUSMAE_FAST_HOST_ALLOCATOR=system``), and the library's own warnings are printed as one line each
+(``fusmae-fast <command>: warning: ...``), like its errors.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from fusmae_fast.host_allocator import keep_freed_memory
 
@@ -60,8 +63,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     keep_freed_memory()
+    one_line_warnings(args.command)
     module = importlib.import_module(COMMANDS[args.command][0])
     return run_reporting_errors(args.command, module.run, args)
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def one_line_warnings(command: str) -> None:
+    """Warnings raised from this package print as ``fusmae-fast <command>: warning: <message>`` on
+    stderr (no source line); other libraries' warnings keep Python's format."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if Path(filename).resolve().is_relative_to(PACKAGE_DIR):
+            print(f"fusmae-fast {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def run_reporting_errors(

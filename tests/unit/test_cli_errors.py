@@ -39,3 +39,20 @@ def test_debug_env_shows_the_exception(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSMAE_DEBUG", "1")
     with pytest.raises(FileNotFoundError):
         main(["eval", "linear", "--ckpt", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+
+
+def test_package_warnings_print_as_one_line(monkeypatch, capsys):
+    import warnings
+
+    from fusmae_fast import cli
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
+    passed_on = []
+    monkeypatch.setattr(cli, "_PYTHON_SHOWWARNING", lambda msg, cat, fn, ln, *a: passed_on.append((msg, fn)))
+    cli.one_line_warnings("eval")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn_explicit("bf16 is emulated here", UserWarning, str(cli.PACKAGE_DIR / "device.py"), 7)
+        warnings.warn_explicit("from elsewhere", UserWarning, "/somewhere/else.py", 3)
+    assert capsys.readouterr().err.splitlines() == ["fusmae-fast eval: warning: bf16 is emulated here"]
+    assert [(str(m), f) for m, f in passed_on] == [("from elsewhere", "/somewhere/else.py")]
