@@ -97,8 +97,9 @@ def main() -> int:
     threads = devices.pin_threads(None)
     print(f"# {devices.device_name(device)}, {threads['intra_op']} threads")
     for precision in DTYPES:
-        if emulated_precision(precision, device):
-            print(f"{precision}: not measured, {emulated_precision(precision, device)}")
+        reason = emulated_precision(precision, device)
+        if reason:
+            print(f"{precision}: not measured, {reason}")
     for precision, peak in measure_peaks(device, list(DTYPES)).items():
         shapes = ", ".join(f"{k} {v:.0f}" for k, v in peak["shapes_gflops"].items())
         print(f"{precision}: peak {peak['peak_gflops']:.0f} GFLOP/s ({shapes})")
