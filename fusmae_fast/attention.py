@@ -7,20 +7,31 @@ mask broadcastable to (..., Lq, Lk) (True = may attend). It runs one of two form
 explicit
     two batched matmuls and a softmax, as an ``autograd.Function`` with a hand-written backward
     (dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dP P)), dQ = dS K / sqrt(D), dK = dS^T Q / sqrt(D)).
-    The scale is applied to the smaller of q and the scores, operands are made contiguous once, and the
-    probabilities P are the only score-sized tensor kept for the backward. Numerically it is the
+    The scale is applied to the smaller of q and the scores (for q in the same pass as its contiguous
+    copy, which the backward reuses), a mask is added as 0 / -inf, operands are made contiguous once,
+    and the probabilities P are the only score-sized tensor kept for the backward. Numerically it is the
     textbook attention in the input dtype (scores rounded to it, softmax accumulated in fp32): the
     baseline the low-precision parity rule compares kernels against.
 sdpa
     ``torch.nn.functional.scaled_dot_product_attention`` (a fused flash kernel on CPU and CUDA).
 
-``explicit_is_faster`` holds the choice: on CPU, bf16/fp16 with at most ``EXPLICIT_MAX_KEYS`` keys
-(the flash CPU kernel, its backward most of all, is several times slower there); fp32 only for the
-cross-modal block's two directions batched into one call (``paired``) when a gradient will be taken,
-at head dim >= 64 and at most ``EXPLICIT_FP32_MAX_KEYS`` keys (one call instead of two, no
-concatenation, and a backward that beats the flash one; a forward alone is faster in SDPA, which never
-writes the scores out, and for self-attention in fp32 the two forms are within noise of each other or
-SDPA wins: fp32 batched matmuls with a short inner dimension are slow); on CUDA always SDPA.
+``explicit_is_faster`` holds the choice (CPU only; on CUDA always SDPA), made from the operands:
+
+- bf16/fp16: explicit up to ``EXPLICIT_MAX_KEYS`` keys (the flash CPU kernel, its backward most of all,
+  is several times slower there);
+- fp32, the cross-modal block's two directions batched into one call (``paired``: one call instead
+  of two, no concatenation) at head dim >= 64: explicit up to ``EXPLICIT_FP32_MAX_KEYS`` keys when a
+  gradient will be taken (the hand-written backward beats the flash one), up to
+  ``EXPLICIT_FP32_FWD_MAX_KEYS`` for a forward alone (past that SDPA, which never writes the scores
+  out, wins);
+- fp32 with a mask (the ragged cross-modal mask): explicit up to ``EXPLICIT_FP32_MAX_KEYS`` keys when
+  a gradient will be taken (SDPA's flash kernel turns the mask into a float bias and its backward is
+  the slow part), SDPA for a forward alone;
+- fp32 self-attention: SDPA (fp32 batched matmuls with a short inner dimension are slow; the two forms
+  are within noise of each other or SDPA wins);
+- never when the probabilities would exceed ``EXPLICIT_MAX_SCORE_BYTES`` (the explicit form keeps them
+  for the backward; SDPA's memory is linear in the keys).
+
 ``bench/xattn.py`` and ``bench/step.py`` measure both.
 """
 
@@ -32,8 +43,10 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "EXPLICIT_FP32_FWD_MAX_KEYS",
     "EXPLICIT_FP32_MAX_KEYS",
     "EXPLICIT_MAX_KEYS",
+    "EXPLICIT_MAX_SCORE_BYTES",
     "attention",
     "explicit_attention",
     "explicit_is_faster",
@@ -41,23 +54,37 @@ __all__ = [
 
 EXPLICIT_MAX_KEYS = 1024
 """Longest key sequence the explicit form is chosen for in bf16/fp16 on CPU (its scores are Lq x Lk)."""
-EXPLICIT_FP32_MAX_KEYS = 256
-"""Longest key sequence of the paired fp32 call the explicit form is chosen for (head dim >= 64, with a
-gradient to take)."""
+EXPLICIT_FP32_MAX_KEYS = 512
+"""Longest key sequence of a paired (head dim >= 64) or masked fp32 call the explicit form is chosen for
+when a gradient will be taken."""
+EXPLICIT_FP32_FWD_MAX_KEYS = 64
+"""Longest key sequence of the paired fp32 call the explicit form is chosen for in a forward alone
+(head dim >= 64); Fus-MAE's encoder at 75 % masking has 56 keys per direction."""
+EXPLICIT_MAX_SCORE_BYTES = 1 << 30
+"""Largest probabilities tensor (batch x heads x Lq x Lk x element size) the explicit form may keep."""
 
 
-def explicit_is_faster(q: torch.Tensor, k: torch.Tensor, *, paired: bool = False) -> bool:
+def explicit_is_faster(
+    q: torch.Tensor, k: torch.Tensor, *, paired: bool = False, masked: bool = False
+) -> bool:
     """Whether the explicit form beats SDPA for these operands (see the module docstring); ``paired``:
-    the two directions of the cross-modal attention as one call, k holding one direction's keys. A
-    gradient will be taken when grad mode is on and q or k requires one."""
+    the two directions of the cross-modal attention as one call, k holding one direction's keys;
+    ``masked``: a boolean mask comes with them. A gradient will be taken when grad mode is on and q or
+    k requires one."""
     if q.device.type != "cpu":
         return False
     keys, head_dim = k.shape[-2], q.shape[-1]
+    score_bytes = q.shape[:-1].numel() * keys * q.element_size()
+    if score_bytes > EXPLICIT_MAX_SCORE_BYTES:
+        return False
     if q.dtype in (torch.bfloat16, torch.float16):
         return keys <= EXPLICIT_MAX_KEYS
-    if not (paired and q.dtype == torch.float32 and head_dim >= 64 and keys <= EXPLICIT_FP32_MAX_KEYS):
+    if q.dtype != torch.float32:
         return False
-    return torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    if paired and head_dim >= 64:
+        return keys <= (EXPLICIT_FP32_MAX_KEYS if grad else EXPLICIT_FP32_FWD_MAX_KEYS)
+    return masked and grad and keys <= EXPLICIT_FP32_MAX_KEYS
 
 
 class _ExplicitAttention(torch.autograd.Function):
@@ -65,25 +92,30 @@ class _ExplicitAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, mask, scale: float):  # type: ignore[override]
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        scale_q = q.shape[-2] * q.shape[-1] <= q.shape[-2] * k.shape[-2]  # scale the smaller tensor
+        k, v = k.contiguous(), v.contiguous()
+        scale_q = k.shape[-2] >= q.shape[-1]  # scale the smaller of q (Lq x D) and the scores (Lq x Lk)
         with torch.autocast(q.device.type, enabled=False):
-            qs = q * scale if scale_q else q
+            if scale_q:  # the contiguous copy and the scaling in one pass; dK = dS^T (scale q) reuses it
+                qs = torch.mul(q, scale, out=torch.empty(q.shape, dtype=q.dtype, device=q.device))
+            else:
+                qs = q.contiguous()
             s = torch.matmul(qs, k.transpose(-2, -1))
             if not scale_q:
                 s.mul_(scale)
             if mask is not None:
-                s.masked_fill_(~mask, float("-inf"))
+                # an additive mask at the mask's (broadcast) size, then one add over the scores: a
+                # boolean masked_fill_ broadcast over the heads is many times slower on a CPU
+                s.add_(torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, -math.inf))
             p = torch.softmax(s, dim=-1)
             del s
             o = torch.matmul(p, v)
-        ctx.save_for_backward(q, k, v, p)
-        ctx.scale = scale
+        ctx.save_for_backward(qs, k, v, p)
+        ctx.scale, ctx.q_scaled = scale, scale_q
         return o
 
     @staticmethod
     def backward(ctx, do):  # type: ignore[override]
-        q, k, v, p = ctx.saved_tensors
+        qs, k, v, p = ctx.saved_tensors
         do = do.contiguous().to(v.dtype)
         with torch.autocast(do.device.type, enabled=False):
             dv = torch.matmul(p.transpose(-2, -1), do) if ctx.needs_input_grad[2] else None
@@ -91,7 +123,11 @@ class _ExplicitAttention(torch.autograd.Function):
             ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
             del dp
             dq = torch.matmul(ds, k).mul_(ctx.scale) if ctx.needs_input_grad[0] else None
-            dk = torch.matmul(ds.transpose(-2, -1), q).mul_(ctx.scale) if ctx.needs_input_grad[1] else None
+            dk = None
+            if ctx.needs_input_grad[1]:
+                dk = torch.matmul(ds.transpose(-2, -1), qs)
+                if not ctx.q_scaled:
+                    dk.mul_(ctx.scale)
         return dq, dk, dv, None, None
 
 
@@ -110,6 +146,6 @@ def attention(
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v in the faster form for these operands; every query row needs at least
     one allowed key (rows without one are the caller's to zero, as in ``cross_modal_attention_torch``)."""
-    if explicit_is_faster(q, k):
+    if explicit_is_faster(q, k, masked=mask is not None):
         return explicit_attention(q, k, v, mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from fusmae_fast.attention import (
+    EXPLICIT_FP32_FWD_MAX_KEYS,
     EXPLICIT_FP32_MAX_KEYS,
     EXPLICIT_MAX_KEYS,
+    EXPLICIT_MAX_SCORE_BYTES,
     attention,
     explicit_attention,
     explicit_is_faster,
@@ -33,9 +35,10 @@ def _sdpa(q, k, v, mask=None):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("masked", [None, "full", "over heads"])
 @pytest.mark.parametrize(
-    "shape",  # (batch dims..., Lq, Lk, D): batch 1, head_dim 40, Lq != Lk, lengths off powers of two
+    "shape",  # (batch dims..., Lq, Lk, D): batch 1, head_dim 40, Lq != Lk (fewer keys than D: the scores
+    # are scaled, not q), lengths off powers of two
     [(1, 1, 1, 1, 8), (2, 3, 7, 5, 40), (1, 2, 113, 113, 64), (3, 2, 2, 9, 11, 32)],
 )
 def test_explicit_equals_sdpa_fp64(shape, masked):
@@ -44,8 +47,9 @@ def test_explicit_equals_sdpa_fp64(shape, masked):
     q, do = (torch.randn(*batch, lq, d, generator=g, dtype=torch.float64) for _ in range(2))
     k, v = (torch.randn(*batch, lk, d, generator=g, dtype=torch.float64) for _ in range(2))
     mask = None
-    if masked:
-        mask = torch.rand(*batch, lq, lk, generator=g) > 0.4
+    if masked:  # "over heads": one mask per sample broadcast over the head dim, as the model passes it
+        mask_batch = batch if masked == "full" else [*batch[:-1], 1]
+        mask = torch.rand(*mask_batch, lq, lk, generator=g) > 0.4
         mask[..., 0] = True  # every query row keeps a key
     want = _run(_sdpa, q, k, v, do, mask)
     got = _run(explicit_attention, q, k, v, do, mask)
@@ -92,16 +96,41 @@ def test_choice_of_form():
     big = EXPLICIT_FP32_MAX_KEYS + 1
     assert explicit_is_faster(t(torch.float32, 56), t(torch.float32, EXPLICIT_FP32_MAX_KEYS), paired=True)
     assert not explicit_is_faster(t(torch.float32, big), t(torch.float32, big), paired=True)
-    # fp32 forward alone: SDPA (no gradient wanted, or none possible)
+    # fp32 with a mask: explicit when a gradient will be taken, at any head dim, up to the same length
+    assert explicit_is_faster(t(torch.float32, 112, 32), t(torch.float32, 112, 32), masked=True)
+    assert explicit_is_faster(t(torch.float32, 8), t(torch.float32, EXPLICIT_FP32_MAX_KEYS), masked=True)
+    assert not explicit_is_faster(t(torch.float32, 8), t(torch.float32, big), masked=True)
+    no_grad = t(torch.float32, 112, grad=False)
+    assert not explicit_is_faster(no_grad, no_grad, masked=True)
+    # fp32 forward alone (no gradient wanted, or none possible): explicit only for short key sequences
+    fwd = EXPLICIT_FP32_FWD_MAX_KEYS
+    assert explicit_is_faster(
+        t(torch.float32, 56, grad=False), t(torch.float32, fwd, grad=False), paired=True
+    )
     assert not explicit_is_faster(
-        t(torch.float32, 56, grad=False), t(torch.float32, 56, grad=False), paired=True
+        t(torch.float32, 56, grad=False), t(torch.float32, fwd + 1, grad=False), paired=True
     )
     with torch.no_grad():
-        assert not explicit_is_faster(t(torch.float32, 56), t(torch.float32, 56), paired=True)
+        assert explicit_is_faster(t(torch.float32, 56), t(torch.float32, 56), paired=True)
+        assert not explicit_is_faster(t(torch.float32, 128), t(torch.float32, 128), paired=True)
+        assert not explicit_is_faster(t(torch.float32, 112), t(torch.float32, 112), masked=True)
         assert explicit_is_faster(t(torch.bfloat16, 56), t(torch.bfloat16, 56))  # bf16: both ways
     assert not explicit_is_faster(t(torch.float32, 56, 32), t(torch.float32, 56, 32), paired=True)
     assert not explicit_is_faster(t(torch.float64, 56), t(torch.float64, 56))
     assert not explicit_is_faster(t(torch.bfloat16, 56, device="meta"), t(torch.bfloat16, 56, device="meta"))
+
+
+def test_choice_of_form_respects_the_score_memory_cap():
+    """Probabilities over EXPLICIT_MAX_SCORE_BYTES go to SDPA whatever the dtype (expanded views: no
+    memory)."""
+    keys = 1024  # within EXPLICIT_MAX_KEYS
+    heads = EXPLICIT_MAX_SCORE_BYTES // (keys * keys * 2)  # bf16 probabilities of exactly the cap
+
+    def t(batch):
+        return torch.zeros(64, dtype=torch.bfloat16, requires_grad=True).expand(batch, heads, keys, 64)
+
+    assert explicit_is_faster(t(1), t(1))
+    assert not explicit_is_faster(t(2), t(2))
 
 
 def test_attention_dispatches_to_both_forms():

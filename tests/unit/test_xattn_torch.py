@@ -14,7 +14,7 @@ def core(request, monkeypatch):
     """Force the attention core (``explicit_is_faster``) to one form, whatever the operands."""
     choice = request.param == "explicit"
     for module in (attention_module, torch_ops):
-        monkeypatch.setattr(module, "explicit_is_faster", lambda q, k, paired=False: choice)
+        monkeypatch.setattr(module, "explicit_is_faster", lambda q, k, **kw: choice)
     return request.param
 
 
@@ -58,7 +58,7 @@ def test_batched_directions_form_is_taken(monkeypatch):
     """Consistent masking at L/2 with the explicit core runs one attention call, not two."""
     calls = []
     real = torch_ops.explicit_attention
-    monkeypatch.setattr(torch_ops, "explicit_is_faster", lambda q, k, paired=False: True)
+    monkeypatch.setattr(torch_ops, "explicit_is_faster", lambda q, k, **kw: True)
     monkeypatch.setattr(torch_ops, "explicit_attention", lambda *a: calls.append(a[0].shape) or real(*a))
     q = torch.randn(2, 10, 2, 8)
     cross_modal_attention_torch(q, q, q, torch.tensor([5, 5]))
