@@ -357,8 +357,10 @@ def step_markdown(result: dict[str, Any]) -> str:
         "",
         "pretrain: one step = masking + forward + backward + AdamW step (+ zero_grad); encode: "
         "`FusMAE.encode(s1, s2)` under inference mode, both modalities, every patch. GFLOP/image: matmul, "
-        "convolution and attention FLOPs counted by torch.utils.flop_counter (a step: forward + backward), "
-        "i.e. the work each implementation really does; compiled rows take their eager twin's count. "
+        "convolution and attention FLOPs counted by torch.utils.flop_counter (a step: forward + backward; "
+        "the CPU flash-attention kernels, which torch gives no formula, counted with its SDPA formulas: "
+        "bench/flop_count.py), i.e. the work each implementation really does; compiled rows take their "
+        "eager twin's count. "
         "First step s: the first call, untimed (torch.compile compiles there; eager: allocation). "
         + (f"Memory: {mem}." if mem else ""),
     ]

@@ -255,12 +255,10 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         params=sum(p.numel() for p in model.parameters()),
     )
     if not cfg["compile"]:
-        from torch.utils.flop_counter import FlopCounterMode
+        from fusmae_fast.bench.flop_count import count_flops
 
         # matmul/conv/attention FLOPs of one whole step, forward and backward: deterministic, load-free
-        with FlopCounterMode(display=False) as counter:
-            step()
-        result["gflop_per_image"] = counter.get_total_flops() / cfg["batch"] / 1e9
+        result["gflop_per_image"] = count_flops(step) / cfg["batch"] / 1e9
     return result
 
 

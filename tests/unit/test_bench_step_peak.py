@@ -7,12 +7,35 @@ import pytest
 import torch
 
 from fusmae_fast.bench import gemm_peak, report, step
+from fusmae_fast.bench.flop_count import count_flops
 
 
 def test_gemm_peak_is_the_best_product():
     peak = gemm_peak.measure_gemm_peak(torch.device("cpu"), "fp32", reps=1)
     assert set(peak["shapes_gflops"]) == set(gemm_peak.SHAPES)
     assert peak["peak_gflops"] == max(peak["shapes_gflops"].values()) > 0
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_cpu_attention_flops_are_counted_like_the_explicit_form(backward):
+    """SDPA on a CPU (its flash kernel) is credited with the explicit form's matmul FLOPs, plus the
+    score recompute of a flash backward: 4 B H Lq Lk D forward, 2.5x that more backward."""
+    b, h, lq, lk, d = 2, 3, 37, 50, 40
+    q = torch.randn(b, h, lq, d, requires_grad=backward)
+    k, v = (torch.randn(b, h, lk, d, requires_grad=backward) for _ in range(2))
+
+    def attend(fn):
+        o = fn(q, k, v)
+        if backward:
+            o.sum().backward()
+
+    def explicit(q, k, v):
+        return torch.softmax(q @ k.transpose(-2, -1) / d**0.5, -1) @ v
+
+    fwd = 4 * b * h * lq * lk * d
+    assert count_flops(lambda: attend(explicit)) == (3 * fwd if backward else fwd)
+    sdpa = count_flops(lambda: attend(torch.nn.functional.scaled_dot_product_attention))
+    assert sdpa == (fwd + 5 * fwd // 2 if backward else fwd)
 
 
 def test_merge_keeps_the_better_measurement():
