@@ -407,6 +407,42 @@ def step_parts_markdown(result: dict[str, Any], detail: bool = True) -> str:
     return "\n".join(lines)
 
 
+def step_ceiling_markdown(result: dict[str, Any]) -> str:
+    """``bench/step_ceiling.py``: per configuration the step's fraction of peak, its ceiling, and per op
+    the matrix work in place and replayed alone."""
+    lines = [_header(result), ""]
+    head = ["preset", "precision", "batch", "step ms", "fraction of peak", "matrix ms in place",
+            "matrix ms alone", "rest of the step ms", "ceiling"]  # fmt: skip
+    rows = [
+        [r["preset"], r["precision"], str(r["batch"]), _f(r["step_ms"]), f"{r['fraction_of_peak']:.2f}",
+         _f(r["matrix_ms_in_place"]), _f(r["matrix_ms_alone"]), _f(r["rest_ms"]), f"{r['ceiling']:.2f}"]
+        for r in result["rows"]
+    ]  # fmt: skip
+    lines.append(_table(head, rows))
+    op_head = ["op", "calls", "GFLOP", "ms in place", "ms alone", "fraction of peak alone"]
+    for r in result["rows"]:
+        title = f"{r['preset']}, {r['precision']}, batch {r['batch']}"
+        lines += ["", f"{title} (GEMM peak {r['peak_gflops']:.0f} GFLOP/s, {r['distinct_calls']} distinct "
+                  "calls replayed):", ""]  # fmt: skip
+        rows = [
+            [f"`{name}`", str(int(op["calls"])), _f(op["gflop"]), _f(op["ms_in_place"]), _f(op["ms_alone"]),
+             _f(op["fraction_of_peak_alone"], 2)]
+            for name, op in r["ops"].items()
+        ]  # fmt: skip
+        lines.append(_table(op_head, rows))
+    lines += [
+        "",
+        "Ceiling = the step's counted FLOPs / the time of its matrix work (matrix products and attention "
+        "kernels) replayed alone, each call at its own shape, strides and dtype (best of the timed calls) "
+        "/ the GEMM peak: the fraction of peak a step of this model would reach if nothing but its "
+        "matrix work took time. Rest of the step = the recorded step's time - its matrix work in place. "
+        "The step and the replay run minutes apart: on a shared CPU whose speed drifts, a ceiling below "
+        "the step's own fraction means the machine was faster during the step than during the replay.",
+    ]
+    lines += [f"Skipped: {s}" for s in result.get("skips", [])]
+    return "\n".join(lines)
+
+
 def profile_markdown(prof: dict[str, Any]) -> str:
     """Where a step's time goes (torch.profiler, self CPU time by op), ours next to plain."""
     parts = [f"Where the time goes ({prof['what']}; torch.profiler self CPU time, top ops):", ""]
@@ -529,7 +565,8 @@ BENCHMARK_COMMANDS = (
     "on a CPU without native bf16 `python bench/step.py --precision fp32 --compile off --steps 6 "
     "--warmup 2 --profile small --out-dir bench/results/avx2` and `python bench/xattn.py --quick "
     "--dtype fp32 --out-dir bench/results/avx2`, "
-    "`python bench/step_parts.py`, `python bench/data_read.py`, `python bench/embed.py`, "
+    "`python bench/step_parts.py`, `python bench/step_ceiling.py --presets small,base`, "
+    "`python bench/data_read.py`, `python bench/embed.py`, "
     "`python bench/roofline.py`"
 )
 
@@ -629,6 +666,11 @@ PAGE_SECTIONS: tuple[PageSection, ...] = (
         "Where a step's time goes: the most fusion can gain (measured)",
         "step_parts",
         lambda data, rel: step_parts_markdown(data, detail=True),
+    ),
+    PageSection(
+        "A step's ceiling: its matrix work replayed alone (measured)",
+        "step_ceiling",
+        lambda data, rel: step_ceiling_markdown(data),
     ),
     PageSection(
         "Reading data: GeoTIFF folders and the packed store (measured)",
