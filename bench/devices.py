@@ -14,6 +14,8 @@ import json
 import os
 import platform
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -236,6 +238,24 @@ def write_results(out_dir: Path, stem: str, result: dict[str, Any], table: str) 
     atomic_write_text(out_dir / f"{stem}.md", table + "\n")
     print()
     print(table)
+
+
+def finish_run(
+    result: dict[str, Any],
+    t0: float,
+    out_dir: str | None,
+    device: torch.device,
+    markdown: Callable[[dict[str, Any]], str],
+) -> None:
+    """Close a benchmark run: load average at the end and seconds into ``result["info"]``, then
+    ``<benchmark>_<device>.json/.md`` written (``write_results``) into out_dir (default ``RESULTS``)."""
+    info = result["info"]
+    info["loadavg_end"] = loadavg()
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    folder = Path(out_dir) if out_dir else RESULTS
+    stem = f"{result['benchmark']}_{device_tag(device)}"
+    write_results(folder, stem, result, markdown(result))
+    print(f"\nwrote {folder / stem}.json/.md in {info['seconds']} s")
 
 
 def device_tag(device: torch.device) -> str:

@@ -27,7 +27,6 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -195,13 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             rows.append(r)
-    info["loadavg_end"] = devices.loadavg()
-    info["seconds"] = round(time.perf_counter() - t0, 1)
     result = {"benchmark": "step_ceiling", "info": info, "rows": rows, "skips": skips}
-    out_dir = Path(args.out_dir) if args.out_dir else devices.RESULTS
-    stem = f"step_ceiling_{devices.device_tag(device)}"
-    devices.write_results(out_dir, stem, result, report.step_ceiling_markdown(result))
-    print(f"\nwrote {out_dir / stem}.json/.md in {info['seconds']} s")
+    devices.finish_run(result, t0, args.out_dir, device, report.step_ceiling_markdown)
     return 0
 
 

@@ -23,7 +23,6 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -197,13 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             rows.append(r)
-    info["loadavg_end"] = devices.loadavg()
-    info["seconds"] = round(time.perf_counter() - t0, 1)
     result = {"benchmark": "step_parts", "info": info, "rows": rows}
-    out_dir = Path(args.out_dir) if args.out_dir else devices.RESULTS
-    stem = f"step_parts_{devices.device_tag(device)}"
-    devices.write_results(out_dir, stem, result, report.step_parts_markdown(result))
-    print(f"\nwrote {out_dir / stem}.json/.md in {info['seconds']} s")
+    devices.finish_run(result, t0, args.out_dir, device, report.step_parts_markdown)
     return 0
 
 
