@@ -292,6 +292,9 @@ def step_markdown(result: dict[str, Any]) -> str:
     head = ["task", "preset", "variant/masking", "provider", "kernels", "precision", "compile", "batch"]
     head += ["ms p20", "p50", "p80", "images/s", "GFLOP/image", "fraction of peak", "peak mem MB"]
     head += ["step mem MB", "first step s"]
+    rounds = any(len(r.get("rounds_ms_p50") or []) > 1 for r in result["rows"])
+    if rounds:  # --rounds N: the table keeps each config's fastest round; the spread says how far to trust it
+        head.append("p50 of each round, ms")
     body = []
     for r in result["rows"]:
         if r.get("status") != "ok":
@@ -304,6 +307,8 @@ def step_markdown(result: dict[str, Any]) -> str:
         line += [_f(r[k]) for k in ("ms_p20", "ms_p50", "ms_p80", "images_per_s")]
         line += [_f(r.get("gflop_per_image")), _fraction(r)]
         line += [_f(r.get("peak_mem_mb")), _f(r.get("step_mem_mb")), _f(r.get("first_step_s"))]
+        if rounds:
+            line.append(", ".join(_f(x) for x in r.get("rounds_ms_p50") or []))
         body.append(line)
     parts = [_header(result), "", _table(head, body)]
     peaks = peaks_line(result)
@@ -562,6 +567,8 @@ BENCHMARK_COMMANDS = (
     "`python bench/xattn.py [--quick]`, `python bench/step.py [--quick]`, "
     "`python bench/step.py --presets tiny,small --masking independent --precision fp32 --compile off "
     "--out-dir bench/results/independent`, "
+    "`python bench/step.py --presets small,base --tasks pretrain --precision fp32,bf16 --compile off "
+    "--rounds 3 --steps 4 --warmup 1 --out-dir bench/results/rounds`, "
     "on a CPU without native bf16 `python bench/step.py --precision fp32 --compile off --steps 6 "
     "--warmup 2 --profile small --out-dir bench/results/avx2` and `python bench/xattn.py --quick "
     "--dtype fp32 --out-dir bench/results/avx2`, "
@@ -644,6 +651,12 @@ class PageSection:
 PAGE_SECTIONS: tuple[PageSection, ...] = (
     PageSection("Eq. 2 cross-modal attention (measured)", "xattn", _xattn_section),
     PageSection("Whole pretraining step (measured)", "step", lambda data, rel: step_markdown(data)),
+    PageSection(
+        "Whole pretraining step, small and base, 3 interleaved rounds (measured)",
+        "step",
+        lambda data, rel: step_markdown(data),
+        folder="rounds",
+    ),
     PageSection(
         "Whole pretraining step, independent masking (measured)",
         "step",

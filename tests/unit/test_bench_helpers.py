@@ -125,6 +125,19 @@ def test_step_ratio_flags_unsteady_rows():
     assert storm[0]["unstable"] == ["plain"]
 
 
+def test_step_table_shows_each_rounds_p50_only_for_several_rounds():
+    from fusmae_fast.bench import report
+
+    info = devices.run_info(torch.device("cpu"), {"intra_op": 2})
+    row = dict(preset="small", variant="xae", masking="consistent", precision="fp32", batch=32, status="ok")
+    row |= dict(provider="fusmae", kernels="torch", compile=False, images_per_s=6.0)
+    row |= dict(ms_p20=5300.0, ms_p50=5400.0, ms_p80=5500.0)
+    one = report.step_markdown({"info": info, "rows": [row | dict(rounds_ms_p50=[5400.0])]})
+    assert "p50 of each round" not in one
+    three = report.step_markdown({"info": info, "rows": [row | dict(rounds_ms_p50=[5400.0, 6100.0, 5800.0])]})
+    assert "p50 of each round, ms |" in three and "| 5400, 6100, 5800 |" in three
+
+
 def test_report_writes_the_page_and_the_readme_summary(tmp_path, monkeypatch):
     """report.py: docs/benchmarks.md holds the step table of the newest full run (with --prefer-full),
     and the README's summary block (only it) is replaced by the ratios, fractions of peak and, for eager
