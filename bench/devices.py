@@ -246,14 +246,16 @@ def finish_run(
     out_dir: str | None,
     device: torch.device,
     markdown: Callable[[dict[str, Any]], str],
+    suffix: str = "",
 ) -> None:
     """Close a benchmark run: load average at the end and seconds into ``result["info"]``, then
-    ``<benchmark>_<device>.json/.md`` written (``write_results``) into out_dir (default ``RESULTS``)."""
+    ``<benchmark>_<device><suffix>.json/.md`` written (``write_results``) into out_dir (default
+    ``RESULTS``)."""
     info = result["info"]
     info["loadavg_end"] = loadavg()
     info["seconds"] = round(time.perf_counter() - t0, 1)
     folder = Path(out_dir) if out_dir else RESULTS
-    stem = f"{result['benchmark']}_{device_tag(device)}"
+    stem = f"{result['benchmark']}_{device_tag(device)}{suffix}"
     write_results(folder, stem, result, markdown(result))
     print(f"\nwrote {folder / stem}.json/.md in {info['seconds']} s")
 

@@ -569,8 +569,6 @@ def main(argv: list[str] | None = None) -> int:
                 "providers": {names[k]: v for k, v in prof.items()},
                 "regions": {names[k]: v["regions"] for k, v in prof.items()},
             }
-    info["loadavg_end"] = devices.loadavg()
-    info["seconds"] = round(time.perf_counter() - t_start, 1)
     result: dict[str, Any] = {
         "benchmark": "step",
         "quick": args.quick,
@@ -598,10 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         result["profile"] = profile_result
     if profile_error is not None:
         result["profile_error"] = profile_error
-    out_dir = Path(args.out_dir) if args.out_dir else devices.RESULTS
-    stem = f"step_{devices.device_tag(device)}{'_quick' if args.quick else ''}"
-    devices.write_results(out_dir, stem, result, report.step_markdown(result))
-    print(f"\nwrote {out_dir / stem}.json/.md in {info['seconds']} s")
+    suffix = "_quick" if args.quick else ""
+    devices.finish_run(result, t_start, args.out_dir, device, report.step_markdown, suffix)
     return 0 if all(r["status"] != "error" for r in rows) else 1
 
 

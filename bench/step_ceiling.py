@@ -34,7 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from fusmae_fast.bench import devices, gemm_peak, report
 from fusmae_fast.bench.flop_count import CPU_ATTENTION_OPS, count_flops
-from fusmae_fast.bench.step import build
+from fusmae_fast.bench.step import DEFAULT_BATCH, build
 from fusmae_fast.device import emulated_precision
 
 _aten = torch.ops.aten
@@ -47,8 +47,6 @@ RECORDED = {
     CPU_ATTENTION_OPS[1].default: "sdpa backward (CPU flash)",
 }
 """The ops replayed, by the name the table gives them."""
-BATCH = {"tiny": 32, "small": 32, "base": 16}
-"""bench/step.py's default batch per preset."""
 
 
 def _spec(x: Any) -> Any:
@@ -110,7 +108,8 @@ def measure_ceiling(
     """One configuration: step time, its matrix work in place and alone, per op, and the ceiling."""
     cfg = dict(
         device=str(device), seed=seed, kernels="torch", provider="fusmae", preset=preset, variant="xae",
-        masking="consistent", batch=BATCH[preset], precision=precision, compile=False, task="pretrain",
+        masking="consistent", batch=DEFAULT_BATCH[preset], precision=precision, compile=False,
+        task="pretrain",
     )  # fmt: skip
     _, step, _, _ = build(cfg)
     for _ in range(2):
@@ -148,7 +147,7 @@ def measure_ceiling(
     for r in ops.values():
         r["fraction_of_peak_alone"] = r["gflop"] / (r["ms_alone"] / 1e3) / peak if r["ms_alone"] else None
     return dict(
-        preset=preset, precision=precision, batch=BATCH[preset], step_ms=step_s * 1e3,
+        preset=preset, precision=precision, batch=DEFAULT_BATCH[preset], step_ms=step_s * 1e3,
         gflop_per_step=step_flops / 1e9, peak_gflops=peak, distinct_calls=len(replayed),
         fraction_of_peak=step_flops / step_s / 1e9 / peak,
         matrix_ms_in_place=matrix_in_place, matrix_ms_alone=matrix_alone,
@@ -177,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows, skips = [], []
     for preset in [x for x in args.presets.split(",") if x]:
-        if preset not in BATCH:
-            ap.error(f"--presets: unknown preset {preset!r} (choose from {', '.join(BATCH)})")
+        if preset not in DEFAULT_BATCH:
+            ap.error(f"--presets: unknown preset {preset!r} (choose from {', '.join(DEFAULT_BATCH)})")
         for precision in [x for x in args.precision.split(",") if x]:
             reason = emulated_precision(precision, device)
             if reason:
