@@ -7,8 +7,8 @@ mask broadcastable to (..., Lq, Lk) (True = may attend). It runs one of two form
 explicit
     two batched matmuls and a softmax, as an ``autograd.Function`` with a hand-written backward
     (dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dP P)), dQ = dS K / sqrt(D), dK = dS^T Q / sqrt(D)).
-    The scale is applied to the smaller of q and the scores (for q in the same pass as its contiguous
-    copy, which the backward reuses), a mask is added as 0 / -inf, operands are made contiguous once,
+    The scale is applied by the GEMMs themselves (``baddbmm``'s alpha for the scores, dQ and dK: no
+    pass of its own), a mask is added as 0 / -inf, operands are made contiguous (N, L, D) batches once,
     and the probabilities P are the only score-sized tensor kept for the backward. Numerically it is the
     textbook attention in the input dtype (scores rounded to it, softmax accumulated in fp32): the
     baseline the low-precision parity rule compares kernels against.
@@ -87,48 +87,51 @@ def explicit_is_faster(
     return masked and grad and keys <= EXPLICIT_FP32_MAX_KEYS
 
 
+def _batched(t: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+    """t (..., L, D) broadcast to the leading dims ``lead`` as one contiguous (N, L, D) batch (a view
+    when t is already contiguous at that shape)."""
+    return t.expand(*lead, *t.shape[-2:]).reshape(-1, *t.shape[-2:]).contiguous()
+
+
+def _scaled_bmm(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale * (a @ b) for (N, n, k) @ (N, k, m), the scale applied by the GEMM itself (beta 0: no input
+    is read) instead of in a pass of its own over the product."""
+    return torch.baddbmm(a.new_zeros(()), a, b, beta=0, alpha=scale)
+
+
 class _ExplicitAttention(torch.autograd.Function):
     """softmax(q k^T * scale [masked]) v with a hand-written backward that keeps only P."""
 
     @staticmethod
     def forward(ctx, q, k, v, mask, scale: float):  # type: ignore[override]
-        k, v = k.contiguous(), v.contiguous()
-        scale_q = k.shape[-2] >= q.shape[-1]  # scale the smaller of q (Lq x D) and the scores (Lq x Lk)
+        lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        q3, k3, v3 = (_batched(t, lead) for t in (q, k, v))
         with torch.autocast(q.device.type, enabled=False):
-            if scale_q:  # the contiguous copy and the scaling in one pass; dK = dS^T (scale q) reuses it
-                qs = torch.mul(q, scale, out=torch.empty(q.shape, dtype=q.dtype, device=q.device))
-            else:
-                qs = q.contiguous()
-            s = torch.matmul(qs, k.transpose(-2, -1))
-            if not scale_q:
-                s.mul_(scale)
+            s = _scaled_bmm(q3, k3.transpose(1, 2), scale).view(*lead, q.shape[-2], k.shape[-2])
             if mask is not None:
                 # an additive mask at the mask's (broadcast) size, then one add over the scores: a
                 # boolean masked_fill_ broadcast over the heads is many times slower on a CPU
                 s.add_(torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, -math.inf))
-            p = torch.softmax(s, dim=-1)
+            p = torch.softmax(s, dim=-1).view(-1, *s.shape[-2:])
             del s
-            o = torch.matmul(p, v)
-        ctx.save_for_backward(qs, k, v, p)
-        ctx.scale, ctx.q_scaled = scale, scale_q
-        return o
+            o = torch.bmm(p, v3)
+        ctx.save_for_backward(q3, k3, v3, p)
+        ctx.scale, ctx.lead = scale, lead
+        return o.view(*lead, *o.shape[-2:])
 
     @staticmethod
     def backward(ctx, do):  # type: ignore[override]
-        qs, k, v, p = ctx.saved_tensors
-        do = do.contiguous().to(v.dtype)
+        q3, k3, v3, p = ctx.saved_tensors
+        do = _batched(do.to(v3.dtype), ctx.lead)
         with torch.autocast(do.device.type, enabled=False):
-            dv = torch.matmul(p.transpose(-2, -1), do) if ctx.needs_input_grad[2] else None
-            dp = torch.matmul(do, v.transpose(-2, -1))
+            dv = torch.bmm(p.transpose(1, 2), do) if ctx.needs_input_grad[2] else None
+            dp = torch.bmm(do, v3.transpose(1, 2))
             ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
             del dp
-            dq = torch.matmul(ds, k).mul_(ctx.scale) if ctx.needs_input_grad[0] else None
-            dk = None
-            if ctx.needs_input_grad[1]:
-                dk = torch.matmul(ds.transpose(-2, -1), qs)
-                if not ctx.q_scaled:
-                    dk.mul_(ctx.scale)
-        return dq, dk, dv, None, None
+            dq = _scaled_bmm(ds, k3, ctx.scale) if ctx.needs_input_grad[0] else None
+            dk = _scaled_bmm(ds.transpose(1, 2), q3, ctx.scale) if ctx.needs_input_grad[1] else None
+        # autograd sums a gradient over the dims an input was broadcast along
+        return (*(g if g is None else g.view(*ctx.lead, *g.shape[-2:]) for g in (dq, dk, dv)), None, None)
 
 
 def explicit_attention(

@@ -57,6 +57,19 @@ def test_explicit_equals_sdpa_fp64(shape, masked):
         torch.testing.assert_close(a, r, atol=1e-12, rtol=1e-12, msg=name)
 
 
+def test_explicit_broadcast_keys_fp64():
+    """Keys and values shared across the heads (broadcast leading dims): values and gradients equal
+    SDPA's, the gradients summed over the broadcast dim at the inputs' own shape."""
+    g = torch.Generator().manual_seed(3)
+    q, do = (torch.randn(2, 3, 17, 40, generator=g, dtype=torch.float64) for _ in range(2))
+    k, v = (torch.randn(2, 1, 9, 40, generator=g, dtype=torch.float64) for _ in range(2))
+    want = _run(_sdpa, q, k, v, do)
+    got = _run(explicit_attention, q, k, v, do)
+    assert got[2].shape == k.shape and got[3].shape == v.shape
+    for name, a, r in zip(("o", "dq", "dk", "dv"), got, want, strict=True):
+        torch.testing.assert_close(a, r, atol=1e-12, rtol=1e-12, msg=name)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape", [(2, 3, 113, 64), (2, 2, 225, 32), (1, 1, 37, 40)])
 def test_explicit_low_precision_rule(dtype, shape):
