@@ -765,12 +765,33 @@ def _aligned_not_80_112(d: int) -> bool:
     return d % 16 == 0 and not 64 < d < 128
 
 
-def _le64(d: int) -> bool:
-    return d <= 64
+def _padded_40_56(d: int) -> bool:
+    """Head dims that are not multiples of 16 and are padded to 64 (40, 56): at 8 warps on 32 x 32
+    tiles ptxas spills on sm_86 (Triton 3.9), where head dim 24 and the aligned ones do not."""
+    return d % 16 != 0 and 32 < d < 64
 
 
-def _gt64(d: int) -> bool:
-    return d > 64
+def _not_padded_40_56(d: int) -> bool:
+    return not _padded_40_56(d)
+
+
+def _le64_not_40_56(d: int) -> bool:
+    return d <= 64 and not _padded_40_56(d)
+
+
+def _gt64_or_40_56(d: int) -> bool:
+    return d > 64 or _padded_40_56(d)
+
+
+def _not_before_triton39(keep, head_dims: frozenset[int]):
+    """``keep``, except at ``head_dims`` under Triton < 3.9 (3.6 is the Triton of torch 2.11's CUDA
+    images), where ptxas spills that config's registers on sm_86 (compile_check, every spec)."""
+
+    def kept(d: int) -> bool:
+        return keep(d) and (TRITON_VERSION >= (3, 9) or d not in head_dims)
+
+    kept.__name__ = f"{keep.__name__}_not_{'_'.join(map(str, sorted(head_dims)))}_before_triton39"
+    return kept
 
 
 # The autotune set, per kernel and element size, each config with the head dims it is kept for. The
@@ -784,7 +805,7 @@ _TABLE = ConfigTable(
             ((32, 32, 4, 2), _any),
             ((32, 32, 8, 2), _any),
             ((64, 32, 4, 2), _aligned),
-            ((64, 64, 4, 2), _aligned),
+            ((64, 64, 4, 2), _not_before_triton39(_aligned, frozenset({80, 96, 112, 128}))),
             ((128, 64, 8, 2), _aligned_le64),
         ),
         ("dq", 2): (
@@ -795,27 +816,28 @@ _TABLE = ConfigTable(
             ((64, 64, 4, 2), _aligned_le64_from_triton39),
         ),
         ("dkdv", 2): (
-            ((32, 32, 8, 2), _any),
-            ((16, 32, 4, 2), _any),
+            ((32, 32, 8, 2), _not_padded_40_56),
+            ((16, 32, 4, 2), _not_before_triton39(_any, frozenset({80, 96, 112}))),
             ((32, 32, 4, 2), _aligned),
             ((32, 64, 4, 2), _aligned_le64),
             ((32, 128, 8, 2), _aligned_le64),
         ),
         ("fwd", 4): (
-            ((32, 32, 8, 2), _any),
+            ((32, 32, 8, 2), _not_before_triton39(_not_padded_40_56, frozenset({24, 72, 88, 104, 120}))),
             ((16, 32, 4, 2), _not_aligned_80_112),
-            ((32, 32, 4, 2), _aligned_le64),
+            ((32, 32, 4, 2), _not_before_triton39(_aligned_le64, frozenset({48}))),
         ),
         ("dq", 4): (
-            ((16, 32, 4, 2), _any),
+            ((16, 32, 4, 2), _not_before_triton39(_any, frozenset({40, 56}))),
+            ((16, 32, 8, 2), _padded_40_56),
             ((32, 32, 8, 2), _aligned),
             ((32, 32, 4, 2), _aligned_le32),
         ),
         ("dkdv", 4): (
-            ((32, 32, 4, 2), _aligned_le32),
-            ((32, 32, 8, 2), _le64),
-            ((16, 32, 8, 2), _gt64),
-            ((16, 16, 4, 2), _gt64),
+            ((32, 32, 4, 2), _not_before_triton39(_aligned_le32, frozenset({32}))),
+            ((32, 32, 8, 2), _le64_not_40_56),
+            ((16, 32, 8, 2), _gt64_or_40_56),
+            ((16, 16, 4, 2), _not_before_triton39(_gt64_or_40_56, frozenset({72, 88, 104, 120}))),
         ),
     },
 )

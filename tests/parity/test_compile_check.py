@@ -3,10 +3,10 @@
 compile_check is always run in a subprocess: it must not share a process with the interpreter-mode
 kernels of the other tests (its ``collect_specs`` removes TRITON_INTERPRET so that ``@triton.jit``
 gives compilable functions). The full run (every spec, sm_80/sm_86/sm_90) is long and is done by
-``python -m fusmae_fast.kernels.compile_check --jobs 2``; here the run covers, for
-sm_86, every fp16 spec of the token/loss modules and, of the attention, every kernel at the head dims
-and dtypes that stress it most (fp16/bf16 at D=64 and D=72, fp32 at D=128), plus one fp16 config per
-kernel on sm_80 and sm_90 (``--per-kernel 1``). Two fixture packages check that the tool fails when
+``python -m fusmae_fast.kernels.compile_check --jobs 2``; here the run covers, for sm_86, every fp16
+spec of the token/loss modules and, of the attention, every kernel at the head dims and dtypes that
+stress it most (fp16/bf16 at D=64 and D=72, fp32 at D=128, every dtype at D=40), plus one fp16 config
+per kernel on sm_80 and sm_90 (``--per-kernel 1``). Two fixture packages check that the tool fails when
 it must (a module with ``@triton.jit`` kernels but no ``compile_specs()``; a config over the
 shared-memory limit and one that spills registers on sm_86).
 """
@@ -21,7 +21,10 @@ import textwrap
 
 import pytest
 
-ATTN_STRESS = r"^(?!xattn_).*-fp16$|xattn_.*-D(64|72)-.*-(fp16|bf16)$|xattn_.*-D128-.*-fp32$"
+ATTN_STRESS = (
+    r"^(?!xattn_).*-fp16$|xattn_.*-D(64|72)-.*-(fp16|bf16)$|xattn_.*-D128-.*-fp32$"
+    r"|xattn_.*-D40-"  # a head dim off the multiples of 16, padded to 64 in the kernel: every dtype
+)
 
 
 def _run(

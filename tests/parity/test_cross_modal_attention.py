@@ -250,3 +250,21 @@ def test_autotune_set_and_keep_filter():
                     tname = TL_DTYPE_NAME[dtype]
                     for bm, bn, w, s in kept:
                         assert (f"xattn_{kernel}", f"BM{bm}-BN{bn}-D{D}-w{w}-s{s}-{tname}") in spec_names
+
+
+@pytest.mark.parametrize("version", [(3, 6, 0), (3, 9, 0)])
+def test_autotune_set_under_both_tested_tritons(monkeypatch, version):
+    """The table's Triton-dependent rows (configs ptxas spills on sm_86 under Triton 3.6 at some head
+    dims) still leave every head dim at least one config per kernel and element size, on both tested
+    Tritons; under 3.6 the spilling configs are gone at exactly those head dims."""
+    monkeypatch.setattr(xmod, "TRITON_VERSION", version)
+    for kernel in ("fwd", "dq", "dkdv"):
+        for esize in (2, 4):
+            for D in range(16, 129, 8):
+                assert xmod.kept_configs(kernel, D, esize), (version, kernel, esize, D)
+    old = version < (3, 9)
+    assert ((16, 32, 4, 2) in xmod.kept_configs("dq", 40, 4)) != old
+    assert ((64, 64, 4, 2) in xmod.kept_configs("fwd", 128, 2)) != old
+    assert (64, 64, 4, 2) in xmod.kept_configs("fwd", 64, 2)  # spills only past head dim 64
+    assert (16, 32, 8, 2) in xmod.kept_configs("dq", 40, 4)  # the one fp32 dq config at D = 40 under 3.6
+    assert (32, 32, 8, 2) not in xmod.kept_configs("dkdv", 56, 2)  # spills at D 40 / 56 on both
