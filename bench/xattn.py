@@ -43,7 +43,9 @@ QUICK = {
     "rounds": 2,
 }
 """--quick: B=32 only (no B=200), long-L sweep 256 and 1024 at B=2, 10 samples or 2 s per point,
-two rounds."""
+two rounds (an explicit --reps, --warmup, --budget or --rounds wins)."""
+DEFAULTS = {"reps": 30, "warmup": 3, "budget": 8.0, "rounds": 1}
+"""Timing settings of a run without --quick, where the command line does not set them."""
 
 
 TIMED_REGION = (
@@ -67,15 +69,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--long-batch", type=int, default=None, help="batch of the sweep (cuda 32, cpu 2)")
     p.add_argument("--interpret", action="store_true", help="CPU: run fusmae-triton in the interpreter")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all)")
-    p.add_argument("--reps", type=int, default=30, help="CPU: samples per point")
-    p.add_argument("--warmup", type=int, default=3, help="CPU: untimed calls per point")
-    p.add_argument("--budget", type=float, default=8.0, help="CPU: seconds per point at most")
+    p.add_argument("--reps", type=int, default=None, help="CPU: samples per point (default 30)")
+    p.add_argument("--warmup", type=int, default=None, help="CPU: untimed calls per point (default 3)")
+    p.add_argument("--budget", type=float, default=None, help="CPU: seconds per point at most (default 8)")
     p.add_argument(
         "--rounds",
         type=int,
-        default=1,
+        default=None,
         help="time every point of a case this many times, in turn, keeping each point's fastest round "
-        "(--quick: 2): a burst of foreign load on a shared CPU then cannot decide a comparison",
+        "(default 1, --quick 2): a burst of foreign load on a shared CPU then cannot decide a comparison",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="default bench/results")
@@ -84,8 +86,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     devices.add_host_allocator_argument(p)
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
-    if args.rounds < 1:
-        p.error("--rounds must be >= 1")
     if args.quick:
         for key, value in QUICK.items():
             if key == "batches":
@@ -94,8 +94,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 args.long_L = ",".join(str(v) for v in value)
             elif key == "long_batch" and args.long_batch is None:
                 args.long_batch = value
-            elif key in ("reps", "warmup", "budget", "rounds"):
-                setattr(args, key, value)
+            elif key in ("reps", "warmup", "budget", "rounds") and getattr(args, key) is None:
+                setattr(args, key, value)  # what the command line says wins over --quick's value
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
     return args
 
 

@@ -39,12 +39,12 @@ The Triton path (``cross_modal_attention_triton``)
     64-bit (batch, head and row terms), so a view whose row stride times L passes 2^31 elements (e.g.
     sequence-first storage) is addressed correctly.
     fp32 dots use ``input_precision="ieee"`` (parity with torch) unless ``allow_tf32=True``.
-    Block sizes / warps / stages: a small autotune set (``_TABLE``: 2-5 configs per kernel, head dim
+    Block sizes / warps / stages: a small autotune set (``_TABLE``: 1-5 configs per kernel, head dim
     and element size) valid on sm_80 / sm_86 (<= 99 KB shared memory per block, no register spills on
-    sm_86; ``compile_check`` checks every kept config), filtered by its keep() rule and keyed on a bucketed
-    L (next power of two, capped at 1024), the head dim, the dot precision and the dtype. Under
-    Triton's interpreter (``TRITON_INTERPRET=1``, CPU tests) one fixed config is launched
-    (``INTERPRETER_CONFIG``). The head dim is a compile-time constant (one compiled kernel per D).
+    sm_86 under Triton 3.9 or 3.6, some rows depending on the version; ``compile_check`` checks every
+    kept config), filtered by its keep() rule and keyed on a bucketed L (next power of two, capped at
+    1024), the head dim, the dot precision and the dtype. Under Triton's interpreter
+    (``TRITON_INTERPRET=1``, CPU tests) one fixed config is launched (``INTERPRETER_CONFIG``). The head dim is a compile-time constant (one compiled kernel per D).
     The op is registered with ``torch.library`` (``fusmae_fast::cross_modal_attention_fwd`` /
     ``_bwd``, fake implementations and autograd), so ``torch.compile`` traces it without graph
     breaks. Double backward is not supported.

@@ -180,3 +180,16 @@ def test_report_writes_the_page_and_the_readme_summary(tmp_path, monkeypatch):
     assert new == f"intro\n{report.SUMMARY_BEGIN}\n{summary}\n{report.SUMMARY_END}\nrest\n"
     with pytest.raises(SystemExit, match="no summary block"):
         report.replace_summary("a README without markers\n", summary)
+
+
+def test_xattn_command_line_settings_win_over_quick():
+    from fusmae_fast.bench import xattn
+
+    quick = xattn.parse_args(["--quick"])
+    assert (quick.rounds, quick.reps, quick.budget) == (2, 10, 2.0)
+    assert xattn.parse_args(["--quick", "--rounds", "4", "--reps", "7"]).rounds == 4
+    assert xattn.parse_args(["--quick", "--reps", "7"]).reps == 7
+    full = xattn.parse_args([])
+    assert (full.rounds, full.reps, full.warmup, full.budget) == (1, 30, 3, 8.0)
+    with pytest.raises(SystemExit):
+        xattn.parse_args(["--rounds", "0"])
