@@ -44,7 +44,8 @@ The Triton path (``cross_modal_attention_triton``)
     sm_86 under Triton 3.9 or 3.6, some rows depending on the version; ``compile_check`` checks every
     kept config), filtered by its keep() rule and keyed on a bucketed L (next power of two, capped at
     1024), the head dim, the dot precision and the dtype. Under Triton's interpreter
-    (``TRITON_INTERPRET=1``, CPU tests) one fixed config is launched (``INTERPRETER_CONFIG``). The head dim is a compile-time constant (one compiled kernel per D).
+    (``TRITON_INTERPRET=1``, CPU tests) one fixed config is launched (``INTERPRETER_CONFIG``). The
+    head dim is a compile-time constant (one compiled kernel per D).
     The op is registered with ``torch.library`` (``fusmae_fast::cross_modal_attention_fwd`` /
     ``_bwd``, fake implementations and autograd), so ``torch.compile`` traces it without graph
     breaks. Double backward is not supported.
