@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fusmae_fast import ops
+from fusmae_fast.kernels import config_sweep
 from fusmae_fast.kernels import cross_modal_attention as xmod
 from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref, cross_modal_attention_triton
 from fusmae_fast.kernels.triton_runtime import TL_DTYPE_NAME
@@ -268,3 +269,16 @@ def test_autotune_set_under_both_tested_tritons(monkeypatch, version):
     assert (64, 64, 4, 2) in xmod.kept_configs("fwd", 64, 2)  # spills only past head dim 64
     assert (16, 32, 8, 2) in xmod.kept_configs("dq", 40, 4)  # the one fp32 dq config at D = 40 under 3.6
     assert (32, 32, 8, 2) not in xmod.kept_configs("dkdv", 56, 2)  # spills at D 40 / 56 on both
+
+
+@pytest.mark.parametrize("version", [(3, 6, 0), (3, 9, 0)])
+def test_every_kept_config_is_kept_at_a_swept_head_dim(monkeypatch, version):
+    """A config kept at some head dim is kept at one of the head dims the every-config sweep runs in
+    the interpreter (32, 40, 80; the GPU sweep runs a superset), on both tested Tritons: otherwise no
+    test would ever launch it."""
+    monkeypatch.setattr(xmod, "TRITON_VERSION", version)
+    swept = {shape[3] for shape in config_sweep._SWEEPS["cross_modal_attention"].shapes("interpreter")}
+    for (name, group), rows in xmod._TABLE.rows.items():
+        for conf, keep in rows:
+            if any(keep(d) for d in range(16, 129, 8)):
+                assert any(keep(d) for d in swept), (version, name, group, conf)
