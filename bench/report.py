@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,16 +90,27 @@ def xattn_ratios(result: dict[str, Any], mode: str = "fwd") -> list[dict[str, An
             continue
         for other in ("sdpa-mask", "flex", "two-calls+cat", "literal", "fusmae-triton", "xformers"):
             if other in by:
-                out.append(
-                    {
-                        "case": case[0],
-                        "dtype": case[1],
-                        "mode": mode,
-                        "vs": other,
-                        "ratio": by[other]["ms_p50"] / ours["ms_p50"],
-                    }
-                )
+                entry = {
+                    "case": case[0],
+                    "dtype": case[1],
+                    "mode": mode,
+                    "vs": other,
+                    "ratio": by[other]["ms_p50"] / ours["ms_p50"],
+                }
+                theirs, mine = by[other].get("rounds_ms_p50", []), ours.get("rounds_ms_p50", [])
+                if len(mine) > 1 and len(theirs) == len(mine):
+                    entry["round_ratios"] = [x / o for x, o in zip(theirs, mine, strict=True)]
+                out.append(entry)
     return out
+
+
+def _paired_rounds(entries: list[dict[str, Any]]) -> list[float] | None:
+    """Per round, the fastest of ``entries``' providers over ours in that same round (None unless every
+    entry has one ratio per round, for the same number of rounds)."""
+    rounds = [e.get("round_ratios") for e in entries]
+    if not rounds or any(r is None or len(r) != len(rounds[0]) for r in rounds):
+        return None
+    return [min(r[i] for r in rounds) for i in range(len(rounds[0]))]
 
 
 def xattn_vs_fastest(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -107,7 +119,11 @@ def xattn_vs_fastest(result: dict[str, Any]) -> list[dict[str, Any]]:
     for mode in ("fwd", "bwd", "fwd+bwd"):
         ratios = xattn_ratios(result, mode)
         for case in dict.fromkeys((r["case"], r["dtype"]) for r in ratios):
-            best = min((r for r in ratios if (r["case"], r["dtype"]) == case), key=lambda r: r["ratio"])
+            entries = [r for r in ratios if (r["case"], r["dtype"]) == case]
+            best = dict(min(entries, key=lambda r: r["ratio"]))
+            paired = _paired_rounds(entries)
+            if paired is not None:
+                best["paired_rounds"] = paired
             out.append(best)
     return out
 
@@ -154,15 +170,29 @@ def xattn_markdown(result: dict[str, Any]) -> str:
         ]
     fastest = xattn_vs_fastest(result)
     if fastest:
+        paired = any("paired_rounds" in r for r in fastest)
+        head = ["case", "dtype", "mode", "fastest other", "ratio"]
+        head += ["same round: median (min - max)"] if paired else []
+        body = []
+        for r in fastest:
+            line = [r["case"], r["dtype"], r["mode"], r["vs"], f"{r['ratio']:.2f}x"]
+            if paired:
+                pr = r.get("paired_rounds")
+                line.append(f"{statistics.median(pr):.2f}x ({min(pr):.2f} - {max(pr):.2f})" if pr else "-")
+            body.append(line)
         parts += [
             "",
             "Every mode, time of the fastest other form / time of `torch-reference` (>= 1: ours is the "
-            "fastest form measured):",
-            "",
-            _table(
-                ["case", "dtype", "mode", "fastest other", "ratio"],
-                [[r["case"], r["dtype"], r["mode"], r["vs"], f"{r['ratio']:.2f}x"] for r in fastest],
+            "fastest form measured). Ratio: each provider's fastest round."
+            + (
+                " Same round: per round, the fastest other form's p50 over ours in that round (the forms "
+                "of a case are timed in turn within a round, so drift between rounds cancels), median "
+                "and range over the rounds."
+                if paired
+                else ""
             ),
+            "",
+            _table(head, body),
         ]
     skips = [r for r in rows if r.get("status") in ("skipped", "error")]
     if skips:

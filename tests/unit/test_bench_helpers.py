@@ -4,6 +4,8 @@ own block walk, percentiles and GPU peak lookup behave.
 (bench/ is installed as ``fusmae_fast.bench``; the test run does not collect its own microbenchmarks.)
 """
 
+import json
+
 import pytest
 import torch
 
@@ -193,3 +195,27 @@ def test_xattn_command_line_settings_win_over_quick():
     assert (full.rounds, full.reps, full.warmup, full.budget) == (1, 30, 3, 8.0)
     with pytest.raises(SystemExit):
         xattn.parse_args(["--rounds", "0"])
+
+
+def test_xattn_same_round_ratios_pair_each_round():
+    """The fastest other form over ours per round (forms timed in turn within a round), median and
+    range over the rounds; the plain ratio keeps each provider's fastest round."""
+    from fusmae_fast.bench import report
+
+    def row(provider, rounds):
+        return dict(
+            status="ok", case="B2-L8-consistent", dtype="fp32", mode="fwd", provider=provider,
+            ms_p20=min(rounds), ms_p50=min(rounds), ms_p80=min(rounds), rounds_ms_p50=rounds, check_ok=True,
+        )  # fmt: skip
+
+    result = {"rows": [row("torch-reference", [10.0, 20.0, 12.0]), row("literal", [9.0, 24.0, 12.0])]}
+    result["rows"].append(row("sdpa-mask", [11.0, 30.0, 10.8]))
+    (best,) = [r for r in report.xattn_vs_fastest(result) if r["mode"] == "fwd"]
+    assert best["vs"] == "literal" and best["ratio"] == 0.9  # fastest rounds: 9 / 10
+    assert best["paired_rounds"] == [0.9, 1.2, 0.9]  # per round the faster of literal and sdpa-mask
+    info = json.loads((devices.RESULTS / "xattn_cpu_quick.json").read_text())["info"]  # a real header
+    text = report.xattn_markdown({"rows": result["rows"], "info": info, "quick": False})
+    assert "0.90x (0.90 - 1.20)" in text
+    result["rows"][1]["rounds_ms_p50"] = [9.0]  # a provider without every round: no paired figure
+    (best,) = [r for r in report.xattn_vs_fastest(result) if r["mode"] == "fwd"]
+    assert "paired_rounds" not in best
