@@ -240,6 +240,13 @@ def write_results(out_dir: Path, stem: str, result: dict[str, Any], table: str) 
     print(table)
 
 
+def round_order(items: list, rnd: int) -> list:
+    """The order to time ``items`` in round ``rnd`` (0-based) of an interleaved benchmark: as given in
+    even rounds, reversed in odd ones. On a shared CPU the first point timed after a change of work
+    runs slower; alternating the order cancels that in the same-round comparisons."""
+    return items if rnd % 2 == 0 else items[::-1]
+
+
 def finish_run(
     result: dict[str, Any],
     t0: float,

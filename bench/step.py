@@ -83,8 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rounds",
         type=int,
         default=None,
-        help="run the whole matrix this many times, interleaved, keep each config's fastest round "
-        "(default 2 with --quick, else 1): fairer ratios on a shared CPU",
+        help="run the whole matrix this many times, interleaved (the order reversed every other round), "
+        "keep each config's fastest round (default 2 with --quick, else 1): fairer ratios on a shared CPU",
     )
     p.add_argument("--profile", default=None, help="preset to profile with torch.profiler (both providers)")
     p.add_argument(
@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.rounds):
         if args.rounds > 1:
             print(f"# round {rnd + 1}/{args.rounds}")
-        for i, cfg in enumerate(cfgs):
+        for i, cfg in devices.round_order(list(enumerate(cfgs)), rnd):
             reason = skip_reason(cfg)
             if reason:
                 if rnd == 0:

@@ -220,11 +220,10 @@ class Runner:
                     runnable.append(row)
                 except Exception as exc:  # a provider that fails is reported, not hidden
                     self._fail(row, exc)
-        # timing rounds: every point of the case once per round, in turn, the order reversed every other
-        # round (what runs first after a change of work runs slower here; reversing cancels that in
-        # the same-round ratios); each point keeps its fastest round
+        # timing rounds: every point of the case once per round, in turn (devices.round_order); each
+        # point keeps its fastest round
         for rnd in range(self.args.rounds):
-            for row in runnable if rnd % 2 == 0 else runnable[::-1]:
+            for row in devices.round_order(runnable, rnd):
                 if row.get("status") == "error":
                     continue
                 try:

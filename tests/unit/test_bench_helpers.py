@@ -219,3 +219,9 @@ def test_xattn_same_round_ratios_pair_each_round():
     result["rows"][1]["rounds_ms_p50"] = [9.0]  # a provider without every round: no paired figure
     (best,) = [r for r in report.xattn_vs_fastest(result) if r["mode"] == "fwd"]
     assert "paired_rounds" not in best
+
+
+def test_round_order_alternates():
+    items = ["a", "b", "c"]
+    assert [devices.round_order(items, r) for r in range(3)] == [items, ["c", "b", "a"], items]
+    assert devices.round_order([], 1) == []

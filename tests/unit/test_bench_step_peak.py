@@ -119,3 +119,25 @@ def test_profile_reports_the_rate_of_the_matrix_products_in_place():
         "gflop": 0.0,
         "gflops": 0.0,
     }
+
+
+def test_rounds_keep_each_configs_own_results(tmp_path):
+    """Two rounds (the second in reversed order): every row gets its own two round p50s."""
+    argv = [
+        "--presets",
+        "tiny",
+        "--batch",
+        "2",
+        "--precision",
+        "fp32",
+        "--compile",
+        "off",
+        "--tasks",
+        "pretrain",
+    ]
+    argv += ["--steps", "1", "--warmup", "1", "--rounds", "2", "--out-dir", str(tmp_path)]
+    assert step.main(argv) == 0
+    rows = json.loads((tmp_path / "step_cpu.json").read_text())["rows"]
+    assert {r["provider"] for r in rows} == {"fusmae", "plain"}
+    for r in rows:
+        assert r["status"] == "ok" and len(r["rounds_ms_p50"]) == 2 and r["ms_p50"] == min(r["rounds_ms_p50"])
