@@ -748,21 +748,8 @@ def _aligned_le64(d: int) -> bool:
     return d % 16 == 0 and d <= 64
 
 
-def _aligned_le64_from_triton39(d: int) -> bool:
-    """As _aligned_le64 on Triton >= 3.9; under Triton 3.6 ptxas spills registers of this config on
-    sm_86 (fp16 / bf16 dq at D = 64), so older Tritons do without it."""
-    return _aligned_le64(d) and TRITON_VERSION >= (3, 9)
-
-
 def _aligned_le32(d: int) -> bool:
     return d % 16 == 0 and d <= 32
-
-
-def _aligned_le32_from_triton39(d: int) -> bool:
-    """As _aligned_le32 on Triton >= 3.9. Under Triton 3.6 ptxas spills this config on sm_86 at D = 32
-    (fp32 dkdv); kept at D = 16 alone it would be a config no tested shape launches, so older Tritons
-    do without it."""
-    return _aligned_le32(d) and TRITON_VERSION >= (3, 9)
 
 
 def _not_aligned_80_112(d: int) -> bool:  # spills on sm_86 at the aligned head dims padded to 128
@@ -791,14 +778,14 @@ def _gt64_or_40_56(d: int) -> bool:
     return d > 64 or _padded_40_56(d)
 
 
-def _not_before_triton39(keep, head_dims: frozenset[int]):
-    """``keep``, except at ``head_dims`` under Triton < 3.9 (3.6 is the Triton of torch 2.11's CUDA
-    images), where ptxas spills that config's registers on sm_86 (compile_check, every spec)."""
+def _not_before_triton39(keep, head_dims: frozenset[int] | None = None):
+    """``keep``, except under Triton < 3.9 (3.6 is the Triton of torch 2.11's CUDA images) at
+    ``head_dims`` (None: at every head dim), where ptxas spills that config's registers on sm_86
+    (compile_check, every spec)."""
 
     def kept(d: int) -> bool:
-        return keep(d) and (TRITON_VERSION >= (3, 9) or d not in head_dims)
+        return keep(d) and (TRITON_VERSION >= (3, 9) or (head_dims is not None and d not in head_dims))
 
-    kept.__name__ = f"{keep.__name__}_not_{'_'.join(map(str, sorted(head_dims)))}_before_triton39"
     return kept
 
 
@@ -821,7 +808,7 @@ _TABLE = ConfigTable(
             ((32, 32, 4, 2), _aligned_not_80_112),
             ((64, 32, 4, 2), _aligned),
             ((128, 32, 8, 2), _aligned),
-            ((64, 64, 4, 2), _aligned_le64_from_triton39),
+            ((64, 64, 4, 2), _not_before_triton39(_aligned_le64)),  # 3.6: spills at D = 64
         ),
         ("dkdv", 2): (
             ((32, 32, 8, 2), _not_padded_40_56),
@@ -842,7 +829,8 @@ _TABLE = ConfigTable(
             ((32, 32, 4, 2), _aligned_le32),
         ),
         ("dkdv", 4): (
-            ((32, 32, 4, 2), _aligned_le32_from_triton39),
+            # 3.6: spills at D = 32, and kept at D = 16 alone no swept shape would launch it
+            ((32, 32, 4, 2), _not_before_triton39(_aligned_le32)),
             ((32, 32, 8, 2), _le64_not_40_56),
             ((16, 32, 8, 2), _gt64_or_40_56),
             ((16, 16, 4, 2), _not_before_triton39(_gt64_or_40_56, frozenset({72, 88, 104, 120}))),
