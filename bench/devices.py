@@ -254,10 +254,10 @@ def finish_run(
     device: torch.device,
     markdown: Callable[[dict[str, Any]], str],
     suffix: str = "",
-) -> None:
+) -> Path:
     """Close a benchmark run: load average at the end and seconds into ``result["info"]``, then
     ``<benchmark>_<device><suffix>.json/.md`` written (``write_results``) into out_dir (default
-    ``RESULTS``)."""
+    ``RESULTS``). Returns that path without its suffix, for any further output of the run."""
     info = result["info"]
     info["loadavg_end"] = loadavg()
     info["seconds"] = round(time.perf_counter() - t0, 1)
@@ -265,6 +265,7 @@ def finish_run(
     stem = f"{result['benchmark']}_{device_tag(device)}{suffix}"
     write_results(folder, stem, result, markdown(result))
     print(f"\nwrote {folder / stem}.json/.md in {info['seconds']} s")
+    return folder / stem
 
 
 def device_tag(device: torch.device) -> str:

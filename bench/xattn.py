@@ -350,8 +350,6 @@ def main(argv: list[str] | None = None) -> int:
     for dname in dnames:
         for case in cases:
             runner.run_case(case, dtype_map[dname], dname, providers, modes)
-    info["loadavg_end"] = devices.loadavg()
-    info["seconds"] = round(time.perf_counter() - t_start, 1)
     result = {
         "benchmark": "xattn",
         "quick": args.quick,
@@ -375,12 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         "rows": runner.rows,
         "skips": runner.skips,
     }
-    out_dir = Path(args.out_dir) if args.out_dir else devices.RESULTS
-    stem = f"xattn_{devices.device_tag(device)}{'_quick' if args.quick else ''}"
-    devices.write_results(out_dir, stem, result, report.xattn_markdown(result))
+    suffix = "_quick" if args.quick else ""
+    base = devices.finish_run(result, t_start, args.out_dir, device, report.xattn_markdown, suffix)
     if not args.no_plot:
-        xattn_plot(result, out_dir / f"{stem}.png")
-    print(f"\nwrote {out_dir / stem}.json/.md{'' if args.no_plot else '/.png'} in {info['seconds']} s")
+        xattn_plot(result, base.with_name(base.name + ".png"))
+        print(f"wrote {base}.png")
     wrong = [r for r in runner.rows if r.get("check_ok") is False]
     for r in wrong:
         print(f"WRONG {r['case']} {r['mode']} {r['provider']}: max abs err {r['check_max_abs_err']:.3g}")
