@@ -15,10 +15,17 @@ explicit
 sdpa
     ``torch.nn.functional.scaled_dot_product_attention`` (a fused flash kernel on CPU and CUDA).
 
-``explicit_is_faster`` holds the choice (CPU only; on CUDA always SDPA), made from the operands:
+Which form runs (CPU only; on CUDA always SDPA):
 
-- bf16/fp16: explicit up to ``EXPLICIT_MAX_KEYS`` keys (the flash CPU kernel, its backward most of all,
-  is several times slower there);
+- where no gradient will be taken (inference, evaluation, embeddings), the faster one measured on this
+  machine: ``fusmae_fast.form_timing`` times both on the first call of each shape. The fastest forward
+  depends on the CPU: SDPA's flash kernel packs its bf16 products for AMX where the CPU has it and is
+  slower than the explicit form where it has not;
+- where a gradient will be taken, under torch.compile, in deterministic mode or with timing off, the
+  rules of ``explicit_is_faster``, made from the operands:
+
+- bf16/fp16: explicit up to ``EXPLICIT_MAX_KEYS`` keys (the flash CPU kernel's backward is several
+  times slower, with or without AMX);
 - fp32, the cross-modal block's two directions batched into one call (``paired``: one call instead
   of two, no concatenation) at head dim >= 64: explicit up to ``EXPLICIT_FP32_MAX_KEYS`` keys when a
   gradient will be taken (the hand-written backward beats the flash one), up to
@@ -42,6 +49,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from fusmae_fast.form_timing import fastest, may_time, operands_key
+
 __all__ = [
     "EXPLICIT_FP32_FWD_MAX_KEYS",
     "EXPLICIT_FP32_MAX_KEYS",
@@ -49,6 +58,7 @@ __all__ = [
     "EXPLICIT_MAX_SCORE_BYTES",
     "attention",
     "explicit_attention",
+    "explicit_fits",
     "explicit_is_faster",
 ]
 
@@ -64,19 +74,24 @@ EXPLICIT_MAX_SCORE_BYTES = 1 << 30
 """Largest probabilities tensor (batch x heads x Lq x Lk x element size) the explicit form may keep."""
 
 
+def explicit_fits(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether the explicit form may run on these operands at all: CPU tensors of a floating dtype whose
+    probabilities fit ``EXPLICIT_MAX_SCORE_BYTES``."""
+    if q.device.type != "cpu" or not q.dtype.is_floating_point:
+        return False
+    return q.shape[:-1].numel() * k.shape[-2] * q.element_size() <= EXPLICIT_MAX_SCORE_BYTES
+
+
 def explicit_is_faster(
     q: torch.Tensor, k: torch.Tensor, *, paired: bool = False, masked: bool = False
 ) -> bool:
-    """Whether the explicit form beats SDPA for these operands (see the module docstring); ``paired``:
-    the two directions of the cross-modal attention as one call, k holding one direction's keys;
-    ``masked``: a boolean mask comes with them. A gradient will be taken when grad mode is on and q or
-    k requires one."""
-    if q.device.type != "cpu":
+    """Whether the explicit form beats SDPA for these operands by the rules (see the module
+    docstring); ``paired``: the two directions of the cross-modal attention as one call, k holding one
+    direction's keys; ``masked``: a boolean mask comes with them. A gradient will be taken when grad
+    mode is on and q or k requires one."""
+    if not explicit_fits(q, k):
         return False
     keys, head_dim = k.shape[-2], q.shape[-1]
-    score_bytes = q.shape[:-1].numel() * keys * q.element_size()
-    if score_bytes > EXPLICIT_MAX_SCORE_BYTES:
-        return False
     if q.dtype in (torch.bfloat16, torch.float16):
         return keys <= EXPLICIT_MAX_KEYS
     if q.dtype != torch.float32:
@@ -147,8 +162,13 @@ def explicit_attention(
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D)) v in the faster form for these operands; every query row needs at least
-    one allowed key (rows without one are the caller's to zero, as in ``cross_modal_attention_torch``)."""
-    if explicit_is_faster(q, k, masked=mask is not None):
-        return explicit_attention(q, k, v, mask)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    """softmax(q k^T / sqrt(D)) v in the faster form for these operands (timed once per shape where no
+    gradient will be taken, else by the rules); every query row needs at least one allowed key (rows
+    without one are the caller's to zero, as in ``cross_modal_attention_torch``)."""
+    forms = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)}
+    if explicit_fits(q, k):
+        forms["explicit"] = lambda: explicit_attention(q, k, v, mask)
+    key = ("attention", operands_key(q, k, v, mask)) if may_time(q, k, v) else None
+    return fastest(
+        key, forms, lambda: "explicit" if explicit_is_faster(q, k, masked=mask is not None) else "sdpa"
+    )

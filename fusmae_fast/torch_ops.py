@@ -17,9 +17,13 @@ layout (``fusmae_fast.patches``). Inputs are validated by ``fusmae_fast.ops``.
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
 
-from fusmae_fast.attention import attention, explicit_attention, explicit_is_faster
+import torch
+import torch.nn.functional as F
+
+from fusmae_fast.attention import attention, explicit_attention, explicit_fits, explicit_is_faster
+from fusmae_fast.form_timing import fastest, may_time, operands_key
 from fusmae_fast.kernels.cross_modal_attention import cross_modal_mask
 from fusmae_fast.kernels.masked_loss import EPS, check_norm_pix, masked_mse_ref
 from fusmae_fast.patches import patch_view
@@ -35,11 +39,9 @@ def cross_modal_attention_torch(
     (explicit matmul-softmax-matmul or SDPA, whichever is faster for the operands); around it:
 
     - one split s for the whole batch (consistent masking; eager): only the useful n1 x n2 score
-      blocks are computed, never the masked L x L. With equal halves (s = L/2, what consistent
-      masking gives) and the explicit core, both directions are one batched call: the queries as
-      (B, H, 2, s, D) and the keys/values with their halves swapped (one copy each), so the output
-      is already in the concatenated layout; otherwise two calls (S1 queries on S2 keys, S2 queries
-      on S1 keys) and a concatenation;
+      blocks are computed, never the masked L x L (``_one_split``: two calls, S1 queries on S2 keys and
+      S2 queries on S1 keys, and a concatenation, or for equal halves, what consistent masking gives,
+      one paired call already in the concatenated layout);
     - ragged splits, every sample with both modalities (independent masking; eager): one call with
       the boolean cross-modal mask;
     - otherwise (a sample with split 0 or L, or under torch.compile, which needs one data-independent
@@ -47,20 +49,13 @@ def cross_modal_attention_torch(
       anywhere), then exact zeros put back with ``torch.where``, which also sends exactly zero
       gradient into those rows.
     """
-    b, length, h, d = q.shape
+    length = q.shape[1]
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
     if not torch.compiler.is_compiling() and split.numel():
         # Eager mode may look at the split points (under torch.compile: one data-independent graph).
         lo, hi = int(split.min()), int(split.max())
         if lo == hi and 0 < lo < length:
-            s = lo
-            if 2 * s == length and explicit_is_faster(qh, kh[:, :, :s], paired=True):
-                swapped = [torch.cat([t[:, :, s:], t[:, :, :s]], 2).view(b, h, 2, s, d) for t in (kh, vh)]
-                out = explicit_attention(qh.reshape(b, h, 2, s, d), *swapped)
-                return out.view(b, h, length, d).transpose(1, 2)
-            x_to_y = attention(qh[:, :, :s], kh[:, :, s:], vh[:, :, s:])
-            y_to_x = attention(qh[:, :, s:], kh[:, :, :s], vh[:, :, :s])
-            return torch.cat([x_to_y, y_to_x], dim=2).transpose(1, 2)
+            return _one_split(q, k, v, lo)
         if lo > 0 and hi < length:  # ragged, every sample has both modalities: no fix-up passes
             return attention(qh, kh, vh, cross_modal_mask(split, length)[:, None]).transpose(1, 2)
     allowed = cross_modal_mask(split, length)  # (B, L, L)
@@ -68,6 +63,41 @@ def cross_modal_attention_torch(
     attn_mask = (allowed | ~has_key)[:, None]  # (B, 1, L, L)
     out = attention(qh, kh, vh, attn_mask).transpose(1, 2)
     return torch.where(has_key[..., None], out, out.new_zeros(()))
+
+
+def _one_split(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: int) -> torch.Tensor:
+    """Eq. 2 with one split 0 < s < L for the whole batch, only the useful score blocks computed: the
+    two directions as two calls (SDPA or the explicit core) and a concatenation, or, for equal halves,
+    one paired explicit call (queries as (B, H, 2, s, D), keys and values with their halves swapped, the
+    output already in the concatenated layout). Timed where no gradient will be taken, else the
+    rules (the paired call where the explicit core is their choice)."""
+    b, length, h, d = q.shape
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
+    first, second = slice(None, s), slice(s, None)
+
+    def paired() -> torch.Tensor:
+        swapped = [torch.cat([t[:, :, second], t[:, :, first]], 2).view(b, h, 2, s, d) for t in (kh, vh)]
+        return explicit_attention(qh.reshape(b, h, 2, s, d), *swapped).view(b, h, length, d).transpose(1, 2)
+
+    def two_calls(core: Callable[..., torch.Tensor]) -> torch.Tensor:
+        x_to_y = core(qh[:, :, first], kh[:, :, second], vh[:, :, second])
+        y_to_x = core(qh[:, :, second], kh[:, :, first], vh[:, :, first])
+        return torch.cat([x_to_y, y_to_x], dim=2).transpose(1, 2)
+
+    forms = {"two-sdpa": lambda: two_calls(F.scaled_dot_product_attention)}
+    if explicit_fits(qh, kh[:, :, first]):
+        forms["two-explicit"] = lambda: two_calls(explicit_attention)
+        if 2 * s == length:
+            forms["paired"] = paired
+
+    def rule() -> str:
+        if "paired" in forms and explicit_is_faster(qh, kh[:, :, first], paired=True):
+            return "paired"
+        explicit = "two-explicit" in forms and explicit_is_faster(qh[:, :, first], kh[:, :, second])
+        return "two-explicit" if explicit else "two-sdpa"
+
+    key = ("cross-modal-one-split", s, operands_key(q, k, v)) if may_time(q, k, v) else None
+    return fastest(key, forms, rule)
 
 
 class _MaskedMSETorch(torch.autograd.Function):

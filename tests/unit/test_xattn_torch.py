@@ -4,14 +4,15 @@ import pytest
 import torch
 
 from fusmae_fast import attention as attention_module
-from fusmae_fast import torch_ops
+from fusmae_fast import form_timing, torch_ops
 from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref
 from fusmae_fast.torch_ops import cross_modal_attention_torch
 
 
 @pytest.fixture(params=["explicit", "sdpa"])
 def core(request, monkeypatch):
-    """Force the attention core (``explicit_is_faster``) to one form, whatever the operands."""
+    """Force the attention core (``explicit_is_faster``, timing off) to one form, whatever the operands."""
+    monkeypatch.setattr(form_timing, "_ENABLED", [False])
     choice = request.param == "explicit"
     for module in (attention_module, torch_ops):
         monkeypatch.setattr(module, "explicit_is_faster", lambda q, k, **kw: choice)
@@ -56,6 +57,7 @@ def test_torch_path_equals_reference(core, dtype, L, splits):
 
 def test_batched_directions_form_is_taken(monkeypatch):
     """Consistent masking at L/2 with the explicit core runs one attention call, not two."""
+    monkeypatch.setattr(form_timing, "_ENABLED", [False])
     calls = []
     real = torch_ops.explicit_attention
     monkeypatch.setattr(torch_ops, "explicit_is_faster", lambda q, k, **kw: True)

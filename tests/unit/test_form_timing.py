@@ -1,0 +1,152 @@
+"""fusmae_fast.form_timing: the fastest form is picked by timing once per key, only where the module
+says a call may be timed, and every form of the torch path's gradient-free calls gives the right
+result."""
+
+import time
+
+import pytest
+import torch
+
+from fusmae_fast import form_timing
+from fusmae_fast.attention import attention
+from fusmae_fast.form_timing import fastest, may_time, operands_key, picks
+from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_ref
+from fusmae_fast.kernels.triton_runtime import set_deterministic
+from fusmae_fast.torch_ops import cross_modal_attention_torch
+
+
+@pytest.fixture(autouse=True)
+def fresh_picks():
+    """Timing on and nothing recorded, before and after each test."""
+    form_timing.set_form_timing(True)
+    yield
+    form_timing.set_form_timing(True)
+
+
+def _counting_forms(delays: dict[str, float], calls: list[str]):
+    def form(name: str):
+        def run() -> torch.Tensor:
+            calls.append(name)
+            time.sleep(delays[name])
+            return torch.tensor(float(len(name)))
+
+        return run
+
+    return {name: form(name) for name in delays}
+
+
+def test_fastest_form_is_picked_once_and_then_run_alone():
+    calls: list[str] = []
+    forms = _counting_forms({"slow": 0.03, "quick": 0.0}, calls)
+    out = fastest("site", forms, lambda: "slow")
+    assert picks() == {"site": "quick"}
+    assert out.item() == len("quick")  # the winner's result
+    assert calls.count("slow") == calls.count("quick") == 1 + form_timing.ROUNDS
+    calls.clear()
+    for _ in range(3):
+        assert fastest("site", forms, lambda: "slow").item() == len("quick")
+    assert calls == ["quick"] * 3
+
+
+def test_untimed_calls_run_the_rule():
+    calls: list[str] = []
+    forms = _counting_forms({"slow": 0.01, "quick": 0.0}, calls)
+    assert fastest(None, forms, lambda: "slow").item() == len("slow")
+    assert calls == ["slow"] and picks() == {}
+    with pytest.raises(KeyError, match="'missing' is not among"):
+        fastest(None, forms, lambda: "missing")
+
+
+def test_keys_past_the_cap_run_the_rule(monkeypatch):
+    monkeypatch.setattr(form_timing, "MAX_KEYS", 2)
+    calls: list[str] = []
+    forms = _counting_forms({"slow": 0.01, "quick": 0.0}, calls)
+    for key in ("a", "b", "c"):
+        fastest(key, forms, lambda: "slow")
+    assert picks() == {"a": "quick", "b": "quick"}
+    calls.clear()
+    fastest("d", forms, lambda: "slow")
+    assert calls == ["slow"]
+
+
+def test_which_calls_may_be_timed():
+    x = torch.randn(2, 3)
+    assert may_time(x)
+    with_grad = x.clone().requires_grad_(True)
+    assert not may_time(x, with_grad)
+    with torch.no_grad():
+        assert may_time(x, with_grad)  # no gradient will be taken
+    assert not may_time(torch.empty(2, device="meta"))
+    form_timing.set_form_timing(False)
+    assert not may_time(x) and not form_timing.form_timing_enabled()
+    form_timing.set_form_timing(True)
+    set_deterministic(True)
+    try:
+        assert not may_time(x)
+    finally:
+        set_deterministic(False)
+    assert may_time(x)
+
+
+def test_operands_key_tells_layouts_and_autocast_apart():
+    a = torch.randn(2, 4, 3, 8)
+    b = a.transpose(1, 2).contiguous().transpose(1, 2)  # same shape, other strides
+    assert operands_key(a) == operands_key(a.clone())
+    assert operands_key(a) != operands_key(b)
+    assert operands_key(a) != operands_key(a.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        in_autocast = operands_key(a)
+    assert in_autocast != operands_key(a)
+    assert in_autocast[-1] == torch.bfloat16
+    assert operands_key(a, None) == (*operands_key(a), None)
+
+
+def _force(monkeypatch, name: str) -> list[str]:
+    """Make every timed call pick ``name`` (where it is among the forms, else the rule's form)."""
+    seen: list[str] = []
+
+    def pick(forms):
+        seen.extend(forms)
+        chosen = name if name in forms else next(iter(forms))
+        return chosen, forms[chosen]()
+
+    monkeypatch.setattr(form_timing, "_time_forms", pick)
+    return seen
+
+
+@pytest.mark.parametrize("form", ["sdpa", "explicit"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_each_attention_form_when_timed(monkeypatch, form, masked):
+    seen = _force(monkeypatch, form)
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, 17, 40, generator=g) for _ in range(3))
+    mask = torch.rand(2, 1, 17, 17, generator=g) > 0.5 if masked else None
+    if mask is not None:
+        mask[..., 0] = True
+    scores = q @ k.transpose(-2, -1) / 40**0.5
+    want = torch.softmax(scores if mask is None else scores.masked_fill(~mask, -torch.inf), -1) @ v
+    with torch.no_grad():
+        got = attention(q, k, v, mask)
+    assert set(seen) == {"sdpa", "explicit"}
+    assert list(picks().values()) == [form]
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("form", ["two-sdpa", "two-explicit", "paired"])
+@pytest.mark.parametrize(("L", "split"), [(50, 25), (50, 20), (113, 56), (1, 0), (7, 7)])
+def test_each_cross_modal_form_when_timed(monkeypatch, form, L, split):
+    """Gradient-free Eq. 2 with one split: each form the timing may pick equals the reference (the
+    paired form exists at L/2 only; a split of 0 or L goes the masked way, with its zero rows)."""
+    seen = _force(monkeypatch, form)
+    g = torch.Generator().manual_seed(L + split)
+    q, k, v = (torch.randn(3, L, 2, 40, generator=g) for _ in range(3))
+    splits = torch.full((3,), split, dtype=torch.int64)
+    with torch.no_grad():
+        got = cross_modal_attention_torch(q, k, v, splits)
+    want = cross_modal_attention_ref(q.double(), k.double(), v.double(), splits)
+    torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=2e-5)
+    if 0 < split < L:
+        expected = {"two-sdpa", "two-explicit"} | ({"paired"} if 2 * split == L else set())
+        assert expected <= set(seen)
+        timed = [name for key, name in picks().items() if key[0] == "cross-modal-one-split"]
+        assert timed == [form if form in expected else "two-sdpa"]
