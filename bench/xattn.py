@@ -257,15 +257,20 @@ class Runner:
         row["check_ok"] = bool(err <= self.TOL[row["dtype"]])
 
     def _time(self, row, xp, q, k, v, do, split) -> None:
+        from fusmae_fast import form_timing
         from fusmae_fast.bench.timing import measure
 
         args, device, provider, mode = self.args, self.device, row["provider"], row["mode"]
         call = _make_call(xp.FUNCTIONS[provider], mode, q, k, v, do, split)
         interp = provider == "fusmae-triton" and device.type == "cpu"
+        recorded = form_timing.picks()
         if interp:
             timing = measure(call, device, warmup=0, reps=1, min_reps=1, budget_s=0)
         else:
             timing = measure(call, device, warmup=args.warmup, reps=args.reps, budget_s=args.budget)
+        timed = {key: name for key, name in form_timing.picks().items() if key not in recorded}
+        if timed:  # the forms our torch path timed on its first (warm-up) call of this point
+            row["forms_timed"] = sorted(f"{key[0]}: {name}" for key, name in timed.items())
         row.setdefault("rounds_ms_p50", []).append(timing.p50)
         if "ms_p50" in row and row["ms_p50"] <= timing.p50:
             return  # an earlier round was faster (less disturbed): keep it
@@ -478,9 +483,10 @@ def _line(row: dict[str, Any]) -> str:
         + (f" roofline {row['roofline_frac']:.0%}" if "roofline_frac" in row else "")
     )
     check = "" if row.get("check_ok", True) else "  WRONG"
+    forms = f"  timed: {', '.join(row['forms_timed'])}" if row.get("forms_timed") else ""
     return (
         f"{row['case']:<24} {row['mode']:<8} {row['provider']:<16} p50 {row['ms_p50']:9.3f} ms "
-        f"[{row['ms_p20']:.3f}, {row['ms_p80']:.3f}]  {extra}{check}"
+        f"[{row['ms_p20']:.3f}, {row['ms_p80']:.3f}]  {extra}{check}{forms}"
     )
 
 

@@ -8,12 +8,13 @@ the case the rules were measured on; ``fastest()`` measures the case at hand ins
 
 ``fastest(key, forms, rule)`` runs ``forms[rule()]()`` unless the call may be timed (``may_time()``;
 then ``key`` is the call site and ``operands_key()``, else None). The first timed call for a key times
-every form (one warm-up call each, then ``ROUNDS`` rounds alternating their order, each form's best
-round kept), records the winner for the key and returns the winner's result; later calls with that key
-run the recorded form only. A call is timed only when:
+every form: one warm-up call each, then rounds alternating their order, ``ROUNDS`` of them, more (up to
+``MAX_ROUNDS``) while a form has run less than ``MIN_TIMED_S`` in all; each form's best round counts.
+It records the winner for the key and returns the winner's result; later calls with that key run the
+recorded form only. A call is timed only when:
 
-- no gradient will be taken (the caller says so): a backward cannot be timed without running it, and
-  the rules' grad-mode picks win by several times on every CPU measured;
+- no gradient will be taken: a backward cannot be timed without running it, and the rules' grad-mode
+  picks (the hand-written backward) were the faster on both CPUs they were measured on;
 - not inside ``torch.compile`` (one data-independent graph), on CPU tensors (CUDA uses SDPA);
 - timing is on: ``set_form_timing(False)`` or ``FUSMAE_FAST_FORM_TIMING=0`` turns it off, and so does
   deterministic mode (``fusmae_fast.ops.set_deterministic``): the forms round differently, so a pick by
@@ -35,6 +36,8 @@ from fusmae_fast.kernels.triton_runtime import deterministic_enabled
 
 __all__ = [
     "MAX_KEYS",
+    "MAX_ROUNDS",
+    "MIN_TIMED_S",
     "ROUNDS",
     "fastest",
     "form_timing_enabled",
@@ -44,8 +47,12 @@ __all__ = [
     "set_form_timing",
 ]
 
-ROUNDS = 2
-"""Timed rounds per form on a key's first call (after one warm-up call each)."""
+ROUNDS = 3
+"""Fewest timed rounds per form on a key's first call (after one warm-up call each)."""
+MAX_ROUNDS = 10
+"""Most timed rounds: rounds go on past ``ROUNDS`` until every form has run ``MIN_TIMED_S`` in all."""
+MIN_TIMED_S = 0.02
+"""Seconds of timed calls per form that short forms repeat up to (short calls are the noisiest)."""
 MAX_KEYS = 256
 """Most keys recorded; a call with a new key past that runs the rule untimed."""
 
@@ -94,11 +101,16 @@ def _time_forms(forms: Mapping[str, Callable[[], torch.Tensor]]) -> tuple[str, t
     names = list(forms)
     results = {name: forms[name]() for name in names}  # warm-up; the winner's result is returned
     best = dict.fromkeys(names, float("inf"))
-    for rnd in range(ROUNDS):
+    total = dict.fromkeys(names, 0.0)
+    rnd = 0
+    while rnd < ROUNDS or (rnd < MAX_ROUNDS and min(total.values()) < MIN_TIMED_S):
         for name in names if rnd % 2 == 0 else reversed(names):
             start = time.perf_counter()
             forms[name]()
-            best[name] = min(best[name], time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            best[name] = min(best[name], elapsed)
+            total[name] += elapsed
+        rnd += 1
     winner = min(names, key=best.__getitem__)
     return winner, results[winner]
 

@@ -7,7 +7,10 @@ and ``masked_mse_torch`` for the loss. ``triton`` calls the Triton implementatio
 module (``*_triton``), which runs on CUDA tensors, and on CPU tensors only under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before the kernels are imported; the tests do this).
 
-This module and ``fusmae_fast.torch_ops`` are the only importers of ``fusmae_fast.kernels``. Inputs
+This module and ``fusmae_fast.torch_ops`` are the only importers of the kernel modules
+(``fusmae_fast.device`` and ``fusmae_fast.form_timing`` read two flags of ``triton_runtime``: the
+interpreter, deterministic mode). ``set_form_timing`` turns off the timing of the torch path's forms
+in gradient-free calls (``fusmae_fast.form_timing``). Inputs
 are validated here, once, so that both paths see the same checked arguments and users get one clear
 error for bad input. Checks of values (index and split ranges) are fused into one flag per call
 (``triton_runtime.raise_if_any``): a ValueError on CPU tensors; on CUDA tensors no host sync (an
@@ -22,6 +25,7 @@ from typing import Literal
 import torch
 
 from fusmae_fast.config import KERNELS
+from fusmae_fast.form_timing import set_form_timing
 from fusmae_fast.kernels.cross_modal_attention import cross_modal_attention_triton
 from fusmae_fast.kernels.masked_loss import masked_mse_triton
 from fusmae_fast.kernels.masked_patch_embed import masked_patch_embed_ref, masked_patch_embed_triton
@@ -48,6 +52,7 @@ __all__ = [
     "scatter_tokens",
     "set_debug_checks",
     "set_deterministic",
+    "set_form_timing",
 ]
 
 

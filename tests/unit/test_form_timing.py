@@ -41,11 +41,20 @@ def test_fastest_form_is_picked_once_and_then_run_alone():
     out = fastest("site", forms, lambda: "slow")
     assert picks() == {"site": "quick"}
     assert out.item() == len("quick")  # the winner's result
-    assert calls.count("slow") == calls.count("quick") == 1 + form_timing.ROUNDS
+    # the slow form's 30 ms rounds pass MIN_TIMED_S at once, the quick one's do not: MAX_ROUNDS rounds
+    assert calls.count("slow") == calls.count("quick") == 1 + form_timing.MAX_ROUNDS
     calls.clear()
     for _ in range(3):
         assert fastest("site", forms, lambda: "slow").item() == len("quick")
     assert calls == ["quick"] * 3
+
+
+def test_long_forms_are_timed_for_the_fewest_rounds():
+    calls: list[str] = []
+    forms = _counting_forms({"a": 0.012, "b": 0.03}, calls)
+    fastest("long", forms, lambda: "b")
+    assert picks() == {"long": "a"}
+    assert calls.count("a") == calls.count("b") == 1 + form_timing.ROUNDS
 
 
 def test_untimed_calls_run_the_rule():
