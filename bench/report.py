@@ -128,6 +128,24 @@ def xattn_vs_fastest(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def xattn_noise_floor(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per case and mode: the A/A control's time over the provider it repeats (``twin`` over
+    ``two-calls+cat``, bench/xattn_providers.py), at each one's fastest round and per round."""
+    ok = [r for r in result["rows"] if r.get("status") == "ok" and "label" not in r]
+    out = []
+    for key in dict.fromkeys((r["case"], r["dtype"], r["mode"]) for r in ok):
+        by = {r["provider"]: r for r in ok if (r["case"], r["dtype"], r["mode"]) == key}
+        twin, base = by.get("twin"), by.get("two-calls+cat")
+        if twin is None or base is None:
+            continue
+        entry = dict(zip(("case", "dtype", "mode"), key, strict=True), ratio=twin["ms_p50"] / base["ms_p50"])
+        a, b = twin.get("rounds_ms_p50", []), base.get("rounds_ms_p50", [])
+        if len(a) > 1 and len(a) == len(b):
+            entry["round_ratios"] = [x / y for x, y in zip(a, b, strict=True)]
+        out.append(entry)
+    return out
+
+
 def xattn_markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     has_roof = any("roofline_frac" in r for r in rows)
@@ -193,6 +211,22 @@ def xattn_markdown(result: dict[str, Any]) -> str:
             ),
             "",
             _table(head, body),
+        ]
+    floor = xattn_noise_floor(result)
+    if floor:
+        body = []
+        for r in floor:
+            rr = r.get("round_ratios")
+            spread = f"{statistics.median(rr):.2f}x ({min(rr):.2f} - {max(rr):.2f})" if rr else "-"
+            body.append([r["case"], r["dtype"], r["mode"], f"{r['ratio']:.2f}x", spread])
+        parts += [
+            "",
+            "Noise floor: `twin` is `two-calls+cat` again under another name, timed in turn with the "
+            "others (an A/A control). Its time over `two-calls+cat`'s is what this machine's noise "
+            "alone makes of two equal computations in this run; a ratio of ours inside this spread "
+            "is no evidence either way.",
+            "",
+            _table(["case", "dtype", "mode", "twin / two-calls+cat", "same round: median (min - max)"], body),
         ]
     skips = [r for r in rows if r.get("status") in ("skipped", "error")]
     if skips:

@@ -20,6 +20,10 @@ Providers
                      matmul, autograd's backward): what a user writes without SDPA
     xformers         memory_efficient_attention with a BlockDiagonalMask over the packed batch
                      (query blocks [x_b, y_b], key blocks [y_b, x_b]): CUDA only
+    twin             two-calls+cat again under another name, timed in turn with the others: an A/A
+                     control (CPU only). Its time over two-calls+cat's is what this machine's noise
+                     alone makes of two equal computations in the same run (bench/report.py's noise
+                     floor); it never counts as a form ours is compared with
 """
 
 from __future__ import annotations
@@ -46,7 +50,11 @@ PROVIDERS: tuple[str, ...] = (
     "two-calls+cat",
     "literal",
     "xformers",
+    "twin",
 )
+CONTROL = "twin"
+"""The A/A control provider (module docstring) and, in ``CONTROL_OF``, the provider it repeats."""
+CONTROL_OF = "two-calls+cat"
 MODES: tuple[str, ...] = ("fwd", "bwd", "fwd+bwd")
 MEMORY_FRACTION = 0.4
 """A case whose estimated peak memory exceeds this fraction of the free memory is skipped."""
@@ -193,6 +201,7 @@ FUNCTIONS: dict[str, XattnFn] = {
     "two-calls+cat": two_calls_cat,
     "literal": literal,
     "xformers": xformers_blockdiag,
+    "twin": two_calls_cat,
 }
 
 
@@ -218,7 +227,7 @@ def estimated_bytes(provider: str, b: int, length: int, h: int, d: int, esize: i
     if provider == "sdpa-mask":
         # the bool mask; backends may expand it to a float bias and (math path) materialise scores
         return io + b * length * length * 5 + scores * 4 * (3 if mode != "fwd" else 2)
-    if provider in ("two-calls+cat", "literal"):
+    if provider in ("two-calls+cat", "literal", "twin"):
         half = b * h * (length // 2 + 1) ** 2 * 4 * 2
         return io + half * (3 if mode != "fwd" else 2)
     return io + b * length * length  # flash-style kernels: block masks only
@@ -244,6 +253,8 @@ def skip_reason(
     emulated = emulated_precision({torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, ""), device)
     if emulated:
         return f"{emulated} (a timing of the emulation, not of attention)"
+    if provider == CONTROL and device.type == "cuda":
+        return "the A/A noise control runs on CPU only (it would lengthen the GPU plan)"
     if provider == "fusmae-triton":
         if device.type != "cuda" and not interpret:
             return (

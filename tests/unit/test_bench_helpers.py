@@ -221,6 +221,36 @@ def test_xattn_same_round_ratios_pair_each_round():
     assert "paired_rounds" not in best
 
 
+def test_xattn_noise_floor_is_the_twin_over_what_it_repeats():
+    """The A/A control never counts as a form ours is compared with; its own table gives its ratio to
+    two-calls+cat per round."""
+    from fusmae_fast.bench import report
+    from fusmae_fast.bench import xattn_providers as xp
+
+    assert xp.FUNCTIONS[xp.CONTROL] is xp.FUNCTIONS[xp.CONTROL_OF]
+
+    def row(provider, rounds):
+        return dict(
+            status="ok", case="B2-L8-consistent", dtype="fp32", mode="fwd", provider=provider,
+            ms_p20=min(rounds), ms_p50=min(rounds), ms_p80=min(rounds), rounds_ms_p50=rounds, check_ok=True,
+        )  # fmt: skip
+
+    rows = [
+        row("torch-reference", [10.0, 10.0]),
+        row("two-calls+cat", [12.0, 11.0]),
+        row("twin", [6.0, 13.2]),
+    ]
+    result = {"rows": rows}
+    (best,) = report.xattn_vs_fastest(result)
+    assert best["vs"] == "two-calls+cat"  # the twin, faster in its best round, is not a competitor
+    (floor,) = report.xattn_noise_floor(result)
+    assert floor["ratio"] == 6.0 / 11.0 and floor["round_ratios"] == [0.5, 1.2]
+    info = json.loads((devices.RESULTS / "xattn_cpu_quick.json").read_text())["info"]
+    text = report.xattn_markdown({"rows": rows, "info": info, "quick": False})
+    assert "Noise floor" in text and "0.85x (0.50 - 1.20)" in text
+    assert report.xattn_noise_floor({"rows": rows[:2]}) == []
+
+
 def test_round_order_alternates():
     items = ["a", "b", "c"]
     assert [devices.round_order(items, r) for r in range(3)] == [items, ["c", "b", "a"], items]
