@@ -41,7 +41,7 @@ def test_fastest_form_is_picked_once_and_then_run_alone():
     out = fastest("site", forms, lambda: "slow")
     assert picks() == {"site": "quick"}
     assert out.item() == len("quick")  # the winner's result
-    # the slow form's 30 ms rounds pass MIN_TIMED_S at once, the quick one's do not: MAX_ROUNDS rounds
+    # the quick form never reaches MIN_TIMED_S in all: MAX_ROUNDS rounds
     assert calls.count("slow") == calls.count("quick") == 1 + form_timing.MAX_ROUNDS
     calls.clear()
     for _ in range(3):
@@ -51,7 +51,8 @@ def test_fastest_form_is_picked_once_and_then_run_alone():
 
 def test_long_forms_are_timed_for_the_fewest_rounds():
     calls: list[str] = []
-    forms = _counting_forms({"a": 0.012, "b": 0.03}, calls)
+    a = 0.4 * form_timing.MIN_TIMED_S  # ROUNDS = 3 rounds pass MIN_TIMED_S in all
+    forms = _counting_forms({"a": a, "b": 2 * a}, calls)
     fastest("long", forms, lambda: "b")
     assert picks() == {"long": "a"}
     assert calls.count("a") == calls.count("b") == 1 + form_timing.ROUNDS
