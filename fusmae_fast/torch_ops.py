@@ -69,8 +69,10 @@ def _one_split(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: int) -> tor
     """Eq. 2 with one split 0 < s < L for the whole batch, only the useful score blocks computed: the
     two directions as two calls (SDPA or the explicit core) and a concatenation, or, for equal halves,
     one paired explicit call (queries as (B, H, 2, s, D), keys and values with their halves swapped, the
-    output already in the concatenated layout). Timed where no gradient will be taken, else the
-    rules (the paired call where the explicit core is their choice)."""
+    output already in the concatenated layout). Where no gradient will be taken these are timed, with
+    one more form: a single SDPA call over all L x L scores with the cross-modal mask (more work, but
+    one call of the flash kernel, which wins some bf16 shapes on a CPU with AMX); else the rules pick
+    (the paired call where the explicit core is their choice)."""
     b, length, h, d = q.shape
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
     first, second = slice(None, s), slice(s, None)
@@ -84,7 +86,12 @@ def _one_split(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: int) -> tor
         y_to_x = core(qh[:, :, second], kh[:, :, first], vh[:, :, first])
         return torch.cat([x_to_y, y_to_x], dim=2).transpose(1, 2)
 
-    forms = {"two-sdpa": lambda: two_calls(F.scaled_dot_product_attention)}
+    def masked_sdpa() -> torch.Tensor:  # all L x L scores, one call: SDPA's flash kernel may still win
+        first_modality = torch.arange(length, device=q.device) < s
+        mask = first_modality[:, None] != first_modality[None, :]
+        return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).transpose(1, 2)
+
+    forms = {"two-sdpa": lambda: two_calls(F.scaled_dot_product_attention), "masked-sdpa": masked_sdpa}
     if explicit_fits(qh, kh[:, :, first]):
         forms["two-explicit"] = lambda: two_calls(explicit_attention)
         if 2 * s == length:

@@ -142,7 +142,7 @@ def test_each_attention_form_when_timed(monkeypatch, form, masked):
     torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
 
 
-@pytest.mark.parametrize("form", ["two-sdpa", "two-explicit", "paired"])
+@pytest.mark.parametrize("form", ["two-sdpa", "two-explicit", "paired", "masked-sdpa"])
 @pytest.mark.parametrize(("L", "split"), [(50, 25), (50, 20), (113, 56), (1, 0), (7, 7)])
 def test_each_cross_modal_form_when_timed(monkeypatch, form, L, split):
     """Gradient-free Eq. 2 with one split: each form the timing may pick equals the reference (the
@@ -156,7 +156,7 @@ def test_each_cross_modal_form_when_timed(monkeypatch, form, L, split):
     want = cross_modal_attention_ref(q.double(), k.double(), v.double(), splits)
     torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=2e-5)
     if 0 < split < L:
-        expected = {"two-sdpa", "two-explicit"} | ({"paired"} if 2 * split == L else set())
+        expected = {"two-sdpa", "two-explicit", "masked-sdpa"} | ({"paired"} if 2 * split == L else set())
         assert expected <= set(seen)
         timed = [name for key, name in picks().items() if key[0] == "cross-modal-one-split"]
         assert timed == [form if form in expected else "two-sdpa"]
