@@ -47,7 +47,7 @@ __all__ = [
     "set_form_timing",
 ]
 
-ROUNDS = 3
+ROUNDS = 5
 """Fewest timed rounds per form on a key's first call (after one warm-up call each)."""
 MAX_ROUNDS = 10
 """Most timed rounds: rounds go on past ``ROUNDS`` until every form has run ``MIN_TIMED_S`` in all."""

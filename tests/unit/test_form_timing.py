@@ -51,7 +51,7 @@ def test_fastest_form_is_picked_once_and_then_run_alone():
 
 def test_long_forms_are_timed_for_the_fewest_rounds():
     calls: list[str] = []
-    a = 0.4 * form_timing.MIN_TIMED_S  # ROUNDS = 3 rounds pass MIN_TIMED_S in all
+    a = 0.4 * form_timing.MIN_TIMED_S  # ROUNDS rounds pass MIN_TIMED_S in all
     forms = _counting_forms({"a": a, "b": 2 * a}, calls)
     fastest("long", forms, lambda: "b")
     assert picks() == {"long": "a"}
