@@ -165,10 +165,16 @@ def attention(
     """softmax(q k^T / sqrt(D)) v in the faster form for these operands (timed once per shape where no
     gradient will be taken, else by the rules); every query row needs at least one allowed key (rows
     without one are the caller's to zero, as in ``cross_modal_attention_torch``)."""
-    forms = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)}
-    if explicit_fits(q, k):
-        forms["explicit"] = lambda: explicit_attention(q, k, v, mask)
-    key = ("attention", operands_key(q, k, v, mask)) if may_time(q, k, v) else None
-    return fastest(
-        key, forms, lambda: "explicit" if explicit_is_faster(q, k, masked=mask is not None) else "sdpa"
-    )
+
+    def by_rules() -> torch.Tensor:
+        if explicit_is_faster(q, k, masked=mask is not None):
+            return explicit_attention(q, k, v, mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    if not explicit_fits(q, k) or not may_time(q, k, v):
+        return by_rules()
+    forms = {
+        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+        "explicit": lambda: explicit_attention(q, k, v, mask),
+    }
+    return fastest(("attention", operands_key(q, k, v, mask)), forms, by_rules)

@@ -6,8 +6,8 @@ shapes: SDPA's flash kernel packs its bf16 products for AMX where a CPU has it, 
 slower than the explicit form where it has not. Fixed rules (``fusmae_fast.attention``) pick well for
 the case the rules were measured on; ``fastest()`` measures the case at hand instead.
 
-``fastest(key, forms, rule)`` runs ``forms[rule()]()`` unless the call may be timed (``may_time()``;
-then ``key`` is the call site and ``operands_key()``, else None). The first timed call for a key times
+A caller runs its fixed rules unless ``may_time()`` allows timing; then it calls ``fastest(key,
+forms, by_rules)``, ``key`` being the call site and ``operands_key()``. The first call for a key times
 every form: one warm-up call each, then rounds alternating their order, ``ROUNDS`` of them, more (up to
 ``MAX_ROUNDS``) while a form has run less than ``MIN_TIMED_S`` in all; each form's best round counts.
 It records the winner for the key and returns the winner's result; later calls with that key run the
@@ -116,19 +116,16 @@ def _time_forms(forms: Mapping[str, Callable[[], torch.Tensor]]) -> tuple[str, t
 
 
 def fastest(
-    key: Hashable | None, forms: Mapping[str, Callable[[], torch.Tensor]], rule: Callable[[], str]
+    key: Hashable, forms: Mapping[str, Callable[[], torch.Tensor]], by_rules: Callable[[], torch.Tensor]
 ) -> torch.Tensor:
-    """The result of the fastest of ``forms`` for ``key`` (module docstring); ``key`` None: the call is
-    not timed (the caller's ``may_time()`` said no). ``rule()`` names the form to run when the call is
-    not timed or ``MAX_KEYS`` keys are recorded (called only then)."""
-    name = None if key is None else _PICKS.get(key)
-    if name is None:
-        if key is None or len(forms) == 1 or len(_PICKS) >= MAX_KEYS:
-            name = rule()
-            if name not in forms:
-                raise KeyError(f"fastest(): the rule's form {name!r} is not among {sorted(forms)}")
-        else:
-            name, out = _time_forms(forms)
-            _PICKS[key] = name
-            return out
-    return forms[name]()
+    """The result of the fastest of ``forms`` for ``key``, a call the caller's ``may_time()`` allowed
+    (module docstring); ``by_rules()``, the result by the caller's fixed rules, once ``MAX_KEYS`` keys
+    are recorded."""
+    name = _PICKS.get(key)
+    if name is not None:
+        return forms[name]()
+    if len(_PICKS) >= MAX_KEYS:
+        return by_rules()
+    name, out = _time_forms(forms)
+    _PICKS[key] = name
+    return out

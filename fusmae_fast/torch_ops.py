@@ -55,7 +55,7 @@ def cross_modal_attention_torch(
         # Eager mode may look at the split points (under torch.compile: one data-independent graph).
         lo, hi = int(split.min()), int(split.max())
         if lo == hi and 0 < lo < length:
-            return _one_split(q, k, v, lo)
+            return _one_split(q, k, v, split, lo)
         if lo > 0 and hi < length:  # ragged, every sample has both modalities: no fix-up passes
             return attention(qh, kh, vh, cross_modal_mask(split, length)[:, None]).transpose(1, 2)
     allowed = cross_modal_mask(split, length)  # (B, L, L)
@@ -65,17 +65,21 @@ def cross_modal_attention_torch(
     return torch.where(has_key[..., None], out, out.new_zeros(()))
 
 
-def _one_split(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: int) -> torch.Tensor:
-    """Eq. 2 with one split 0 < s < L for the whole batch, only the useful score blocks computed: the
-    two directions as two calls (SDPA or the explicit core) and a concatenation, or, for equal halves,
-    one paired explicit call (queries as (B, H, 2, s, D), keys and values with their halves swapped, the
-    output already in the concatenated layout). Where no gradient will be taken these are timed, with
-    one more form: a single SDPA call over all L x L scores with the cross-modal mask (more work, but
-    one call of the flash kernel, which wins some bf16 shapes on a CPU with AMX); else the rules pick
-    (the paired call where the explicit core is their choice)."""
+def _one_split(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor, s: int
+) -> torch.Tensor:
+    """Eq. 2 with one split 0 < s < L for the whole batch, only the useful score blocks computed: for
+    equal halves with the explicit core, one paired call (queries as (B, H, 2, s, D), keys and values
+    with their halves swapped, the output already in the concatenated layout), otherwise two calls
+    (S1 queries on S2 keys, S2 queries on S1 keys) and a concatenation. That is the rules' choice;
+    where no gradient will be taken and the explicit core fits its memory cap, the forms are timed
+    instead (``fusmae_fast.form_timing``): the paired call, two explicit calls, two SDPA calls, and one
+    SDPA call over all L x L scores with the cross-modal mask (more work, but one call of the flash
+    kernel, which wins some bf16 shapes on a CPU with AMX)."""
     b, length, h, d = q.shape
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
     first, second = slice(None, s), slice(s, None)
+    explicit_fit = explicit_fits(qh, kh[:, :, first])
 
     def paired() -> torch.Tensor:
         swapped = [torch.cat([t[:, :, second], t[:, :, first]], 2).view(b, h, 2, s, d) for t in (kh, vh)]
@@ -86,25 +90,23 @@ def _one_split(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: int) -> tor
         y_to_x = core(qh[:, :, second], kh[:, :, first], vh[:, :, first])
         return torch.cat([x_to_y, y_to_x], dim=2).transpose(1, 2)
 
-    def masked_sdpa() -> torch.Tensor:  # all L x L scores, one call: SDPA's flash kernel may still win
-        first_modality = torch.arange(length, device=q.device) < s
-        mask = first_modality[:, None] != first_modality[None, :]
-        return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).transpose(1, 2)
+    def by_rules() -> torch.Tensor:
+        if 2 * s == length and explicit_is_faster(qh, kh[:, :, first], paired=True):
+            return paired()
+        return two_calls(attention)  # each direction's core by the rules
 
-    forms = {"two-sdpa": lambda: two_calls(F.scaled_dot_product_attention), "masked-sdpa": masked_sdpa}
-    if explicit_fits(qh, kh[:, :, first]):
-        forms["two-explicit"] = lambda: two_calls(explicit_attention)
-        if 2 * s == length:
-            forms["paired"] = paired
-
-    def rule() -> str:
-        if "paired" in forms and explicit_is_faster(qh, kh[:, :, first], paired=True):
-            return "paired"
-        explicit = "two-explicit" in forms and explicit_is_faster(qh[:, :, first], kh[:, :, second])
-        return "two-explicit" if explicit else "two-sdpa"
-
-    key = ("cross-modal-one-split", s, operands_key(q, k, v)) if may_time(q, k, v) else None
-    return fastest(key, forms, rule)
+    if not explicit_fit or not may_time(q, k, v):
+        return by_rules()
+    forms = {
+        "two-sdpa": lambda: two_calls(F.scaled_dot_product_attention),
+        "two-explicit": lambda: two_calls(explicit_attention),
+        "masked-sdpa": lambda: F.scaled_dot_product_attention(
+            qh, kh, vh, attn_mask=cross_modal_mask(split[:1], length)[:, None]
+        ).transpose(1, 2),
+    }
+    if 2 * s == length:
+        forms["paired"] = paired
+    return fastest(("cross-modal-one-split", s, operands_key(q, k, v)), forms, by_rules)
 
 
 class _MaskedMSETorch(torch.autograd.Function):

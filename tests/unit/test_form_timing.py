@@ -38,14 +38,14 @@ def _counting_forms(delays: dict[str, float], calls: list[str]):
 def test_fastest_form_is_picked_once_and_then_run_alone():
     calls: list[str] = []
     forms = _counting_forms({"slow": 0.03, "quick": 0.0}, calls)
-    out = fastest("site", forms, lambda: "slow")
+    out = fastest("site", forms, forms["slow"])
     assert picks() == {"site": "quick"}
     assert out.item() == len("quick")  # the winner's result
     # the quick form never reaches MIN_TIMED_S in all: MAX_ROUNDS rounds
     assert calls.count("slow") == calls.count("quick") == 1 + form_timing.MAX_ROUNDS
     calls.clear()
     for _ in range(3):
-        assert fastest("site", forms, lambda: "slow").item() == len("quick")
+        assert fastest("site", forms, forms["slow"]).item() == len("quick")
     assert calls == ["quick"] * 3
 
 
@@ -53,18 +53,20 @@ def test_long_forms_are_timed_for_the_fewest_rounds():
     calls: list[str] = []
     a = 0.4 * form_timing.MIN_TIMED_S  # ROUNDS rounds pass MIN_TIMED_S in all
     forms = _counting_forms({"a": a, "b": 2 * a}, calls)
-    fastest("long", forms, lambda: "b")
+    fastest("long", forms, forms["b"])
     assert picks() == {"long": "a"}
     assert calls.count("a") == calls.count("b") == 1 + form_timing.ROUNDS
 
 
-def test_untimed_calls_run_the_rule():
-    calls: list[str] = []
-    forms = _counting_forms({"slow": 0.01, "quick": 0.0}, calls)
-    assert fastest(None, forms, lambda: "slow").item() == len("slow")
-    assert calls == ["slow"] and picks() == {}
-    with pytest.raises(KeyError, match="'missing' is not among"):
-        fastest(None, forms, lambda: "missing")
+def test_untimed_calls_run_the_rules():
+    """A call that takes a gradient is not timed: nothing is recorded and the rules' form runs (bf16:
+    the explicit form, bitwise)."""
+    from fusmae_fast.attention import explicit_attention
+
+    q = torch.randn(1, 2, 5, 64, dtype=torch.bfloat16, requires_grad=True)
+    out = attention(q, q, q)
+    assert picks() == {}
+    torch.testing.assert_close(out, explicit_attention(q, q, q), atol=0, rtol=0)
 
 
 def test_keys_past_the_cap_run_the_rule(monkeypatch):
@@ -72,10 +74,10 @@ def test_keys_past_the_cap_run_the_rule(monkeypatch):
     calls: list[str] = []
     forms = _counting_forms({"slow": 0.01, "quick": 0.0}, calls)
     for key in ("a", "b", "c"):
-        fastest(key, forms, lambda: "slow")
+        fastest(key, forms, forms["slow"])
     assert picks() == {"a": "quick", "b": "quick"}
     calls.clear()
-    fastest("d", forms, lambda: "slow")
+    fastest("d", forms, forms["slow"])
     assert calls == ["slow"]
 
 
