@@ -90,17 +90,19 @@ def xattn_ratios(result: dict[str, Any], mode: str = "fwd") -> list[dict[str, An
             continue
         for other in ("sdpa-mask", "flex", "two-calls+cat", "literal", "fusmae-triton", "xformers"):
             if other in by:
-                entry = {
-                    "case": case[0],
-                    "dtype": case[1],
-                    "mode": mode,
-                    "vs": other,
-                    "ratio": by[other]["ms_p50"] / ours["ms_p50"],
-                }
-                theirs, mine = by[other].get("rounds_ms_p50", []), ours.get("rounds_ms_p50", [])
-                if len(mine) > 1 and len(theirs) == len(mine):
-                    entry["round_ratios"] = [x / o for x, o in zip(theirs, mine, strict=True)]
-                out.append(entry)
+                out.append(
+                    {"case": case[0], "dtype": case[1], "mode": mode, "vs": other, **_over(by[other], ours)}
+                )
+    return out
+
+
+def _over(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """``row``'s time over ``base``'s: ``ratio`` at each one's fastest round, and ``round_ratios``, one
+    per round, when both have the same number (over one) of rounds."""
+    out: dict[str, Any] = {"ratio": row["ms_p50"] / base["ms_p50"]}
+    a, b = row.get("rounds_ms_p50", []), base.get("rounds_ms_p50", [])
+    if len(a) > 1 and len(a) == len(b):
+        out["round_ratios"] = [x / y for x, y in zip(a, b, strict=True)]
     return out
 
 
@@ -138,11 +140,7 @@ def xattn_noise_floor(result: dict[str, Any]) -> list[dict[str, Any]]:
         twin, base = by.get("twin"), by.get("two-calls+cat")
         if twin is None or base is None:
             continue
-        entry = dict(zip(("case", "dtype", "mode"), key, strict=True), ratio=twin["ms_p50"] / base["ms_p50"])
-        a, b = twin.get("rounds_ms_p50", []), base.get("rounds_ms_p50", [])
-        if len(a) > 1 and len(a) == len(b):
-            entry["round_ratios"] = [x / y for x, y in zip(a, b, strict=True)]
-        out.append(entry)
+        out.append({**dict(zip(("case", "dtype", "mode"), key, strict=True)), **_over(twin, base)})
     return out
 
 
