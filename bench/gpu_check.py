@@ -99,7 +99,8 @@ def planned_dtypes(args: argparse.Namespace, *, gpu: bool = False) -> list[str]:
 
 def planned_sweep(args: argparse.Namespace, *, gpu: bool = False) -> list[str]:
     """The dtypes of the every-config sweep: fp32 in a rehearsal (tests/parity/test_every_config.py
-    sweeps fp32 and fp16 in the interpreter already), ``--sweep``'s on a GPU."""
+    sweeps every config in fp32 and fp16 in the interpreter already; the rehearsal launches one config
+    per kernel, ``gpu_parity.sweep_per_kernel``), ``--sweep``'s on a GPU."""
     if args.rehearse and not gpu:
         return ["fp32"]
     return {"none": [], "bf16": ["bf16"], "all": planned_dtypes(args, gpu=True)}[args.sweep]
@@ -296,7 +297,7 @@ def section_parity(ctx: dict[str, Any], box_s: float) -> dict[str, Any]:
     if ctx["args"].rehearse:
         notes = [res["note"]] if res["note"] else []
         res["note"] = "; ".join(
-            notes + ["bf16 not run: the interpreter has no bf16; config sweep in fp32 only"]
+            notes + ["bf16 not run: the interpreter has no bf16; config sweep: one config per kernel, fp32"]
         )
     worst: dict[str, float] = {}
     for r in res["records"]:

@@ -298,13 +298,19 @@ def sweep_size(size: str) -> str:
     return "gpu" if size == "gpu" else "interpreter"
 
 
+def sweep_per_kernel(size: str) -> int | None:
+    """How many configs of each kernel the sweep launches: all on a GPU; one in a rehearsal, which
+    proves the sweep's path runs (tests/parity/test_every_config.py launches every config in the
+    interpreter already)."""
+    return None if size == "gpu" else 1
+
+
 def count_launches(size: str, dtypes: list[torch.dtype], sweep: list[torch.dtype]) -> tuple[int, int]:
     """(op-case launches in ``dtypes``, every-config launches in ``sweep``) of a parity run; the second
     is also the number of cold compiles the sweep causes (one per kernel, config, dtype and
     specialised size)."""
-    return sum(1 for _ in plan(size, dtypes)), config_sweep.count_runs(
-        sweep_size(size), sweep
-    ) if sweep else 0
+    n_sweep = config_sweep.count_runs(sweep_size(size), sweep, per_kernel=sweep_per_kernel(size))
+    return sum(1 for _ in plan(size, dtypes)), n_sweep if sweep else 0
 
 
 def check_sweep(ck: Checker, run: config_sweep.ConfigRun) -> None:
@@ -330,7 +336,9 @@ def run_parity(
         done += 1
     for dtype in sweep:  # one generator per (dtype, op): a launch that raises ends only its own
         for op in config_sweep.OPS:
-            runs = config_sweep.every_config_runs(device, size=sweep_size(size), dtypes=(dtype,), ops=(op,))
+            runs = config_sweep.every_config_runs(
+                device, size=sweep_size(size), dtypes=(dtype,), ops=(op,), per_kernel=sweep_per_kernel(size)
+            )
             while time.monotonic() <= deadline:
                 try:
                     run = next(runs)

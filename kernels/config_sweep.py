@@ -261,14 +261,21 @@ _SWEEPS: dict[str, _Sweep] = {
 }
 
 
-def sweep_plan(op: str, size: str, esize: int) -> list[tuple[tuple[int, ...], list[tuple[str, list]]]]:
+def sweep_plan(
+    op: str, size: str, esize: int, per_kernel: int | None = None
+) -> list[tuple[tuple[int, ...], list[tuple[str, list]]]]:
     """Per shape of ``op``, the (kernel, configs) launched there: on "gpu" every kept config at every
-    shape, on "interpreter" each config at the first shape it is kept for."""
+    shape, on "interpreter" each config at the first shape it is kept for; with ``per_kernel``, only
+    each kernel's first ``per_kernel`` launches (a sample, for a rehearsal of the sweep)."""
     sweep, done, plan = _SWEEPS[op], set(), []
+    launched: dict[str, int] = {}
     for shape in sweep.shapes(size):
         steps = []
         for kernel in sweep.kernels:
             confs = [c for c in sweep.kept(kernel, shape, esize) if size == "gpu" or (kernel, c) not in done]
+            if per_kernel is not None:
+                confs = confs[: max(0, per_kernel - launched.get(kernel, 0))]
+                launched[kernel] = launched.get(kernel, 0) + len(confs)
             done.update((kernel, c) for c in confs)
             if confs:
                 steps.append((kernel, confs))
@@ -277,15 +284,22 @@ def sweep_plan(op: str, size: str, esize: int) -> list[tuple[tuple[int, ...], li
     return plan
 
 
-def _op_runs(op: str, size: str, dtype: torch.dtype, device, gen) -> Iterator[ConfigRun]:
+def _op_runs(
+    op: str, size: str, dtype: torch.dtype, device, gen, per_kernel: int | None
+) -> Iterator[ConfigRun]:
     sweep = _SWEEPS[op]
-    for shape, steps in sweep_plan(op, size, torch.empty((), dtype=dtype).element_size()):
+    for shape, steps in sweep_plan(op, size, torch.empty((), dtype=dtype).element_size(), per_kernel):
         case = sweep.case(*shape, dtype, device, gen)
         for kernel, confs in steps:
             yield from case.runs(kernel, sweep.kernels[kernel], confs)
 
 
-def count_runs(size: str, dtypes: Sequence[torch.dtype], ops: Sequence[str] | None = None) -> int:
+def count_runs(
+    size: str,
+    dtypes: Sequence[torch.dtype],
+    ops: Sequence[str] | None = None,
+    per_kernel: int | None = None,
+) -> int:
     """How many launches ``every_config_runs`` makes (each a forward and backward of the op with one
     forced config; on a cold Triton cache each compiles that kernel once per dtype and head dim /
     width / patch shape), without running anything."""
@@ -293,7 +307,7 @@ def count_runs(size: str, dtypes: Sequence[torch.dtype], ops: Sequence[str] | No
         len(confs)
         for op in ops or tuple(OPS)
         for dtype in dtypes
-        for _, steps in sweep_plan(op, size, torch.empty((), dtype=dtype).element_size())
+        for _, steps in sweep_plan(op, size, torch.empty((), dtype=dtype).element_size(), per_kernel)
         for _, confs in steps
     )
 
@@ -309,11 +323,13 @@ def every_config_runs(
     dtypes: Sequence[torch.dtype] = (torch.float32, torch.float16),
     ops: Sequence[str] | None = None,
     seed: int = 0,
+    per_kernel: int | None = None,
 ) -> Iterator[ConfigRun]:
     """Launch every kept config of every autotuned kernel of ``ops`` (default: all of ``OPS``) once,
     explicitly, at the shapes of ``size`` ("interpreter" or "gpu") for each of ``dtypes``, and yield
-    each result beside its references (``ConfigRun``). The op's other kernels run their pinned
-    (deterministic-mode) config meanwhile. The caller checks the results (``ErrorReport.check``)."""
+    each result beside its references (``ConfigRun``); ``per_kernel``: only each kernel's first that
+    many launches per dtype. The op's other kernels run their pinned (deterministic-mode) config
+    meanwhile. The caller checks the results (``ErrorReport.check``)."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     was = deterministic_enabled()
@@ -321,6 +337,7 @@ def every_config_runs(
     try:
         for name in ops or tuple(OPS):
             for dtype in dtypes:
-                yield from _op_runs(name, size, dtype, device, torch.Generator().manual_seed(seed))
+                gen = torch.Generator().manual_seed(seed)
+                yield from _op_runs(name, size, dtype, device, gen, per_kernel)
     finally:
         set_deterministic(was)

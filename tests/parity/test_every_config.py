@@ -95,3 +95,20 @@ def test_value_checks_fuse_into_one_flag(device):
             triton_runtime.raise_if_any(checks)
     finally:
         triton_runtime.set_debug_checks(False)
+
+
+@pytest.mark.parametrize("size", config_sweep.SIZES)
+def test_a_sample_of_the_sweep_takes_each_kernels_first_configs(size):
+    """``per_kernel`` (the GPU check's rehearsal) keeps each kernel's first configs of the full plan,
+    in its order, and every kernel of every op still runs."""
+    for op in config_sweep.OPS:
+        full, sample = ({}, {})
+        for plan, per_kernel in ((full, None), (sample, 2)):
+            for _, steps in config_sweep.sweep_plan(op, size, 2, per_kernel):
+                for kernel, confs in steps:
+                    plan.setdefault(kernel, []).extend(confs)
+        assert sample.keys() == full.keys() == config_sweep._SWEEPS[op].kernels.keys()
+        assert sample == {kernel: confs[:2] for kernel, confs in full.items()}, op
+    counts = [config_sweep.count_runs(size, [torch.float16], per_kernel=n) for n in (1, 2, None)]
+    kernels = sum(len(s.kernels) for s in config_sweep._SWEEPS.values())
+    assert counts[0] == kernels and kernels < counts[1] < counts[2]
