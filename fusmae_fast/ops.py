@@ -12,10 +12,12 @@ This module and ``fusmae_fast.torch_ops`` are the only importers of the kernel m
 interpreter, deterministic mode). ``set_form_timing`` turns off the timing of the torch path's forms
 in gradient-free calls (``fusmae_fast.form_timing``). Inputs
 are validated here, once, so that both paths see the same checked arguments and users get one clear
-error for bad input. Checks of values (index and split ranges) are fused into one flag per call
-(``triton_runtime.raise_if_any``): a ValueError on CPU tensors; on CUDA tensors no host sync (an
-asynchronous device-side assertion) unless debug checks are on (``FUSMAE_FAST_DEBUG_CHECKS=1`` or
-``set_debug_checks(True)``: one read per call and the ValueError). Skipped inside torch.compile.
+error for bad input. Checks of values (index and split ranges): on CPU tensors one min/max pass and
+host read per checked tensor and a ValueError (the cross-modal attention's torch path reuses the
+split's min and max); on CUDA tensors fused into one flag per call (``triton_runtime.raise_if_any``)
+with no host sync (an asynchronous device-side assertion) unless debug checks are on
+(``FUSMAE_FAST_DEBUG_CHECKS=1`` or ``set_debug_checks(True)``: one read per call and the
+ValueError). Skipped inside torch.compile.
 """
 
 from __future__ import annotations
@@ -98,17 +100,26 @@ def _check_index(
     _check_range(name, ids, lo, upper, f"[{lo}, {upper})")
 
 
-def _check_range(name: str, t: torch.Tensor, lo: int, end: int, interval: str) -> None:
-    """One fused value check (no host sync on CUDA): lo <= t < end everywhere."""
+def _check_range(name: str, t: torch.Tensor, lo: int, end: int, interval: str) -> tuple[int, int] | None:
+    """lo <= t < end everywhere. On CPU: one min/max pass and a host read, which also returns (min,
+    max) for the caller (None when t is empty or inside torch.compile); on CUDA: one fused check with
+    no host sync (``raise_if_any``), returning None."""
     if not t.numel() or not value_checks_enabled():
-        return
+        return None
+
+    def error(bounds: tuple[int, int]) -> Exception:
+        return ValueError(f"{name} values must lie in {interval}, got [{bounds[0]}, {bounds[1]}]")
+
+    if t.device.type != "cuda":
+        mn, mx = torch.aminmax(t)
+        bounds = (int(mn), int(mx))
+        if bounds[0] < lo or bounds[1] >= end:
+            raise error(bounds)
+        return bounds
     bad = ((t < lo) | (t >= end)).any()
-
-    def error() -> Exception:
-        return ValueError(f"{name} values must lie in {interval}, got [{int(t.min())}, {int(t.max())}]")
-
-    checks: list[Check] = [(bad, error)]
+    checks: list[Check] = [(bad, lambda: error((int(t.min()), int(t.max()))))]
     raise_if_any(checks)
+    return None
 
 
 def cross_modal_attention(
@@ -135,9 +146,9 @@ def cross_modal_attention(
         raise ValueError(
             f"split must be int64 of shape (B={q.shape[0]},), got {split.dtype} {tuple(split.shape)}"
         )
-    _check_range("split", split, 0, q.shape[1] + 1, f"[0, L={q.shape[1]}]")
+    bounds = _check_range("split", split, 0, q.shape[1] + 1, f"[0, L={q.shape[1]}]")
     if kernels == "torch":
-        return cross_modal_attention_torch(q, k, v, split)
+        return cross_modal_attention_torch(q, k, v, split, bounds)
     _check_triton_device(q.device)
     return cross_modal_attention_triton(q, k, v, split)
 

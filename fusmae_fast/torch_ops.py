@@ -32,11 +32,17 @@ __all__ = ["cross_modal_attention_torch", "masked_mse_torch"]
 
 
 def cross_modal_attention_torch(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    split: torch.Tensor,
+    bounds: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """The torch path of the cross-modal attention, equal to ``cross_modal_attention_ref`` up to
     rounding (tested, rows without keys included). The attention core is ``fusmae_fast.attention``'s
-    (explicit matmul-softmax-matmul or SDPA, whichever is faster for the operands); around it:
+    (explicit matmul-softmax-matmul or SDPA, whichever is faster for the operands); ``bounds``: the
+    split's (min, max) when the caller has read them already (``ops`` does, in its input check).
+    Around the core:
 
     - one split s for the whole batch (consistent masking; eager): only the useful n1 x n2 score
       blocks are computed, never the masked L x L (``_one_split``: two calls, S1 queries on S2 keys and
@@ -53,7 +59,7 @@ def cross_modal_attention_torch(
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
     if not torch.compiler.is_compiling() and split.numel():
         # Eager mode may look at the split points (under torch.compile: one data-independent graph).
-        lo, hi = int(split.min()), int(split.max())
+        lo, hi = bounds if bounds is not None else (int(split.min()), int(split.max()))
         if lo == hi and 0 < lo < length:
             return _one_split(q, k, v, split, lo)
         if lo > 0 and hi < length:  # ragged, every sample has both modalities: no fix-up passes

@@ -1,9 +1,12 @@
 """Running ``fusmae-fast`` as a user does, for the fault tests: in this process (fast) or as a child
 process (to kill it), with the tiny preset on the built-in sample."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import warnings
 
 from fusmae_fast.cli import main
 
@@ -24,6 +27,23 @@ def cli(args, capsys, monkeypatch):
     rc = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+def in_process(args) -> subprocess.CompletedProcess[str]:
+    """``fusmae-fast ARGS`` through the CLI's ``main`` in this process, its exit status and output as a
+    finished process's (no fixtures needed; a fresh process per call would spend most of a short test
+    importing torch). An exception main does not turn into an error line propagates."""
+    args = [str(a) for a in args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    debug, showwarning = os.environ.pop("FUSMAE_DEBUG", None), warnings.showwarning
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            rc = main(args)
+    finally:
+        warnings.showwarning = showwarning  # main installs its one-line warnings
+        if debug is not None:
+            os.environ["FUSMAE_DEBUG"] = debug
+    return subprocess.CompletedProcess(["fusmae-fast", *args], rc, stdout.getvalue(), stderr.getvalue())
 
 
 def child(args, **kw):

@@ -8,30 +8,23 @@ and why in the store's index, prints the count, and keeps every valid patch.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from runs import in_process  # tests/faults is on sys.path under pytest
 
 from fusmae_fast.data import BigEarthNetV1, BigEarthNetV2, DatasetError, open_dataset
 from fusmae_fast.data.synthetic import write_bigearthnet_v1, write_bigearthnet_v2, write_sen12ms
 
 
 def convert(fmt: str, root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """``fusmae-fast convert`` in a fresh process (as a user runs it)."""
-    env = {k: v for k, v in os.environ.items() if k != "FUSMAE_DEBUG"}
-    cmd = [sys.executable, "-m", "fusmae_fast.cli", "convert", fmt, str(root), "--out", str(out)]
-    return subprocess.run(
-        [*cmd, "--workers", "0", "--no-progress", *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
+    """``fusmae-fast convert`` as a user runs it (in this process: ``runs.in_process``)."""
+    return in_process(
+        ["convert", fmt, str(root), "--out", str(out), "--workers", "0", "--no-progress", *extra]
     )
 
 

@@ -2,7 +2,7 @@
 every changed byte, stores written before sizes/checksums were recorded still open.
 
 Each fault is made on a copy of one small store and reproduced through the public API and CLI
-(subprocess: exit code, the file named, no traceback).
+(``runs.in_process``: exit code, the file named, no traceback).
 """
 
 from __future__ import annotations
@@ -12,20 +12,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from runs import in_process  # tests/faults is on sys.path under pytest
 
 from fusmae_fast.data import DatasetError, MissingDataError, PackedDataset, builtin_sample, open_dataset
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "FUSMAE_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "fusmae_fast.cli", *args], capture_output=True, text=True, env=env, timeout=120
-    )
+    return in_process(args)
 
 
 def no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
