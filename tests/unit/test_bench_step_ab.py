@@ -1,0 +1,39 @@
+"""bench/step_ab.py: two forms of a step alternated in one process; the summary counts each pair's A / B
+ratio, and a run writes its JSON and table."""
+
+import json
+
+import pytest
+
+from fusmae_fast.bench import step_ab
+
+
+def test_summary_of_pairs():
+    pairs = [{"a": 2.0, "b": 1.0}, {"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 2.0}]
+    s = step_ab.summary(pairs)
+    assert s["ratio_median"] == 1.5 and s["ratio_min"] == 0.5 and s["ratio_max"] == 2.0
+    assert s["b_faster_pairs"] == 2 and s["pairs"] == 3
+    assert s["a_ms_median"] == 2000.0 and s["b_ms_median"] == 2000.0
+
+
+def test_pairs_alternate_their_order():
+    calls = []
+    steps = {side: (lambda side=side: calls.append(side)) for side in "ab"}
+    pairs = step_ab.time_pairs(steps, 3)
+    assert calls == ["a", "b", "b", "a", "a", "b"] and len(pairs) == 3
+    assert all(p.keys() == {"a", "b"} and min(p.values()) >= 0 for p in pairs)
+
+
+def test_an_a_a_run_writes_its_result(tmp_path):
+    argv = ["--preset", "tiny", "--batch", "2", "--precision", "fp32", "--b", "eager", "--pairs", "2"]
+    assert step_ab.main([*argv, "--warmup", "0", "--threads", "1", "--out-dir", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "step_ab_cpu.json").read_text())
+    assert result["config"]["a"] == result["config"]["b"] == "eager" and len(result["pairs_s"]) == 2
+    assert result["summary"]["pairs"] == 2 and result["summary"]["ratio_median"] > 0
+    assert "A / B median" in (tmp_path / "step_ab_cpu.md").read_text()
+
+
+@pytest.mark.parametrize("bad", [["--pairs", "0"], ["--warmup", "-1"], ["--batch", "0"]])
+def test_bad_flags_are_refused(bad):
+    with pytest.raises(SystemExit):
+        step_ab.parse_args(bad)
