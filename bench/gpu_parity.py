@@ -310,7 +310,7 @@ def count_launches(size: str, dtypes: list[torch.dtype], sweep: list[torch.dtype
     is also the number of cold compiles the sweep causes (one per kernel, config, dtype and
     specialised size)."""
     n_sweep = config_sweep.count_runs(sweep_size(size), sweep, per_kernel=sweep_per_kernel(size))
-    return sum(1 for _ in plan(size, dtypes)), n_sweep if sweep else 0
+    return sum(1 for _ in plan(size, dtypes)), n_sweep
 
 
 def check_sweep(ck: Checker, run: config_sweep.ConfigRun) -> None:

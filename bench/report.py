@@ -510,6 +510,24 @@ def step_ceiling_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def step_ab_markdown(result: dict[str, Any]) -> str:
+    """``bench/step_ab.py``: two forms of one step alternated in pairs in one process: each side's median
+    time, the A / B ratio (median, range), B's wins, the first calls, and every pair."""
+    s, c, first = result["summary"], result["config"], result["first_call_s"]
+    what = (
+        f"{c['task']} {c['preset']} {c['precision']} batch {c['batch']}: A = {c['a']}, B = {c['b']}, "
+        f"{s['pairs']} pairs alternated in one process (order swapped every pair)."
+    )
+    head = ["A median ms", "B median ms", "A / B median", "A / B range", "pairs B faster", "first call A s",
+            "first call B s"]  # fmt: skip
+    row = [_f(s["a_ms_median"]), _f(s["b_ms_median"]), f"{s['ratio_median']:.2f}",
+           f"{s['ratio_min']:.2f}-{s['ratio_max']:.2f}", f"{s['b_faster_pairs']}/{s['pairs']}",
+           f"{first['a']:.1f}", f"{first['b']:.1f}"]  # fmt: skip
+    per_pair = ", ".join(f"{p['a'] * 1e3:.0f}/{p['b'] * 1e3:.0f}" for p in result["pairs_s"])
+    lines = [_header(result), "", what, "", _table(head, [row]), "", f"A/B ms per pair: {per_pair}."]
+    return "\n".join(lines)
+
+
 def profile_markdown(prof: dict[str, Any]) -> str:
     """Where a step's time goes (torch.profiler, self CPU time by op), ours next to plain."""
     parts = [f"Where the time goes ({prof['what']}; torch.profiler self CPU time, top ops):", ""]

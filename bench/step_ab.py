@@ -15,7 +15,7 @@ ratio, A's time over B's (above 1: B is faster). The result is the median ratio,
 many pairs B won.
 
 Before the pairs: one untimed call of each (the compiled one compiles there; its time is reported),
-then ``--warmup`` untimed calls of each. Outputs: the table on stdout, and
+then ``--warmup`` untimed calls of each. Outputs: the table on stdout (``report.step_ab_markdown``), and
 ``bench/results/step_ab_<device>.{json,md}`` (``--out-dir``).
 """
 
@@ -106,33 +106,10 @@ def summary(pairs: list[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def markdown(result: dict[str, Any]) -> str:
-    info, s, c = result["info"], result["summary"], result["config"]
-    head = (
-        f"Measured on **{info['device_name']}** ({info['device']}), torch {info['torch']}, "
-        f"{info['threads']['intra_op']} intra-op threads, git {info['git'].get('sha', '?')}, "
-        f"{info['timestamp']}."
-    )
-    what = (
-        f"{c['task']} {c['preset']} {c['precision']} batch {c['batch']}: A = {c['a']}, B = {c['b']}, "
-        f"{s['pairs']} pairs alternated in one process (order swapped every pair)"
-    )
-    rows = [
-        "| A median ms | B median ms | A / B median | A / B range | pairs B faster | first call A s | "
-        "first call B s |",
-        "|---|---|---|---|---|---|---|",
-        f"| {s['a_ms_median']:.0f} | {s['b_ms_median']:.0f} | {s['ratio_median']:.2f} | "
-        f"{s['ratio_min']:.2f}-{s['ratio_max']:.2f} | {s['b_faster_pairs']}/{s['pairs']} | "
-        f"{result['first_call_s']['a']:.1f} | {result['first_call_s']['b']:.1f} |",
-    ]
-    per_pair = ", ".join(f"{p['a'] * 1e3:.0f}/{p['b'] * 1e3:.0f}" for p in result["pairs_s"])
-    return "\n".join([head, "", what + ".", "", *rows, "", f"A/B ms per pair: {per_pair}."])
-
-
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from fusmae_fast.bench import devices
+    from fusmae_fast.bench import devices, report
     from fusmae_fast.bench.step import DEFAULT_BATCH
 
     args = parse_args(argv)
@@ -140,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     allocator = devices.apply_host_allocator(args.host_allocator)
     device = torch.device(args.device)
-    threads = devices.pin_threads(args.threads)
+    info = {**devices.run_info(device, devices.pin_threads(args.threads)), "host_allocator": allocator}
     steps = build_forms(args, batch)
     first = {}
     for side in ("a", "b"):
@@ -154,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = time_pairs(steps, args.pairs)
     result = {
         "benchmark": "step_ab",
-        "info": devices.run_info(device, threads),
+        "info": info,
         "config": {
             "task": args.task,
             "preset": args.preset,
@@ -162,13 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             "batch": batch,
             "a": args.a,
             "b": args.b,
-            "host_allocator": allocator,
         },
         "first_call_s": first,
         "pairs_s": pairs,
         "summary": summary(pairs),
     }
-    devices.finish_run(result, t0, args.out_dir, device, markdown)
+    devices.finish_run(result, t0, args.out_dir, device, report.step_ab_markdown)
     return 0
 
 
