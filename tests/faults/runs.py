@@ -20,13 +20,10 @@ def pretrain_args(out, *extra):
     return ["pretrain", *TINY, *fixed, *map(str, extra)]
 
 
-def cli(args, capsys, monkeypatch):
-    """(exit status, stdout, stderr) of ``fusmae-fast ARGS`` run in this process."""
-    monkeypatch.delenv("FUSMAE_DEBUG", raising=False)
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
+def cli(args) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``fusmae-fast ARGS`` run in this process (see ``in_process``)."""
+    proc = in_process(args)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def in_process(args) -> subprocess.CompletedProcess[str]:

@@ -36,10 +36,10 @@ PRETRAIN_BAD = [
 
 
 @pytest.mark.parametrize(("flag", "value"), PRETRAIN_BAD, ids=[f"{f}={v}" for f, v in PRETRAIN_BAD])
-def test_pretrain_flag_out_of_range(tmp_path, capsys, monkeypatch, flag, value):
+def test_pretrain_flag_out_of_range(tmp_path, flag, value):
     out_dir = tmp_path / "run"
     args = ["pretrain", *TINY, "--epochs", "2", "--output_dir", out_dir, f"{flag}={value}"]
-    rc, _, err = cli(args, capsys, monkeypatch)
+    rc, _, err = cli(args)
     assert rc == 2
     assert one_line_error(err) and f"({flag})" in err, err
     assert not out_dir.exists()
@@ -62,10 +62,10 @@ EVAL_BAD = [
 
 
 @pytest.mark.parametrize(("flag", "value"), EVAL_BAD, ids=[f"{f}={v}" for f, v in EVAL_BAD])
-def test_eval_flag_out_of_range(tmp_path, capsys, monkeypatch, flag, value):
+def test_eval_flag_out_of_range(tmp_path, flag, value):
     out_dir = tmp_path / "eval"
     args = ["eval", "linear", "--baseline", "random", "--out", out_dir, f"{flag}={value}"]
-    rc, _, err = cli(args, capsys, monkeypatch)
+    rc, _, err = cli(args)
     assert rc == 2
     assert one_line_error(err) and f"({flag})" in err, err
     assert not out_dir.exists()

@@ -41,41 +41,39 @@ def _eval(ckpt, out, *extra):
     ]
 
 
-def test_truncated_encoder_file_is_one_line(trained_run, tmp_path, capsys, monkeypatch):
+def test_truncated_encoder_file_is_one_line(trained_run, tmp_path):
     enc = tmp_path / "encoder.safetensors"
     enc.write_bytes((trained_run / "encoder.safetensors").read_bytes()[:5000])
-    rc, _, err = cli(_eval(enc, tmp_path / "eval"), capsys, monkeypatch)
+    rc, _, err = cli(_eval(enc, tmp_path / "eval"))
     assert rc == 2 and one_line_error(err)
     assert f"{enc}: not a readable safetensors file" in err
 
 
-def test_truncated_encoder_in_a_run_folder_falls_back_to_the_newest_checkpoint(
-    trained_run, tmp_path, capsys, monkeypatch
-):
+def test_truncated_encoder_in_a_run_folder_falls_back_to_the_newest_checkpoint(trained_run, tmp_path):
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     enc = run / "encoder.safetensors"
     enc.write_bytes(enc.read_bytes()[:5000])
-    rc, _, err = cli(_eval(run, tmp_path / "eval"), capsys, monkeypatch)
+    rc, _, err = cli(_eval(run, tmp_path / "eval"))
     assert rc == 0, err
     assert "not a readable safetensors file" in err and "using the newest valid checkpoint instead" in err
     assert "Traceback" not in err
 
 
-def test_resume_from_a_corrupt_file_is_one_line(trained_run, tmp_path, capsys, monkeypatch):
+def test_resume_from_a_corrupt_file_is_one_line(trained_run, tmp_path):
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     bad = run / "checkpoints" / "ckpt-00000002.pt"
     bad.write_bytes(bad.read_bytes()[:1000])
-    rc, _, err = cli(pretrain_args(run, "--resume", bad, "--max_steps", 3), capsys, monkeypatch)
+    rc, _, err = cli(pretrain_args(run, "--resume", bad, "--max_steps", 3))
     assert rc == 2 and one_line_error(err)
     assert f"--resume {bad}" in err and "truncated or altered" in err and "--resume auto" in err
     # and --resume auto passes over it to the previous one
-    rc, out, err = cli(pretrain_args(run, "--resume", "auto", "--max_steps", 3), capsys, monkeypatch)
+    rc, out, err = cli(pretrain_args(run, "--resume", "auto", "--max_steps", 3))
     assert rc == 0, err
     assert "skipping checkpoint ckpt-00000002.pt" in err and "ckpt-00000001.pt" in out
 
@@ -87,9 +85,9 @@ def test_resume_from_a_corrupt_file_is_one_line(trained_run, tmp_path, capsys, m
         ("linear", "sample:sen12ms", "use eval sen12ms"),
     ],
 )
-def test_task_that_does_not_fit_the_data_is_one_line(tmp_path, capsys, monkeypatch, task, data, says):
+def test_task_that_does_not_fit_the_data_is_one_line(tmp_path, task, data, says):
     args = ["eval", task, "--baseline", "random", "--out", tmp_path, "--epochs", 1, "--num_workers", 0]
-    rc, _, err = cli([*args, "--data", data], capsys, monkeypatch)
+    rc, _, err = cli([*args, "--data", data])
     assert rc == 2 and one_line_error(err)
     assert f"eval {task} needs" in err and says in err
 
@@ -105,24 +103,20 @@ def test_model_inputs_of_another_dtype_name_the_argument(dtype):
 
 
 @no_cuda
-def test_kernels_triton_without_cuda_is_one_line(tmp_path, capsys, monkeypatch):
+def test_kernels_triton_without_cuda_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    rc, _, err = cli(pretrain_args(tmp_path, "--kernels", "triton"), capsys, monkeypatch)
+    rc, _, err = cli(pretrain_args(tmp_path, "--kernels", "triton"))
     assert rc == 2 and one_line_error(err) and "--kernels triton needs a CUDA device" in err
     rc, _, err = cli(
         ["eval", "linear", "--baseline", "random", "--kernels", "triton", "--out", tmp_path],
-        capsys,
-        monkeypatch,
     )
     assert rc == 2 and "--kernels triton needs a CUDA device" in err
 
 
 @no_cuda
-def test_device_cuda_without_cuda_is_one_line(tmp_path, capsys, monkeypatch):
-    rc, _, err = cli(["pretrain", *TINY, "--device", "cuda", "--output_dir", tmp_path], capsys, monkeypatch)
+def test_device_cuda_without_cuda_is_one_line(tmp_path):
+    rc, _, err = cli(["pretrain", *TINY, "--device", "cuda", "--output_dir", tmp_path])
     assert rc == 2 and one_line_error(err) and "--device cuda: no CUDA device" in err
-    rc, _, err = cli(
-        ["eval", "linear", "--baseline", "random", "--device", "cuda", "--out", tmp_path], capsys, monkeypatch
-    )
+    rc, _, err = cli(["eval", "linear", "--baseline", "random", "--device", "cuda", "--out", tmp_path])
     assert rc == 2 and "--device cuda: no CUDA device" in err
     assert checkpoint.list_checkpoints(tmp_path / "checkpoints") == []

@@ -18,7 +18,7 @@ def _steps(run):
     return [r["step"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
 
 
-def test_kill_9_then_resume_logs_each_step_once(tmp_path, capsys, monkeypatch):
+def test_kill_9_then_resume_logs_each_step_once(tmp_path):
     run = tmp_path / "run"
     args = pretrain_args(run, "--save_every", 2, "--log_every", 1, "--max_steps", 12)
     proc = child(args)
@@ -32,7 +32,7 @@ def test_kill_9_then_resume_logs_each_step_once(tmp_path, capsys, monkeypatch):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    rc, out, err = cli([*args, "--resume", "auto"], capsys, monkeypatch)
+    rc, out, err = cli([*args, "--resume", "auto"])
     assert rc == 0, err
     assert "log.jsonl: removed" in out and "written after step" in out
     assert _steps(run) == list(range(1, 13))
@@ -40,7 +40,7 @@ def test_kill_9_then_resume_logs_each_step_once(tmp_path, capsys, monkeypatch):
     assert [e["event"] for e in events] == ["resumed"]
 
 
-def test_temporary_files_of_a_save_killed_by_sigkill_are_removed(tmp_path, capsys, monkeypatch):
+def test_temporary_files_of_a_save_killed_by_sigkill_are_removed(tmp_path):
     run = tmp_path / "run"
     # a real SIGKILL in the middle of a save: after the temporary file is written, before its rename
     kill_mid_save = (
@@ -58,24 +58,24 @@ def test_temporary_files_of_a_save_killed_by_sigkill_are_removed(tmp_path, capsy
     assert proc.returncode == -signal.SIGKILL
     stale = list((run / "checkpoints").glob(".ckpt-*.tmp"))
     assert stale, sorted(p.name for p in (run / "checkpoints").iterdir())
-    rc, out, err = cli([*args, "--resume", "auto"], capsys, monkeypatch)
+    rc, out, err = cli([*args, "--resume", "auto"])
     assert rc == 0, err
     assert f"removed {len(stale)} temporary file(s) of interrupted saves" in out
     assert not list((run / "checkpoints").glob(".ckpt-*.tmp"))
     assert "resumed from" in out and "ckpt-00000001.pt" in out  # the last complete save
 
 
-def test_eval_run_folder_with_a_stale_encoder_uses_the_newest_checkpoint(tmp_path, capsys, monkeypatch):
+def test_eval_run_folder_with_a_stale_encoder_uses_the_newest_checkpoint(tmp_path):
     run = tmp_path / "run"
-    rc, _, err = cli(pretrain_args(run, "--max_steps", 1), capsys, monkeypatch)
+    rc, _, err = cli(pretrain_args(run, "--max_steps", 1))
     assert rc == 0, err
     encoder = (run / "encoder.safetensors").read_bytes()
-    rc, _, err = cli(pretrain_args(run, "--max_steps", 2, "--resume", "auto"), capsys, monkeypatch)
+    rc, _, err = cli(pretrain_args(run, "--max_steps", 2, "--resume", "auto"))
     assert rc == 0, err
     (run / "encoder.safetensors").write_bytes(encoder)  # as if killed before the new export
     (run / "checkpoints" / "ckpt-00000002.pt").touch()
     args = ["eval", "linear", "--ckpt", run, "--out", tmp_path / "eval", "--epochs", 1, "--inputs", "s1"]
-    rc, _, err = cli([*args, "--num_workers", 0, "--no-progress"], capsys, monkeypatch)
+    rc, _, err = cli([*args, "--num_workers", 0, "--no-progress"])
     assert rc == 0, err
     assert "encoder.safetensors (step 1) is older than ckpt-00000002.pt: evaluating the newest" in err
 

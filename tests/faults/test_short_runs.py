@@ -5,9 +5,9 @@ from runs import TINY, cli
 from fusmae_fast.pretrain import PretrainConfig, lr_at
 
 
-def test_one_epoch_with_the_default_warmup(tmp_path, capsys, monkeypatch):
+def test_one_epoch_with_the_default_warmup(tmp_path):
     args = ["pretrain", *TINY, "--epochs", "1", "--batch_size", "8", "--max_steps", "1"]
-    rc, out, err = cli([*args, "--output_dir", tmp_path], capsys, monkeypatch)
+    rc, out, err = cli([*args, "--output_dir", tmp_path])
     assert rc == 0, err
     assert "warm-up: the default 5 epochs is longer than the run; warming up over all 1 epoch(s)" in out
     assert (tmp_path / "encoder.safetensors").is_file()
