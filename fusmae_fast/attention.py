@@ -44,6 +44,7 @@ Which form runs (CPU only; on CUDA always SDPA):
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -102,10 +103,21 @@ def explicit_is_faster(
     return masked and grad and keys <= EXPLICIT_FP32_MAX_KEYS
 
 
+def _lead_shape(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Size:
+    """The broadcast leading dims of q, k, v (their own when equal, the usual case: no broadcast
+    arithmetic, which costs more in Python than a small attention's products)."""
+    lead = q.shape[:-2]
+    if lead == k.shape[:-2] == v.shape[:-2]:
+        return lead
+    return torch.broadcast_shapes(lead, k.shape[:-2], v.shape[:-2])
+
+
 def _batched(t: torch.Tensor, lead: torch.Size) -> torch.Tensor:
     """t (..., L, D) broadcast to the leading dims ``lead`` as one contiguous (N, L, D) batch (a view
     when t is already contiguous at that shape)."""
-    return t.expand(*lead, *t.shape[-2:]).reshape(-1, *t.shape[-2:]).contiguous()
+    if t.shape[:-2] != lead:
+        t = t.expand(*lead, *t.shape[-2:])
+    return t.reshape(-1, *t.shape[-2:]).contiguous()
 
 
 def _scaled_bmm(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
@@ -114,31 +126,45 @@ def _scaled_bmm(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.baddbmm(a.new_zeros(()), a, b, beta=0, alpha=scale)
 
 
+def _no_autocast(device_type: str):
+    """A context with autocast off (the operands are in their compute dtype already), or a null one
+    when it is off anyway (entering autocast's context costs more than a small attention's products)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _explicit_forward(q, k, v, mask, scale: float, lead: torch.Size):
+    """softmax(q k^T * scale [masked]) v of the explicit form: the output (..., Lq, D), and the
+    (N, L, D) batches of q, k, v and the probabilities P (N, Lq, Lk) the backward needs."""
+    q3, k3, v3 = (_batched(t, lead) for t in (q, k, v))
+    with _no_autocast(q.device.type):
+        s = _scaled_bmm(q3, k3.transpose(1, 2), scale).view(*lead, q.shape[-2], k.shape[-2])
+        if mask is not None:
+            # an additive mask at the mask's (broadcast) size, then one add over the scores: a
+            # boolean masked_fill_ broadcast over the heads is many times slower on a CPU
+            s.add_(torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, -math.inf))
+        p = torch.softmax(s, dim=-1).view(-1, *s.shape[-2:])
+        del s
+        o = torch.bmm(p, v3)
+    return o.view(*lead, *o.shape[-2:]), (q3, k3, v3, p)
+
+
 class _ExplicitAttention(torch.autograd.Function):
     """softmax(q k^T * scale [masked]) v with a hand-written backward that keeps only P."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale: float):  # type: ignore[override]
-        lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-        q3, k3, v3 = (_batched(t, lead) for t in (q, k, v))
-        with torch.autocast(q.device.type, enabled=False):
-            s = _scaled_bmm(q3, k3.transpose(1, 2), scale).view(*lead, q.shape[-2], k.shape[-2])
-            if mask is not None:
-                # an additive mask at the mask's (broadcast) size, then one add over the scores: a
-                # boolean masked_fill_ broadcast over the heads is many times slower on a CPU
-                s.add_(torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, -math.inf))
-            p = torch.softmax(s, dim=-1).view(-1, *s.shape[-2:])
-            del s
-            o = torch.bmm(p, v3)
-        ctx.save_for_backward(q3, k3, v3, p)
+    def forward(ctx, q, k, v, mask, scale: float, lead: torch.Size):  # type: ignore[override]
+        o, saved = _explicit_forward(q, k, v, mask, scale, lead)
+        ctx.save_for_backward(*saved)
         ctx.scale, ctx.lead = scale, lead
-        return o.view(*lead, *o.shape[-2:])
+        return o
 
     @staticmethod
     def backward(ctx, do):  # type: ignore[override]
         q3, k3, v3, p = ctx.saved_tensors
         do = _batched(do.to(v3.dtype), ctx.lead)
-        with torch.autocast(do.device.type, enabled=False):
+        with _no_autocast(do.device.type):
             dv = torch.bmm(p.transpose(1, 2), do) if ctx.needs_input_grad[2] else None
             dp = torch.bmm(do, v3.transpose(1, 2))
             ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
@@ -146,17 +172,22 @@ class _ExplicitAttention(torch.autograd.Function):
             dq = _scaled_bmm(ds, k3, ctx.scale) if ctx.needs_input_grad[0] else None
             dk = _scaled_bmm(ds.transpose(1, 2), q3, ctx.scale) if ctx.needs_input_grad[1] else None
         # autograd sums a gradient over the dims an input was broadcast along
-        return (*(g if g is None else g.view(*ctx.lead, *g.shape[-2:]) for g in (dq, dk, dv)), None, None)
+        grads = (g if g is None else g.view(*ctx.lead, *g.shape[-2:]) for g in (dq, dk, dv))
+        return (*grads, None, None, None)
 
 
 def explicit_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """The explicit form (module docstring); every query row needs at least one allowed key."""
+    """The explicit form (module docstring); every query row needs at least one allowed key. Where no
+    gradient will be taken it runs without an autograd node (nothing kept for a backward)."""
     if torch.is_autocast_enabled(q.device.type):
         dt = torch.get_autocast_dtype(q.device.type)
         q, k, v = q.to(dt), k.to(dt), v.to(dt)
-    return _ExplicitAttention.apply(q, k, v, mask, 1.0 / math.sqrt(q.shape[-1]))
+    scale, lead = 1.0 / math.sqrt(q.shape[-1]), _lead_shape(q, k, v)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _ExplicitAttention.apply(q, k, v, mask, scale, lead)
+    return _explicit_forward(q, k, v, mask, scale, lead)[0]
 
 
 def attention(

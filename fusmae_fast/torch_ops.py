@@ -61,7 +61,7 @@ def cross_modal_attention_torch(
         # Eager mode may look at the split points (under torch.compile: one data-independent graph).
         lo, hi = bounds if bounds is not None else (int(split.min()), int(split.max()))
         if lo == hi and 0 < lo < length:
-            return _one_split(q, k, v, split, lo)
+            return _one_split(qh, kh, vh, split, lo)
         if lo > 0 and hi < length:  # ragged, every sample has both modalities: no fix-up passes
             return attention(qh, kh, vh, cross_modal_mask(split, length)[:, None]).transpose(1, 2)
     allowed = cross_modal_mask(split, length)  # (B, L, L)
@@ -72,7 +72,7 @@ def cross_modal_attention_torch(
 
 
 def _one_split(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: torch.Tensor, s: int
+    qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, split: torch.Tensor, s: int
 ) -> torch.Tensor:
     """Eq. 2 with one split 0 < s < L for the whole batch, only the useful score blocks computed: for
     equal halves with the explicit core, one paired call (queries as (B, H, 2, s, D), keys and values
@@ -82,8 +82,7 @@ def _one_split(
     instead (``fusmae_fast.form_timing``): the paired call, two explicit calls, two SDPA calls, and one
     SDPA call over all L x L scores with the cross-modal mask (more work, but one call of the flash
     kernel, which wins some bf16 shapes on a CPU with AMX)."""
-    b, length, h, d = q.shape
-    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
+    b, h, length, d = qh.shape  # (B, H, L, D) views of the (B, L, H, D) operands
     first, second = slice(None, s), slice(s, None)
     explicit_fit = explicit_fits(qh, kh[:, :, first])
 
@@ -101,7 +100,7 @@ def _one_split(
             return paired()
         return two_calls(attention)  # each direction's core by the rules
 
-    if not explicit_fit or not may_time(q, k, v):
+    if not explicit_fit or not may_time(qh, kh, vh):
         return by_rules()
     forms = {
         "two-sdpa": lambda: two_calls(F.scaled_dot_product_attention),
@@ -112,7 +111,7 @@ def _one_split(
     }
     if 2 * s == length:
         forms["paired"] = paired
-    return fastest(("cross-modal-one-split", s, operands_key(q, k, v)), forms, by_rules)
+    return fastest(("cross-modal-one-split", s, operands_key(qh, kh, vh)), forms, by_rules)
 
 
 class _MaskedMSETorch(torch.autograd.Function):

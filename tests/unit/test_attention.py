@@ -71,6 +71,31 @@ def test_explicit_broadcast_keys_fp64():
         torch.testing.assert_close(a, r, atol=1e-12, rtol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("kv_heads", [3, 1])  # 1: keys and values broadcast over the heads
+def test_explicit_without_a_gradient_is_the_forward_of_the_graph_form(masked, kv_heads):
+    """Where no gradient will be taken the explicit form runs without an autograd node: the same output,
+    bit for bit, as with a graph (the same products in the same order), and nothing kept for a
+    backward; in fp64 it equals SDPA."""
+    g = torch.Generator().manual_seed(11 + kv_heads)
+    q = torch.randn(2, 3, 17, 40, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, kv_heads, 9, 40, generator=g, dtype=torch.float64) for _ in range(2))
+    mask = None
+    if masked:
+        mask = torch.rand(2, 1, 17, 9, generator=g) > 0.4
+        mask[..., 0] = True
+    with_graph = explicit_attention(q.requires_grad_(True), k, v, mask)
+    assert with_graph.grad_fn is not None
+    q.requires_grad_(False)
+    with torch.no_grad():
+        no_grad = explicit_attention(q, k, v, mask)
+    no_input_needs_grad = explicit_attention(q, k, v, mask)
+    for out in (no_grad, no_input_needs_grad):
+        assert out.grad_fn is None and out.shape == with_graph.shape
+        assert torch.equal(out, with_graph.detach())
+    torch.testing.assert_close(no_grad, _sdpa(q, k, v, mask), atol=1e-12, rtol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape", [(2, 3, 113, 64), (2, 2, 225, 32), (1, 1, 37, 40)])
 def test_explicit_low_precision_rule(dtype, shape):
