@@ -57,10 +57,12 @@ __all__ = [
     "EXPLICIT_FP32_MAX_KEYS",
     "EXPLICIT_MAX_KEYS",
     "EXPLICIT_MAX_SCORE_BYTES",
+    "SOFTMAX_FP32_BELOW_KEYS",
     "attention",
     "explicit_attention",
     "explicit_fits",
     "explicit_is_faster",
+    "softmax_via_fp32",
 ]
 
 EXPLICIT_MAX_KEYS = 1024
@@ -73,6 +75,9 @@ EXPLICIT_FP32_FWD_MAX_KEYS = 64
 (head dim >= 64); Fus-MAE's encoder at 75 % masking has 56 keys per direction."""
 EXPLICIT_MAX_SCORE_BYTES = 1 << 30
 """Largest probabilities tensor (batch x heads x Lq x Lk x element size) the explicit form may keep."""
+SOFTMAX_FP32_BELOW_KEYS = 96
+"""Rows shorter than this (and not a multiple of 32) of bf16/fp16 scores take their softmax in fp32
+(``softmax_via_fp32``); Fus-MAE's cross-modal attention at 75 % masking has 56 keys per direction."""
 
 
 def explicit_fits(q: torch.Tensor, k: torch.Tensor) -> bool:
@@ -134,6 +139,23 @@ def _no_autocast(device_type: str):
     return contextlib.nullcontext()
 
 
+def softmax_via_fp32(keys: int, dtype: torch.dtype) -> bool:
+    """Whether ``_softmax`` computes a softmax over rows of ``keys`` scores of ``dtype`` in fp32: bf16
+    and fp16 rows shorter than ``SOFTMAX_FP32_BELOW_KEYS`` whose length is not a multiple of 32. There
+    torch's 16-bit CPU softmax kernel (AVX-512, torch 2.13) is slower than a softmax into fp32 followed
+    by a rounding pass, the more so the shorter the row; elsewhere it is faster. The backward stays in
+    the 16-bit dtype, whose kernel is faster at every length measured."""
+    return dtype in (torch.bfloat16, torch.float16) and keys < SOFTMAX_FP32_BELOW_KEYS and keys % 32 != 0
+
+
+def _softmax(s: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dim in s's dtype, computed in fp32 where ``softmax_via_fp32`` says so (the
+    16-bit kernel also computes in fp32 and rounds once: the two agree to the rounding)."""
+    if s.device.type == "cpu" and softmax_via_fp32(s.shape[-1], s.dtype):
+        return torch.softmax(s, dim=-1, dtype=torch.float32).to(s.dtype)
+    return torch.softmax(s, dim=-1)
+
+
 def _explicit_forward(q, k, v, mask, scale: float, lead: torch.Size):
     """softmax(q k^T * scale [masked]) v of the explicit form: the output (..., Lq, D), and the
     (N, L, D) batches of q, k, v and the probabilities P (N, Lq, Lk) the backward needs."""
@@ -144,7 +166,7 @@ def _explicit_forward(q, k, v, mask, scale: float, lead: torch.Size):
             # an additive mask at the mask's (broadcast) size, then one add over the scores: a
             # boolean masked_fill_ broadcast over the heads is many times slower on a CPU
             s.add_(torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, -math.inf))
-        p = torch.softmax(s, dim=-1).view(-1, *s.shape[-2:])
+        p = _softmax(s).view(-1, *s.shape[-2:])
         del s
         o = torch.bmm(p, v3)
     return o.view(*lead, *o.shape[-2:]), (q3, k3, v3, p)

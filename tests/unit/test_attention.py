@@ -11,9 +11,12 @@ from fusmae_fast.attention import (
     EXPLICIT_FP32_MAX_KEYS,
     EXPLICIT_MAX_KEYS,
     EXPLICIT_MAX_SCORE_BYTES,
+    SOFTMAX_FP32_BELOW_KEYS,
+    _softmax,
     attention,
     explicit_attention,
     explicit_is_faster,
+    softmax_via_fp32,
 )
 from fusmae_fast.kernels.parity_rule import LOW_ATOL, max_abs_error
 
@@ -97,7 +100,7 @@ def test_explicit_without_a_gradient_is_the_forward_of_the_graph_form(masked, kv
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape", [(2, 3, 113, 64), (2, 2, 225, 32), (1, 1, 37, 40)])
+@pytest.mark.parametrize("shape", [(2, 3, 113, 64), (2, 2, 225, 32), (1, 1, 37, 40), (2, 3, 56, 64)])
 def test_explicit_low_precision_rule(dtype, shape):
     """Error vs fp64 <= 2x (outputs) / 3x (gradients) the textbook form's on the same inputs + LOW_ATOL."""
     g = torch.Generator().manual_seed(shape[-1])
@@ -111,6 +114,25 @@ def test_explicit_low_precision_rule(dtype, shape):
         factor = 2.0 if i == 0 else 3.0
         bound = factor * max_abs_error(low[i], ref[i]) + LOW_ATOL
         assert max_abs_error(got[i], ref[i]) <= bound, name
+
+
+def test_softmax_of_short_16_bit_rows_goes_through_fp32():
+    """Rows of bf16/fp16 scores shorter than SOFTMAX_FP32_BELOW_KEYS and off a multiple of 32 take their
+    softmax in fp32, rounded once: the 16-bit kernel's own result to within one rounding."""
+    assert softmax_via_fp32(56, torch.bfloat16) and softmax_via_fp32(40, torch.float16)
+    assert softmax_via_fp32(SOFTMAX_FP32_BELOW_KEYS - 1, torch.bfloat16)
+    assert not softmax_via_fp32(SOFTMAX_FP32_BELOW_KEYS, torch.bfloat16)
+    assert not softmax_via_fp32(64, torch.bfloat16) and not softmax_via_fp32(113, torch.bfloat16)
+    assert not softmax_via_fp32(56, torch.float32)
+    g = torch.Generator().manual_seed(5)
+    for keys in (56, 64, 113):
+        s = (3 * torch.randn(4, 7, keys, generator=g)).to(torch.bfloat16)
+        got = _softmax(s)
+        assert got.dtype == torch.bfloat16
+        if softmax_via_fp32(keys, s.dtype):
+            assert torch.equal(got, torch.softmax(s.float(), -1).to(torch.bfloat16))
+        ulp = torch.finfo(torch.bfloat16).eps * got.float().abs().clamp_min(2**-126)
+        assert ((got.float() - torch.softmax(s, -1).float()).abs() <= ulp).all()
 
 
 def test_explicit_under_autocast_runs_in_the_autocast_dtype():
