@@ -1,10 +1,12 @@
 """A/B of two ways to run the same step, alternated step by step in one process: eager against
-``torch.compile``, or a form against itself (an A/A control of the method).
+``torch.compile``, eager against ``rules`` (eager with every attention form by the fixed rules instead of
+picked by timing, ``fusmae_fast.form_timing``), or a form against itself (an A/A control of the method).
 
 Usage
     python bench/step_ab.py                                   # small, pretrain, bf16: eager vs compiled
     python bench/step_ab.py --preset base --precision fp32 --pairs 16
     python bench/step_ab.py --preset tiny --b eager           # A/A: how far apart equal steps read
+    python bench/step_ab.py --precision fp32 --a rules --b eager  # the rules against the timed picks
 
 Why: ``bench/step.py`` times each configuration in its own process, round after round. On a shared
 or throttled CPU the machine's speed can drift by 2x between rounds, seconds apart, and then a ratio of
@@ -26,7 +28,7 @@ import statistics
 import time
 from typing import Any
 
-FORMS = ("eager", "compiled")
+FORMS = ("eager", "compiled", "rules")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,9 +74,21 @@ def build_forms(args: argparse.Namespace, batch: int) -> dict[str, Any]:
         "seed": args.seed,
     }
     return {
-        side: build({**cfg, "compile": form == "compiled"})[1]
+        side: _by_rules(step) if form == "rules" else step
         for side, form in (("a", args.a), ("b", args.b))
+        for step in [build({**cfg, "compile": form == "compiled"})[1]]
     }
+
+
+def _by_rules(step: Any) -> Any:
+    """``step`` with the torch path's form timing off while it runs (the picks of other forms kept)."""
+    from fusmae_fast.form_timing import timing_off
+
+    def run() -> None:
+        with timing_off():
+            step()
+
+    return run
 
 
 def time_pairs(steps: dict[str, Any], pairs: int) -> list[dict[str, float]]:

@@ -17,12 +17,14 @@ sdpa
 
 Which form runs (CPU only; on CUDA always SDPA):
 
-- where no gradient will be taken (inference, evaluation, embeddings), the faster one measured on this
-  machine: ``fusmae_fast.form_timing`` times both on the first call of each shape. The fastest forward
-  depends on the CPU: SDPA's flash kernel packs its bf16 products for AMX where the CPU has it and is
-  slower than the explicit form where it has not;
-- where a gradient will be taken, under torch.compile, in deterministic mode or with timing off, the
-  rules of ``explicit_is_faster``, made from the operands:
+- the faster one measured on this machine, on the first call of each shape (``fusmae_fast.form_timing``
+  times the forward where no gradient will be taken, the forward and backward where one will, the
+  latter only while the probabilities are at most ``TIMED_GRAD_MAX_SCORE_BYTES``): the fastest form
+  depends on the CPU. SDPA's flash kernel packs its bf16 products for AMX where the CPU has it and is
+  slower than the explicit form where it has not; in fp32 the hand-written backward beats the flash
+  one at some shapes on one CPU and loses or ties on another;
+- under torch.compile, in deterministic mode, with timing off or past the caps, the rules of
+  ``explicit_is_faster``, made from the operands:
 
 - bf16/fp16: explicit up to ``EXPLICIT_MAX_KEYS`` keys (the flash CPU kernel's backward is several
   times slower, with or without AMX);
@@ -34,8 +36,8 @@ Which form runs (CPU only; on CUDA always SDPA):
 - fp32 with a mask (the ragged cross-modal mask): explicit up to ``EXPLICIT_FP32_MAX_KEYS`` keys when
   a gradient will be taken (SDPA's flash kernel turns the mask into a float bias and its backward is
   the slow part), SDPA for a forward alone;
-- fp32 self-attention: SDPA (fp32 batched matmuls with a short inner dimension are slow; the two forms
-  are within noise of each other or SDPA wins);
+- fp32 self-attention: SDPA (fp32 batched matmuls with a short inner dimension are slow; on the CPU
+  these rules were measured on the two forms are within noise of each other or SDPA wins);
 - never when the probabilities would exceed ``EXPLICIT_MAX_SCORE_BYTES`` (the explicit form keeps them
   for the backward; SDPA's memory is linear in the keys).
 
@@ -50,7 +52,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fusmae_fast.form_timing import fastest, may_time, operands_key
+from fusmae_fast.form_timing import fastest, grad_will_be_taken, may_time, operands_key
 
 __all__ = [
     "EXPLICIT_FP32_FWD_MAX_KEYS",
@@ -58,10 +60,12 @@ __all__ = [
     "EXPLICIT_MAX_KEYS",
     "EXPLICIT_MAX_SCORE_BYTES",
     "SOFTMAX_FP32_BELOW_KEYS",
+    "TIMED_GRAD_MAX_SCORE_BYTES",
     "attention",
     "explicit_attention",
     "explicit_fits",
     "explicit_is_faster",
+    "may_time_forms",
     "softmax_via_fp32",
 ]
 
@@ -75,6 +79,10 @@ EXPLICIT_FP32_FWD_MAX_KEYS = 64
 (head dim >= 64); Fus-MAE's encoder at 75 % masking has 56 keys per direction."""
 EXPLICIT_MAX_SCORE_BYTES = 1 << 30
 """Largest probabilities tensor (batch x heads x Lq x Lk x element size) the explicit form may keep."""
+TIMED_GRAD_MAX_SCORE_BYTES = 1 << 28
+"""Largest probabilities tensor of a call that takes a gradient whose form is picked by timing (the
+timing runs each form's forward and backward several times on the first call); larger ones get the
+rules."""
 SOFTMAX_FP32_BELOW_KEYS = 96
 """Rows shorter than this (and not a multiple of 32) of bf16/fp16 scores take their softmax in fp32
 (``softmax_via_fp32``); Fus-MAE's cross-modal attention at 75 % masking has 56 keys per direction."""
@@ -212,22 +220,33 @@ def explicit_attention(
     return _explicit_forward(q, k, v, mask, scale, lead)[0]
 
 
+def may_time_forms(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether a call may pick its form by timing (``fusmae_fast.form_timing``): the explicit form fits,
+    ``may_time`` allows it, and where a gradient will be taken (the timing then runs every form's
+    backward too) the probabilities are at most ``TIMED_GRAD_MAX_SCORE_BYTES``."""
+    if not explicit_fits(q, k) or not may_time(q, k, v):
+        return False
+    if not grad_will_be_taken(q, k, v):
+        return True
+    return q.shape[:-1].numel() * k.shape[-2] * q.element_size() <= TIMED_GRAD_MAX_SCORE_BYTES
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D)) v in the faster form for these operands (timed once per shape where no
-    gradient will be taken, else by the rules); every query row needs at least one allowed key (rows
-    without one are the caller's to zero, as in ``cross_modal_attention_torch``)."""
+    """softmax(q k^T / sqrt(D)) v in the faster form for these operands (timed once per shape and grad
+    mode where ``may_time_forms`` allows, else by the rules); every query row needs at least one allowed
+    key (rows without one are the caller's to zero, as in ``cross_modal_attention_torch``)."""
 
     def by_rules() -> torch.Tensor:
         if explicit_is_faster(q, k, masked=mask is not None):
             return explicit_attention(q, k, v, mask)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
-    if not explicit_fits(q, k) or not may_time(q, k, v):
+    if not may_time_forms(q, k, v):
         return by_rules()
     forms = {
-        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
-        "explicit": lambda: explicit_attention(q, k, v, mask),
+        "sdpa": lambda q, k, v, mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+        "explicit": explicit_attention,
     }
-    return fastest(("attention", operands_key(q, k, v, mask)), forms, by_rules)
+    return fastest(("attention", operands_key(q, k, v, mask)), forms, (q, k, v, mask), by_rules)

@@ -3,32 +3,43 @@
 The torch path has forms that compute the same thing up to rounding (the explicit attention and SDPA;
 Eq. 2 as one paired call or as two calls). Which is fastest depends on the CPU as much as on the
 shapes: SDPA's flash kernel packs its bf16 products for AMX where a CPU has it, and is several times
-slower than the explicit form where it has not. Fixed rules (``fusmae_fast.attention``) pick well for
+slower than the explicit form where it has not; in fp32 the explicit form's backward beats the flash
+one at some shapes on one CPU and not on another. Fixed rules (``fusmae_fast.attention``) pick well for
 the case the rules were measured on; ``fastest()`` measures the case at hand instead.
 
 A caller runs its fixed rules unless ``may_time()`` allows timing; then it calls ``fastest(key,
-forms, by_rules)``, ``key`` being the call site and ``operands_key()``. The first call for a key times
-every form: one warm-up call each, then rounds alternating their order, ``ROUNDS`` of them, more (up to
-``MAX_ROUNDS``) while a form has run less than ``MIN_TIMED_S`` in all; each form's best round counts.
-It records the winner for the key and returns the winner's result; later calls with that key run the
-recorded form only. A call is timed only when:
+forms, operands, by_rules)``, ``key`` being the call site and ``operands_key()``, each form a function of
+the operands. The first call for a key times every form: one warm-up call each, then rounds
+alternating their order, ``ROUNDS`` of them, more (up to ``MAX_ROUNDS``) while a form has run less
+than ``MIN_TIMED_S`` in all; each form's best round counts. It records the winner for the key; later
+calls with that key run the recorded form only. What is timed is what the call will cost:
 
-- no gradient will be taken: a backward cannot be timed without running it, and the rules' grad-mode
-  picks (the hand-written backward) were the faster on both CPUs they were measured on;
+- where no gradient will be taken, the forward; the winner's timed result is returned;
+- where one will be (grad mode on and an operand requires one), the forward and its backward, on
+  detached copies of the operands (the caller's graph is not touched; a gradient of ones, no random
+  numbers drawn; saved tensors kept plainly even under saved-tensor hooks); then the winner runs on
+  the operands themselves. Gradient and gradient-free calls of one shape are separate keys.
+
+A call is timed only when:
+
 - not inside ``torch.compile`` (one data-independent graph), on CPU tensors (CUDA uses SDPA);
-- timing is on: ``set_form_timing(False)`` or ``FUSMAE_FAST_FORM_TIMING=0`` turns it off, and so does
+- timing is on: ``set_form_timing(False)`` or ``FUSMAE_FAST_FORM_TIMING=0`` turns it off (and
+  ``timing_off()`` within a block), and so does
   deterministic mode (``fusmae_fast.ops.set_deterministic``): the forms round differently, so a pick by
   timing may differ between processes, while the rule depends on the shapes only;
 - fewer than ``MAX_KEYS`` keys are recorded (shapes that change every call get the rule).
 
-``picks()`` returns what was recorded (the benchmarks print it).
+Callers add their own limits (the attention times a gradient call only while its scores are small
+enough that timing the backward is cheap). ``picks()`` returns what was recorded (the benchmarks
+print it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import torch
 
@@ -41,10 +52,12 @@ __all__ = [
     "ROUNDS",
     "fastest",
     "form_timing_enabled",
+    "grad_will_be_taken",
     "may_time",
     "operands_key",
     "picks",
     "set_form_timing",
+    "timing_off",
 ]
 
 ROUNDS = 5
@@ -66,6 +79,18 @@ def set_form_timing(enabled: bool) -> None:
     _PICKS.clear()
 
 
+@contextlib.contextmanager
+def timing_off():
+    """Within the block every call runs its rule (timing off); what was recorded is kept for after it.
+    For A/B comparisons of the rules against the picks in one process (``bench/step_ab.py``)."""
+    before = _ENABLED[0]
+    _ENABLED[0] = False
+    try:
+        yield
+    finally:
+        _ENABLED[0] = before
+
+
 def form_timing_enabled() -> bool:
     """True unless ``set_form_timing(False)``, ``FUSMAE_FAST_FORM_TIMING=0`` or deterministic mode."""
     return _ENABLED[0] and not deterministic_enabled()
@@ -76,11 +101,18 @@ def picks() -> dict[Hashable, str]:
     return dict(_PICKS)
 
 
+def grad_will_be_taken(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will record a call on these operands: grad mode on and one requires a gradient."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def operands_key(*tensors: torch.Tensor | None) -> tuple:
-    """The part of a key the operands give: dtype, shape and strides of each (None for an absent one),
-    and the autocast dtype when autocast is on."""
+    """The part of a key the operands give: dtype, shape, strides and whether a gradient will be taken
+    of each (None for an absent one), and the autocast dtype when autocast is on."""
+    grad = torch.is_grad_enabled()
     parts: list[object] = [
-        None if t is None else (t.dtype, tuple(t.shape), t.stride(), t.device.type) for t in tensors
+        None if t is None else (t.dtype, tuple(t.shape), t.stride(), t.device.type, grad and t.requires_grad)
+        for t in tensors
     ]
     if tensors and tensors[0] is not None and torch.is_autocast_enabled(tensors[0].device.type):
         parts.append(torch.get_autocast_dtype(tensors[0].device.type))
@@ -88,13 +120,14 @@ def operands_key(*tensors: torch.Tensor | None) -> tuple:
 
 
 def may_time(*tensors: torch.Tensor) -> bool:
-    """Whether a call on these operands may be timed (module docstring): CPU tensors, no gradient
-    will be taken, not compiling, timing on."""
+    """Whether a call on these operands may be timed (module docstring): CPU tensors, not compiling,
+    timing on."""
     if torch.compiler.is_compiling() or not form_timing_enabled():
         return False
-    if any(t.device.type != "cpu" for t in tensors):
-        return False
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+    return all(t.device.type == "cpu" for t in tensors)
+
+
+Form = Callable[..., torch.Tensor]
 
 
 def _time_forms(forms: Mapping[str, Callable[[], torch.Tensor]]) -> tuple[str, torch.Tensor]:
@@ -115,17 +148,49 @@ def _time_forms(forms: Mapping[str, Callable[[], torch.Tensor]]) -> tuple[str, t
     return winner, results[winner]
 
 
+def _with_backward(
+    forms: Mapping[str, Form], operands: Sequence[torch.Tensor | None]
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """Each form as a call of its forward and backward on detached copies of the operands (those that
+    require a gradient become leaves that do), with a gradient of ones for the output."""
+    copies = [t if t is None or not t.requires_grad else t.detach().requires_grad_() for t in operands]
+    inputs = [t for t in copies if t is not None and t.requires_grad]
+    grad_out: list[torch.Tensor] = []
+
+    def forward_backward(form: Form) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            # identity hooks: this graph's saved tensors are kept as they are even where the caller
+            # runs under saved-tensor hooks (activation checkpointing, offloading)
+            with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+                out = form(*copies)
+                if not grad_out:
+                    grad_out.append(torch.ones_like(out))
+                torch.autograd.grad(out, inputs, grad_out[0], allow_unused=True)
+            return out.detach()
+
+        return run
+
+    return {name: forward_backward(form) for name, form in forms.items()}
+
+
 def fastest(
-    key: Hashable, forms: Mapping[str, Callable[[], torch.Tensor]], by_rules: Callable[[], torch.Tensor]
+    key: Hashable,
+    forms: Mapping[str, Form],
+    operands: Sequence[torch.Tensor | None],
+    by_rules: Callable[[], torch.Tensor],
 ) -> torch.Tensor:
-    """The result of the fastest of ``forms`` for ``key``, a call the caller's ``may_time()`` allowed
-    (module docstring); ``by_rules()``, the result by the caller's fixed rules, once ``MAX_KEYS`` keys
-    are recorded."""
+    """The result of the fastest of ``forms`` (each called as ``form(*operands)``) for ``key``, a call
+    the caller's ``may_time()`` allowed (module docstring); ``by_rules()``, the result by the caller's
+    fixed rules, once ``MAX_KEYS`` keys are recorded."""
     name = _PICKS.get(key)
     if name is not None:
-        return forms[name]()
+        return forms[name](*operands)
     if len(_PICKS) >= MAX_KEYS:
         return by_rules()
-    name, out = _time_forms(forms)
+    if grad_will_be_taken(*operands):
+        name, _ = _time_forms(_with_backward(forms, operands))
+        _PICKS[key] = name
+        return forms[name](*operands)
+    name, out = _time_forms({n: (lambda f=f: f(*operands)) for n, f in forms.items()})
     _PICKS[key] = name
     return out

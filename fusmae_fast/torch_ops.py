@@ -22,8 +22,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from fusmae_fast.attention import attention, explicit_attention, explicit_fits, explicit_is_faster
-from fusmae_fast.form_timing import fastest, may_time, operands_key
+from fusmae_fast.attention import attention, explicit_attention, explicit_is_faster, may_time_forms
+from fusmae_fast.form_timing import fastest, operands_key
 from fusmae_fast.kernels.cross_modal_attention import cross_modal_mask
 from fusmae_fast.kernels.masked_loss import EPS, check_norm_pix, masked_mse_ref
 from fusmae_fast.patches import patch_view
@@ -78,40 +78,44 @@ def _one_split(
     equal halves with the explicit core, one paired call (queries as (B, H, 2, s, D), keys and values
     with their halves swapped, the output already in the concatenated layout), otherwise two calls
     (S1 queries on S2 keys, S2 queries on S1 keys) and a concatenation. That is the rules' choice;
-    where no gradient will be taken and the explicit core fits its memory cap, the forms are timed
-    instead (``fusmae_fast.form_timing``): the paired call, two explicit calls, two SDPA calls, and one
+    where ``may_time_forms`` allows (with or without a gradient), the forms are timed instead
+    (``fusmae_fast.form_timing``): the paired call, two explicit calls, two SDPA calls, and one
     SDPA call over all L x L scores with the cross-modal mask (more work, but one call of the flash
     kernel, which wins some bf16 shapes on a CPU with AMX)."""
     b, h, length, d = qh.shape  # (B, H, L, D) views of the (B, L, H, D) operands
     first, second = slice(None, s), slice(s, None)
-    explicit_fit = explicit_fits(qh, kh[:, :, first])
 
-    def paired() -> torch.Tensor:
+    def paired(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
         swapped = [torch.cat([t[:, :, second], t[:, :, first]], 2).view(b, h, 2, s, d) for t in (kh, vh)]
         return explicit_attention(qh.reshape(b, h, 2, s, d), *swapped).view(b, h, length, d).transpose(1, 2)
 
-    def two_calls(core: Callable[..., torch.Tensor]) -> torch.Tensor:
-        x_to_y = core(qh[:, :, first], kh[:, :, second], vh[:, :, second])
-        y_to_x = core(qh[:, :, second], kh[:, :, first], vh[:, :, first])
-        return torch.cat([x_to_y, y_to_x], dim=2).transpose(1, 2)
+    def two_calls(core: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        def run(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+            x_to_y = core(qh[:, :, first], kh[:, :, second], vh[:, :, second])
+            y_to_x = core(qh[:, :, second], kh[:, :, first], vh[:, :, first])
+            return torch.cat([x_to_y, y_to_x], dim=2).transpose(1, 2)
+
+        return run
+
+    def masked_sdpa(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+        mask = cross_modal_mask(split[:1], length)[:, None]
+        return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).transpose(1, 2)
 
     def by_rules() -> torch.Tensor:
         if 2 * s == length and explicit_is_faster(qh, kh[:, :, first], paired=True):
-            return paired()
-        return two_calls(attention)  # each direction's core by the rules
+            return paired(qh, kh, vh)
+        return two_calls(attention)(qh, kh, vh)  # each direction's core by the rules
 
-    if not explicit_fit or not may_time(qh, kh, vh):
+    if not may_time_forms(qh, kh[:, :, first], vh):
         return by_rules()
     forms = {
-        "two-sdpa": lambda: two_calls(F.scaled_dot_product_attention),
-        "two-explicit": lambda: two_calls(explicit_attention),
-        "masked-sdpa": lambda: F.scaled_dot_product_attention(
-            qh, kh, vh, attn_mask=cross_modal_mask(split[:1], length)[:, None]
-        ).transpose(1, 2),
+        "two-sdpa": two_calls(F.scaled_dot_product_attention),
+        "two-explicit": two_calls(explicit_attention),
+        "masked-sdpa": masked_sdpa,
     }
     if 2 * s == length:
         forms["paired"] = paired
-    return fastest(("cross-modal-one-split", s, operands_key(qh, kh, vh)), forms, by_rules)
+    return fastest(("cross-modal-one-split", s, operands_key(qh, kh, vh)), forms, (qh, kh, vh), by_rules)
 
 
 class _MaskedMSETorch(torch.autograd.Function):

@@ -33,6 +33,21 @@ def test_an_a_a_run_writes_its_result(tmp_path):
     assert "A / B median" in (tmp_path / "step_ab_cpu.md").read_text()
 
 
+def test_the_rules_form_runs_with_timing_off(monkeypatch):
+    """``rules``: the step runs with form timing off, and timing is back on after it."""
+    from fusmae_fast import form_timing
+
+    seen = []
+    monkeypatch.setattr(
+        "fusmae_fast.bench.step.build",
+        lambda cfg: (None, lambda: seen.append(form_timing.form_timing_enabled())),
+    )
+    args = step_ab.parse_args(["--a", "rules", "--b", "eager"])
+    steps = step_ab.build_forms(args, 2)
+    steps["a"](), steps["b"]()
+    assert seen == [False, True] and form_timing.form_timing_enabled()
+
+
 @pytest.mark.parametrize("bad", [["--pairs", "0"], ["--warmup", "-1"], ["--batch", "0"]])
 def test_bad_flags_are_refused(bad):
     with pytest.raises(SystemExit):
