@@ -29,6 +29,10 @@ A call is timed only when:
   timing may differ between processes, while the rule depends on the shapes only;
 - fewer than ``MAX_KEYS`` keys are recorded (shapes that change every call get the rule).
 
+A pretraining checkpoint keeps the picks (``export_picks``) and a resume adopts them
+(``restore_picks``): the resumed run computes with the forms of the run it continues, rounding
+included, instead of timing them afresh.
+
 Callers add their own limits (the attention times a gradient call only while its scores are small
 enough that timing the backward is cheap). ``picks()`` returns what was recorded (the benchmarks
 print it).
@@ -50,12 +54,14 @@ __all__ = [
     "MAX_ROUNDS",
     "MIN_TIMED_S",
     "ROUNDS",
+    "export_picks",
     "fastest",
     "form_timing_enabled",
     "grad_will_be_taken",
     "may_time",
     "operands_key",
     "picks",
+    "restore_picks",
     "set_form_timing",
     "timing_off",
 ]
@@ -71,12 +77,14 @@ MAX_KEYS = 256
 
 _ENABLED = [os.environ.get("FUSMAE_FAST_FORM_TIMING", "1") != "0"]
 _PICKS: dict[Hashable, str] = {}
+_RESTORED: dict[str, str] = {}  # repr(key) -> form, from restore_picks
 
 
 def set_form_timing(enabled: bool) -> None:
     """Turn timing on or off (off: every call runs the rule); what was recorded is forgotten."""
     _ENABLED[0] = bool(enabled)
     _PICKS.clear()
+    _RESTORED.clear()
 
 
 @contextlib.contextmanager
@@ -104,6 +112,17 @@ def picks() -> dict[Hashable, str]:
 def grad_will_be_taken(*tensors: torch.Tensor | None) -> bool:
     """Whether autograd will record a call on these operands: grad mode on and one requires a gradient."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def export_picks() -> list[list[str]]:
+    """The picks as ``[repr(key), form]`` pairs (plain strings: what a checkpoint keeps)."""
+    return [[repr(key), name] for key, name in _PICKS.items()]
+
+
+def restore_picks(pairs: list[list[str]]) -> None:
+    """Adopt ``export_picks()``'s pairs: a call whose key is among them runs the recorded form without
+    timing (where the call has a form of that name; else it is timed as usual)."""
+    _RESTORED.update({str(key): str(name) for key, name in pairs})
 
 
 def operands_key(*tensors: torch.Tensor | None) -> tuple:
@@ -183,6 +202,8 @@ def fastest(
     the caller's ``may_time()`` allowed (module docstring); ``by_rules()``, the result by the caller's
     fixed rules, once ``MAX_KEYS`` keys are recorded."""
     name = _PICKS.get(key)
+    if name is None and _RESTORED and _RESTORED.get(repr(key)) in forms:
+        name = _PICKS[key] = _RESTORED[repr(key)]
     if name is not None:
         return forms[name](*operands)
     if len(_PICKS) >= MAX_KEYS:

@@ -10,13 +10,12 @@ module (``*_triton``), which runs on CUDA tensors, and on CPU tensors only under
 This module and ``fusmae_fast.torch_ops`` are the only importers of the kernel modules
 (``fusmae_fast.device`` and ``fusmae_fast.form_timing`` read two flags of ``triton_runtime``: the
 interpreter, deterministic mode). ``set_form_timing`` turns off the timing of the torch path's forms
-in gradient-free calls (``fusmae_fast.form_timing``). Inputs
-are validated here, once, so that both paths see the same checked arguments and users get one clear
-error for bad input. Checks of values (index and split ranges): on CPU tensors one min/max pass and
-host read per checked tensor and a ValueError (the cross-modal attention's torch path reuses the
-split's min and max); on CUDA tensors fused into one flag per call (``triton_runtime.raise_if_any``)
-with no host sync (an asynchronous device-side assertion) unless debug checks are on
-(``FUSMAE_FAST_DEBUG_CHECKS=1`` or ``set_debug_checks(True)``: one read per call and the
+(``fusmae_fast.form_timing``). Inputs are validated here, once, so that both paths see the same checked
+arguments and users get one clear error for bad input. Checks of values (index and split ranges): on CPU
+tensors one min/max pass and host read per checked tensor and a ValueError (the cross-modal attention's
+torch path reuses the split's min and max); on CUDA tensors fused into one flag per call
+(``triton_runtime.raise_if_any``) with no host sync (an asynchronous device-side assertion) unless debug
+checks are on (``FUSMAE_FAST_DEBUG_CHECKS=1`` or ``set_debug_checks(True)``: one read per call and the
 ValueError). Skipped inside torch.compile.
 """
 

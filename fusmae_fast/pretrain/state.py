@@ -1,8 +1,9 @@
 """A run's state: its position, the RNG states, and the checkpoint that holds them (out and in).
 
-A checkpoint holds model, optimizer, scaler, the position (``TrainState``), every RNG state, both
-configs and the settings that determine the run's course (``trajectory``), so that N steps + resume
-+ N steps is bit-identical to 2N steps on the CPU (tested). Out: ``checkpoint_state`` ->
+A checkpoint holds model, optimizer, scaler, the position (``TrainState``), every RNG state, the
+forms the torch path picked by timing (``form_timing.export_picks``: a resume computes with the same
+ones), both configs and the settings that determine the run's course (``trajectory``), so that N
+steps + resume + N steps is bit-identical to 2N steps on the CPU (tested). Out: ``checkpoint_state`` ->
 ``save_training_checkpoint`` (rank 0, atomic, rotated, refused when a weight or optimizer state is
 not finite; when is ``checkpoint_due``). On a non-finite loss ``mark_recent_suspect`` marks the
 checkpoints of the last ``suspect_steps`` steps. In: ``resume`` finds the checkpoint ``cfg.resume``
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fusmae_fast import form_timing
 from fusmae_fast.checkpoint import (
     latest_valid,
     list_checkpoints,
@@ -97,6 +99,7 @@ def checkpoint_state(run: PretrainRun, pos: TrainState) -> dict[str, Any]:
         "iter_in_epoch": pos.iter_in_epoch,
         "skipped_batches": pos.skipped,
         "rng": rng_state(),
+        "form_picks": form_timing.export_picks(),
         "config": run.cfg.to_dict(),
         "model_config": run.model.config.to_dict(),
         "settings": run.settings,
@@ -229,6 +232,7 @@ def restore_state(run: PretrainRun, state: dict[str, Any], source: str = "checkp
         skipped=state.get("skipped_batches", 0),
     )
     set_rng_state(state["rng"])
+    form_timing.restore_picks(state.get("form_picks", []))  # the same forms, the same rounding
     return pos
 
 

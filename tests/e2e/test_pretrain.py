@@ -58,6 +58,26 @@ def test_resume_is_bit_exact(tmp_path, masking):
     assert _losses(tmp_path / "full") == _losses(tmp_path / "part")
 
 
+def test_resume_runs_the_forms_the_checkpoint_recorded(tmp_path, monkeypatch):
+    """A resumed run (in a new process nothing is recorded) adopts the checkpoint's form picks instead of
+    timing the torch path's forms afresh, which could pick other forms and round differently."""
+    from fusmae_fast import form_timing
+
+    data = RandomPairs(12)
+    form_timing.set_form_timing(True)
+    part = run_pretraining(_cfg(tmp_path, max_steps=4), train_set=data)
+    assert part.steps == 4 and form_timing.picks()
+    recorded = form_timing.picks()
+    form_timing.set_form_timing(True)  # forget them, as a new process would
+
+    def timed_again(forms):
+        raise AssertionError(f"timed again: {list(forms)}")
+
+    monkeypatch.setattr(form_timing, "_time_forms", timed_again)
+    resumed = run_pretraining(_cfg(tmp_path, resume="auto"), train_set=data)
+    assert resumed.steps == 6 and form_timing.picks() == recorded
+
+
 def test_outputs_and_loss_falls(tmp_path):
     data = RandomPairs(8)
     res = run_pretraining(

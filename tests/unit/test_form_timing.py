@@ -144,6 +144,24 @@ def test_untimed_calls_run_the_rules(monkeypatch):
     assert len(picks()) == 1
 
 
+def test_restored_picks_are_run_without_timing(monkeypatch):
+    """export_picks / restore_picks (a checkpoint's round trip, through plain strings): after the
+    picks are forgotten, a restored key runs its form untimed; a name the call has no form of is timed."""
+    calls: list[str] = []
+    forms = _counting_forms({"slow": 0.01, "quick": 0.0}, calls)
+    x = torch.randn(2, 3)
+    fastest(("site", operands_key(x)), forms, (x,), forms["slow"])
+    saved = form_timing.export_picks()
+    assert saved == [[repr(("site", operands_key(x))), "quick"]]
+    form_timing.set_form_timing(True)  # a new process: nothing recorded
+    form_timing.restore_picks([*saved, [repr(("other", operands_key(x))), "gone"]])
+    calls.clear()
+    fastest(("site", operands_key(x.clone())), forms, (x,), forms["slow"])
+    assert calls == ["quick"] and picks() == {("site", operands_key(x)): "quick"}
+    fastest(("other", operands_key(x)), forms, (x,), forms["slow"])
+    assert len(calls) > 2 and picks()[("other", operands_key(x))] == "quick"  # timed
+
+
 def test_keys_past_the_cap_run_the_rule(monkeypatch):
     monkeypatch.setattr(form_timing, "MAX_KEYS", 2)
     calls: list[str] = []
