@@ -9,6 +9,12 @@ estimate, and a shared CPU's bursts of foreign load only lower the others.
 ``fraction_of_peak`` = counted FLOPs per second of a row / that peak: the share of the time the row
 spends doing matrix work at the speed this machine can do it.
 
+Where the machine's speed changes within a run (a shared VM's matrix units can run two to three times
+faster for some seconds, then slow again), a peak read minutes away from a step says little about
+that step. ``PeakProbe`` reads the ViT-shaped product's rate in a few calls, cheap enough to run
+beside every timed step; ``fraction_of_adjacent_peak`` takes each step's rate over the mean of the
+probes just before and just after it, and reports the median over the steps.
+
 Run alone: ``python bench/gemm_peak.py`` prints the peaks of this device.
 """
 
@@ -57,6 +63,46 @@ def measure_gemm_peak(device: torch.device, precision: str, reps: int = 8) -> di
         best = min(_time_once(product, device) for _ in range(reps))
         shapes[name] = 2 * m * k * n / best / 1e9
     return {"peak_gflops": max(shapes.values()), "shapes_gflops": shapes, "reps": reps}
+
+
+class PeakProbe:
+    """The ViT-shaped product of ``SHAPES`` at one precision, kept ready: each call returns the GFLOP/s
+    of its best of ``reps`` products (operands made once; the first call also warms up)."""
+
+    def __init__(self, device: torch.device, precision: str, reps: int = 3) -> None:
+        self.m, self.k, self.n = SHAPES["ViT MLP 3616x384x1536"]
+        g = torch.Generator().manual_seed(0)
+        dtype = DTYPES[precision]
+        self.a = torch.randn(self.m, self.k, generator=g).to(device=device, dtype=dtype)
+        self.b = torch.randn(self.k, self.n, generator=g).to(device=device, dtype=dtype)
+        self.device, self.reps, self.warm = device, reps, False
+
+    def __call__(self) -> float:
+        def product() -> torch.Tensor:
+            return self.a @ self.b
+
+        if not self.warm:
+            _time_once(product, self.device)
+            self.warm = True
+        best = min(_time_once(product, self.device) for _ in range(self.reps))
+        return 2 * self.m * self.k * self.n / best / 1e9
+
+
+def fraction_of_adjacent_peak(
+    gflop_per_call: float | None, in_order_ms: list[float], probes_gflops: list[float]
+) -> dict[str, float] | None:
+    """Each call's counted GFLOP/s over the mean of the probes before and after it (``probes_gflops``:
+    one before the first call and one after each): the median, min and max over the calls (None
+    without a FLOP count or without one probe per gap)."""
+    if not gflop_per_call or not in_order_ms or len(probes_gflops) != len(in_order_ms) + 1:
+        return None
+    fractions = sorted(
+        gflop_per_call / (ms / 1e3) / ((probes_gflops[i] + probes_gflops[i + 1]) / 2)
+        for i, ms in enumerate(in_order_ms)
+    )
+    mid = len(fractions) // 2
+    median = fractions[mid] if len(fractions) % 2 else (fractions[mid - 1] + fractions[mid]) / 2
+    return {"median": median, "min": fractions[0], "max": fractions[-1]}
 
 
 def measure_peaks(device: torch.device, precisions: list[str]) -> dict[str, dict[str, Any]]:

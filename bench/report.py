@@ -333,6 +333,11 @@ def _fraction(r: dict[str, Any]) -> str:
     return "-" if f is None else f"{f:.2f}"
 
 
+def _adjacent(r: dict[str, Any]) -> str:
+    f = r.get("fraction_of_adjacent_peak")
+    return "-" if f is None else f"{f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f})"
+
+
 def peaks_line(result: dict[str, Any]) -> str | None:
     """The GEMM peaks the fractions are taken of (None for results measured before they were)."""
     peaks = result.get("peaks")
@@ -342,18 +347,31 @@ def peaks_line(result: dict[str, Any]) -> str | None:
     for precision, peak in peaks.items():
         samples = ", ".join(f"{s:.0f}" for s in peak.get("samples_gflops", []))
         parts.append(f"{precision} {peak['peak_gflops']:.0f} GFLOP/s (before / after the matrix: {samples})")
-    return (
+    line = (
         "Fraction of peak = counted GFLOP/image x images/s / this device's GEMM peak, measured in the same "
         "run (the better of a 2048^3 product and a ViT-shaped 3616 x 384 x 1536 one): "
         + "; ".join(parts)
         + "."
     )
+    probed = [r["adjacent_peaks_gflops"] for r in result["rows"] if r.get("adjacent_peaks_gflops")]
+    if probed:
+        values = [v for run in probed for v in run]
+        line += (
+            " Fraction of the adjacent peak = each timed step's counted GFLOP/s over the mean of the "
+            "ViT-shaped product's rate read just before and just after that step (median over the steps, "
+            f"min-max in brackets): the probes of this run read {min(values):.0f}-{max(values):.0f} GFLOP/s, "
+            "so on a machine whose speed drifts this is the fraction to read."
+        )
+    return line
 
 
 def step_markdown(result: dict[str, Any]) -> str:
     head = ["task", "preset", "variant/masking", "provider", "kernels", "precision", "compile", "batch"]
-    head += ["ms p20", "p50", "p80", "images/s", "GFLOP/image", "fraction of peak", "peak mem MB"]
-    head += ["step mem MB", "first step s"]
+    head += ["ms p20", "p50", "p80", "images/s", "GFLOP/image", "fraction of peak"]
+    adjacent = any(r.get("fraction_of_adjacent_peak") for r in result["rows"])
+    if adjacent:
+        head.append("of adjacent peak")
+    head += ["peak mem MB", "step mem MB", "first step s"]
     rounds = any(len(r.get("rounds_ms_p50") or []) > 1 for r in result["rows"])
     if rounds:  # --rounds N: the table keeps each config's fastest round; the spread says how far to trust it
         head.append("p50 of each round, ms")
@@ -368,6 +386,8 @@ def step_markdown(result: dict[str, Any]) -> str:
         line += ["on" if r["compile"] else "off", str(r["batch"])]
         line += [_f(r[k]) for k in ("ms_p20", "ms_p50", "ms_p80", "images_per_s")]
         line += [_f(r.get("gflop_per_image")), _fraction(r)]
+        if adjacent:
+            line.append(_adjacent(r))
         line += [_f(r.get("peak_mem_mb")), _f(r.get("step_mem_mb")), _f(r.get("first_step_s"))]
         if rounds:
             line.append(", ".join(_f(x) for x in r.get("rounds_ms_p50") or []))

@@ -16,7 +16,11 @@ Tasks
     encode    ``FusMAE.encode(s1, s2)`` under ``torch.inference_mode``: both modalities, all 450 tokens
               (what embeddings and linear probes run), fusmae only (plain has no encoder of its own).
 Fraction of peak: counted FLOPs per second / the GEMM peak of the row's dtype, measured in the same
-run before and after the matrix (``bench/gemm_peak.py``; the better of the two is kept).
+run before and after the matrix (``bench/gemm_peak.py``; the better of the two is kept). On a CPU also
+the fraction of the adjacent peak: the worker reads the ViT-shaped product's rate before the first
+timed step and after each (``gemm_peak.PeakProbe``, untimed) and each step's rate is taken over the
+mean of its two neighbours (median, min, max over the steps), which a machine whose speed drifts
+within the run cannot skew.
 Each configuration runs in a fresh worker process (``--worker``), so peak memory is that
 configuration's own and one configuration's allocator state cannot help or hurt the next.
 Timing: warm-up steps, then one ``perf_counter`` sample per step (CUDA: synchronised), p20/p50/p80;
@@ -211,8 +215,9 @@ def build(cfg: dict[str, Any]):
 def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from fusmae_fast.bench import devices
+    from fusmae_fast.bench import devices, gemm_peak
     from fusmae_fast.bench.timing import time_cpu
+    from fusmae_fast.device import emulated_precision
 
     threads = devices.pin_threads(cfg["threads"])
     result: dict[str, Any] = {"threads": threads["intra_op"]}
@@ -232,8 +237,17 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     step()  # first step: compile (if on), optimizer state allocation
     result["first_step_s"] = time.perf_counter() - t0
+    probe = None
+    native = cfg["precision"] in gemm_peak.DTYPES and emulated_precision(cfg["precision"], device) is None
+    if device.type == "cpu" and native:
+        probe = gemm_peak.PeakProbe(device, cfg["precision"])  # the peak next to each step
     timing = time_cpu(
-        step, warmup=max(0, cfg["warmup"] - 1), reps=cfg["steps"], min_reps=cfg["steps"], budget_s=1e9
+        step,
+        warmup=max(0, cfg["warmup"] - 1),
+        reps=cfg["steps"],
+        min_reps=cfg["steps"],
+        budget_s=1e9,
+        between=probe,
     )
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
@@ -248,6 +262,8 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         ms_p50=timing.p50,
         ms_p80=timing.p80,
         samples=timing.samples,
+        step_ms_in_order=timing.in_order_ms,
+        adjacent_peaks_gflops=timing.between,
         images_per_s=cfg["batch"] / (timing.p50 / 1e3),
         mem_method=method,
         loss_first=losses[0],
@@ -619,6 +635,13 @@ def add_fractions(rows: list[dict[str, Any]], peaks: dict[str, dict[str, Any]]) 
         gflop = r.get("gflop_per_image") or counted.get(tuple(r[k] for k in key))
         peak = peaks.get(r["precision"], {}).get("peak_gflops")
         r["fraction_of_peak"] = gemm_peak.fraction_of_peak(gflop, r["images_per_s"], peak)
+        adjacent = gemm_peak.fraction_of_adjacent_peak(
+            gflop and gflop * r["batch"],
+            r.get("step_ms_in_order") or [],
+            r.get("adjacent_peaks_gflops") or [],
+        )
+        if adjacent is not None:
+            r["fraction_of_adjacent_peak"] = adjacent
 
 
 def _name(row: dict[str, Any]) -> str:

@@ -3,7 +3,9 @@
 Both return a :class:`Timing` with the 20th, 50th and 80th percentiles in milliseconds. The CPU loop
 times every call separately (one sample per call, no averaging that would hide jitter) and stops
 after ``reps`` samples or ``budget_s`` seconds, whichever comes first, but never with fewer than
-``min_reps`` samples.
+``min_reps`` samples. With ``between``, the CPU loop also calls it, untimed, before the first timed
+call and after each one, and keeps what it returns beside the samples in call order (``bench/step.py``
+reads the GEMM peak there, next to each step).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -30,6 +32,10 @@ class Timing:
     """Untimed calls before the first sample (CPU); do_bench's warm-up in ms on CUDA."""
     method: str
     """'perf_counter' or 'do_bench'."""
+    in_order_ms: list[float] = field(default_factory=list)
+    """CPU: every sample in call order, ms."""
+    between: list[Any] = field(default_factory=list)
+    """CPU with ``between``: its values, one before the first timed call and one after each."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,21 +58,26 @@ def time_cpu(
     reps: int = 30,
     min_reps: int = 5,
     budget_s: float = 10.0,
+    between: Callable[[], Any] | None = None,
 ) -> Timing:
-    """Time ``fn`` on the CPU: ``warmup`` untimed calls, then one perf_counter sample per call."""
+    """Time ``fn`` on the CPU: ``warmup`` untimed calls, then one perf_counter sample per call (and
+    ``between``'s values around them, untimed: module docstring)."""
     if reps < 1 or min_reps < 1:
         raise ValueError("reps and min_reps must be >= 1")
     for _ in range(warmup):
         fn()
-    samples: list[float] = []
+    in_order: list[float] = []
+    values = [between()] if between is not None else []
     start = time.perf_counter()
-    while len(samples) < reps:
+    while len(in_order) < reps:
         t0 = time.perf_counter()
         fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-        if len(samples) >= min_reps and time.perf_counter() - start > budget_s:
+        in_order.append((time.perf_counter() - t0) * 1e3)
+        if between is not None:
+            values.append(between())
+        if len(in_order) >= min_reps and time.perf_counter() - start > budget_s:
             break
-    samples.sort()
+    samples = sorted(in_order)
     return Timing(
         percentile(samples, 0.2),
         percentile(samples, 0.5),
@@ -74,6 +85,8 @@ def time_cpu(
         len(samples),
         warmup,
         "perf_counter",
+        in_order,
+        values,
     )
 
 

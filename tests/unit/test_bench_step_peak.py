@@ -1,5 +1,6 @@
-"""bench/step.py's fraction-of-peak column and encode task: peaks measured in the run, fractions from
-counted FLOPs, compiled rows taking their eager twin's count, and the encode rows end to end."""
+"""bench/step.py's fraction-of-peak columns and encode task: peaks measured in the run and next to each
+step, fractions from counted FLOPs, compiled rows taking their eager twin's count, and the encode rows
+end to end."""
 
 import json
 
@@ -8,6 +9,7 @@ import torch
 
 from fusmae_fast.bench import gemm_peak, report, step
 from fusmae_fast.bench.flop_count import count_flops
+from fusmae_fast.bench.timing import time_cpu
 
 
 def test_gemm_peak_is_the_best_product():
@@ -51,6 +53,26 @@ def test_fraction_of_peak():
     assert gemm_peak.fraction_of_peak(20.0, 10.0, None) is None
 
 
+def test_fraction_of_the_adjacent_peak_pairs_each_step_with_its_neighbours():
+    # steps of 1 GFLOP: 100 ms at a probe mean of 20 -> 0.5; 50 ms at (30 + 50) / 2 = 40 -> 0.5; 200 ms
+    # at (50 + 10) / 2 = 30 -> 1/6
+    got = gemm_peak.fraction_of_adjacent_peak(1.0, [100.0, 50.0, 200.0], [10.0, 30.0, 50.0, 10.0])
+    assert got == pytest.approx({"median": 0.5, "min": 1 / 6, "max": 0.5})
+    assert gemm_peak.fraction_of_adjacent_peak(None, [100.0], [1.0, 1.0]) is None
+    assert gemm_peak.fraction_of_adjacent_peak(1.0, [100.0], [1.0]) is None  # a probe missing
+
+
+def test_probes_run_around_every_timed_call_untimed():
+    calls = []
+    timing = time_cpu(
+        lambda: calls.append("f"), warmup=1, reps=3, min_reps=3, between=lambda: calls.append("p")
+    )
+    assert calls == ["f", "p", "f", "p", "f", "p", "f", "p"]
+    assert len(timing.in_order_ms) == 3 and timing.between == [None] * 4
+    probe = gemm_peak.PeakProbe(torch.device("cpu"), "fp32", reps=1)
+    assert probe() > 0 and probe() > 0
+
+
 def _row(compile_, gflop, ips, precision="bf16"):
     return dict(
         task="pretrain",
@@ -83,11 +105,17 @@ def test_encode_and_pretrain_rows_end_to_end(tmp_path):
     assert set(rows) == {"pretrain", "encode"}
     for r in rows.values():
         assert r["status"] == "ok" and r["gflop_per_image"] > 0 and 0 < r["fraction_of_peak"] < 1.5
+        assert len(r["adjacent_peaks_gflops"]) == len(r["step_ms_in_order"]) + 1 == 2
+        assert 0 < r["fraction_of_adjacent_peak"]["median"] < 1.5
     # encode: the forward of all 450 tokens; a step: fwd + bwd of the kept ones and the decoders
     assert rows["encode"]["gflop_per_image"] != rows["pretrain"]["gflop_per_image"]
     assert result["peaks"]["fp32"]["peak_gflops"] > 0
     page = (tmp_path / "step_cpu.md").read_text()
-    assert "fraction of peak" in page and "| encode | tiny | xae/none | fusmae |" in page
+    assert (
+        "fraction of peak" in page
+        and "of adjacent peak" in page
+        and "| encode | tiny | xae/none | fusmae |" in page
+    )
     assert report.peaks_line(result) in page
 
 
