@@ -2,7 +2,7 @@
 
 ``python bench/report.py`` reads the newest result of each benchmark in ``bench/results/``
 (``xattn_*.json``, ``step_*.json``, ``independent/step_*.json``, ``avx2/{step,xattn}_*.json``,
-``step_parts_*.json``, every ``data_read_*.json`` and every ``embed_*.json``, ``roofline.json``;
+``amx/{step,step_ceiling}_*.json``, ``step_parts_*.json``, every ``data_read_*.json`` and every ``embed_*.json``, ``roofline.json``;
 newest by the timestamp inside, full runs preferred over --quick runs only when ``--prefer-full`` is
 given) and writes
 
@@ -353,14 +353,16 @@ def peaks_line(result: dict[str, Any]) -> str | None:
         + "; ".join(parts)
         + "."
     )
-    probed = [r["adjacent_peaks_gflops"] for r in result["rows"] if r.get("adjacent_peaks_gflops")]
-    if probed:
-        values = [v for run in probed for v in run]
+    probed: dict[str, list[float]] = {}
+    for r in result["rows"]:
+        probed.setdefault(r.get("precision", "?"), []).extend(r.get("adjacent_peaks_gflops") or [])
+    ranges = [f"{p} {min(v):.0f}-{max(v):.0f}" for p, v in probed.items() if v]
+    if ranges:
         line += (
             " Fraction of the adjacent peak = each timed step's counted GFLOP/s over the mean of the "
             "ViT-shaped product's rate read just before and just after that step (median over the steps, "
-            f"min-max in brackets): the probes of this run read {min(values):.0f}-{max(values):.0f} GFLOP/s, "
-            "so on a machine whose speed drifts this is the fraction to read."
+            f"min-max in brackets): the probes of this run read {', '.join(ranges)} GFLOP/s; where the "
+            "machine's speed drifts within a run, this is the fraction to read."
         )
     return line
 
@@ -672,6 +674,9 @@ BENCHMARK_COMMANDS = (
     "on a CPU without native bf16 `python bench/step.py --precision fp32 --compile off --steps 6 "
     "--warmup 2 --profile small --out-dir bench/results/avx2` and `python bench/xattn.py --quick "
     "--dtype fp32 --out-dir bench/results/avx2`, "
+    "on a CPU with AMX `python bench/step.py --presets small,base --tasks pretrain,encode --precision "
+    "fp32,bf16 --compile off --steps 4 --warmup 1 --out-dir bench/results/amx` and `python "
+    "bench/step_ceiling.py --presets small,base --precision bf16 --out-dir bench/results/amx`, "
     "`python bench/step_parts.py`, `python bench/step_ceiling.py --presets small,base`, "
     "`python bench/data_read.py`, `python bench/embed.py`, "
     "`python bench/roofline.py`"
@@ -751,6 +756,19 @@ class PageSection:
 PAGE_SECTIONS: tuple[PageSection, ...] = (
     PageSection("Eq. 2 cross-modal attention (measured)", "xattn", _xattn_section),
     PageSection("Whole pretraining step (measured)", "step", lambda data, rel: step_markdown(data)),
+    PageSection(
+        "Whole pretraining step and encode on a CPU with AMX, with the fraction of the adjacent peak "
+        "(measured)",
+        "step",
+        lambda data, rel: step_markdown(data),
+        folder="amx",
+    ),
+    PageSection(
+        "A bf16 step's ceiling on a CPU with AMX: its matrix work replayed alone (measured)",
+        "step_ceiling",
+        lambda data, rel: step_ceiling_markdown(data),
+        folder="amx",
+    ),
     PageSection(
         "Whole pretraining step, small and base, 3 interleaved rounds (measured)",
         "step",
@@ -887,13 +905,17 @@ def readme_summary(prefer_full: bool = False) -> str:
                     _f(plain["images_per_s"]),
                     _fraction(ours),
                     _fraction(plain),
+                    _adjacent(ours),
                     ratio,
                     "-" if bound is None else f"{bound:.2f}x",
                 ]
             )
     rows.sort(key=lambda r: (PRESET_ORDER.get(r[0], len(PRESET_ORDER)), r[1], r[2] != "fp32", r[3] == "on"))
     head = ["preset", "variant/masking", "precision", "compile", "batch", "images/s ours", "images/s plain"]
-    head += ["fraction of peak ours", "plain", "ours / plain", "bound (eager fp32)"]
+    head += ["fraction of peak ours", "plain", "of adjacent peak ours", "ours / plain", "bound (eager fp32)"]
+    if all(r[9] == "-" for r in rows):  # measured before the probes existed
+        head.pop(9)
+        rows = [r[:9] + r[10:] for r in rows]
     th = info.get("threads") or {}
     lines = [
         f"Pretraining step, kernels=torch, measured on **{info['device_name']}** ({info['device']}), "
