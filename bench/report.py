@@ -2,9 +2,9 @@
 
 ``python bench/report.py`` reads the newest result of each benchmark in ``bench/results/``
 (``xattn_*.json``, ``step_*.json``, ``independent/step_*.json``, ``avx2/{step,xattn}_*.json``,
-``amx/{step,step_ceiling}_*.json``, ``step_parts_*.json``, every ``data_read_*.json`` and every ``embed_*.json``, ``roofline.json``;
-newest by the timestamp inside, full runs preferred over --quick runs only when ``--prefer-full`` is
-given) and writes
+``amx/{step,step_ceiling}_*.json``, ``step_parts_*.json``, every ``data_read_*.json`` and every
+``embed_*.json``, ``roofline.json``; newest by the timestamp inside, full runs preferred over --quick
+runs only when ``--prefer-full`` is given) and writes
 
 - ``docs/benchmarks.md`` (``--out``): every measured table, each named with the device it ran on and
   the file it comes from, and the GPU roofline table labelled as a model;

@@ -220,15 +220,17 @@ def explicit_attention(
     return _explicit_forward(q, k, v, mask, scale, lead)[0]
 
 
-def may_time_forms(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+def may_time_forms(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: int | None = None) -> bool:
     """Whether a call may pick its form by timing (``fusmae_fast.form_timing``): the explicit form fits,
     ``may_time`` allows it, and where a gradient will be taken (the timing then runs every form's
-    backward too) the probabilities are at most ``TIMED_GRAD_MAX_SCORE_BYTES``."""
-    if not explicit_fits(q, k) or not may_time(q, k, v):
+    backward too) the probabilities are at most ``TIMED_GRAD_MAX_SCORE_BYTES``. ``keys``: the keys per
+    query (default k's length; the cross-modal call's one direction)."""
+    if not q.is_cpu or not q.dtype.is_floating_point or not may_time(q, k, v):
         return False
-    if not grad_will_be_taken(q, k, v):
-        return True
-    return q.shape[:-1].numel() * k.shape[-2] * q.element_size() <= TIMED_GRAD_MAX_SCORE_BYTES
+    score_bytes = q.shape[:-1].numel() * (k.shape[-2] if keys is None else keys) * q.element_size()
+    if score_bytes > EXPLICIT_MAX_SCORE_BYTES:
+        return False
+    return not grad_will_be_taken(q, k, v) or score_bytes <= TIMED_GRAD_MAX_SCORE_BYTES
 
 
 def attention(

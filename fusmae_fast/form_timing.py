@@ -109,9 +109,10 @@ def picks() -> dict[Hashable, str]:
     return dict(_PICKS)
 
 
-def grad_will_be_taken(*tensors: torch.Tensor | None) -> bool:
-    """Whether autograd will record a call on these operands: grad mode on and one requires a gradient."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+def grad_will_be_taken(*operands: object) -> bool:
+    """Whether autograd will record a call on these operands: grad mode on and a tensor among them
+    requires a gradient (other operands, None or numbers, are ignored)."""
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in operands)
 
 
 def export_picks() -> list[list[str]]:
@@ -127,23 +128,23 @@ def restore_picks(pairs: list[list[str]]) -> None:
 
 def operands_key(*tensors: torch.Tensor | None) -> tuple:
     """The part of a key the operands give: dtype, shape, strides and whether a gradient will be taken
-    of each (None for an absent one), and the autocast dtype when autocast is on."""
+    of each (None for an absent one), and the autocast dtype when autocast is on. Keys are recorded
+    for CPU calls only (``may_time``), so the device is not part of them."""
     grad = torch.is_grad_enabled()
     parts: list[object] = [
-        None if t is None else (t.dtype, tuple(t.shape), t.stride(), t.device.type, grad and t.requires_grad)
-        for t in tensors
+        None if t is None else (t.dtype, t.shape, t.stride(), grad and t.requires_grad) for t in tensors
     ]
-    if tensors and tensors[0] is not None and torch.is_autocast_enabled(tensors[0].device.type):
-        parts.append(torch.get_autocast_dtype(tensors[0].device.type))
+    if torch.is_autocast_enabled("cpu"):
+        parts.append(torch.get_autocast_dtype("cpu"))
     return tuple(parts)
 
 
 def may_time(*tensors: torch.Tensor) -> bool:
     """Whether a call on these operands may be timed (module docstring): CPU tensors, not compiling,
     timing on."""
-    if torch.compiler.is_compiling() or not form_timing_enabled():
+    if not _ENABLED[0] or torch.compiler.is_compiling() or deterministic_enabled():
         return False
-    return all(t.device.type == "cpu" for t in tensors)
+    return all(t.is_cpu for t in tensors)
 
 
 Form = Callable[..., torch.Tensor]
@@ -168,12 +169,16 @@ def _time_forms(forms: Mapping[str, Callable[[], torch.Tensor]]) -> tuple[str, t
 
 
 def _with_backward(
-    forms: Mapping[str, Form], operands: Sequence[torch.Tensor | None]
+    forms: Mapping[str, Form], operands: Sequence[object]
 ) -> dict[str, Callable[[], torch.Tensor]]:
-    """Each form as a call of its forward and backward on detached copies of the operands (those that
-    require a gradient become leaves that do), with a gradient of ones for the output."""
-    copies = [t if t is None or not t.requires_grad else t.detach().requires_grad_() for t in operands]
-    inputs = [t for t in copies if t is not None and t.requires_grad]
+    """Each form as a call of its forward and backward on detached copies of the operands (tensors that
+    require a gradient become leaves that do; other operands are passed as they are), with a gradient
+    of ones for the output."""
+    copies = [
+        t.detach().requires_grad_() if isinstance(t, torch.Tensor) and t.requires_grad else t
+        for t in operands
+    ]
+    inputs = [t for t in copies if isinstance(t, torch.Tensor) and t.requires_grad]
     grad_out: list[torch.Tensor] = []
 
     def forward_backward(form: Form) -> Callable[[], torch.Tensor]:
@@ -195,7 +200,7 @@ def _with_backward(
 def fastest(
     key: Hashable,
     forms: Mapping[str, Form],
-    operands: Sequence[torch.Tensor | None],
+    operands: Sequence[object],
     by_rules: Callable[[], torch.Tensor],
 ) -> torch.Tensor:
     """The result of the fastest of ``forms`` (each called as ``form(*operands)``) for ``key``, a call

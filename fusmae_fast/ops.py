@@ -83,8 +83,10 @@ def _check_float(name: str, t: torch.Tensor, kernels: str) -> None:
 
 
 def _check_same_device(**tensors: torch.Tensor | None) -> None:
-    devices = {n: t.device for n, t in tensors.items() if t is not None}
-    if len(set(devices.values())) > 1:
+    present = [t for t in tensors.values() if t is not None]
+    first = present[0].device if present else None
+    if any(t.device != first for t in present[1:]):
+        devices = {n: t.device for n, t in tensors.items() if t is not None}
         raise ValueError(f"all tensors must be on one device, got {devices}")
 
 
@@ -99,6 +101,10 @@ def _check_index(
     _check_range(name, ids, lo, upper, f"[{lo}, {upper})")
 
 
+SMALL_CHECK_NUMEL = 512
+"""CPU tensors up to this many values are range-checked on a host list (``_check_range``)."""
+
+
 def _check_range(name: str, t: torch.Tensor, lo: int, end: int, interval: str) -> tuple[int, int] | None:
     """lo <= t < end everywhere. On CPU: one min/max pass and a host read, which also returns (min,
     max) for the caller (None when t is empty or inside torch.compile); on CUDA: one fused check with
@@ -109,9 +115,13 @@ def _check_range(name: str, t: torch.Tensor, lo: int, end: int, interval: str) -
     def error(bounds: tuple[int, int]) -> Exception:
         return ValueError(f"{name} values must lie in {interval}, got [{bounds[0]}, {bounds[1]}]")
 
-    if t.device.type != "cuda":
-        mn, mx = torch.aminmax(t)
-        bounds = (int(mn), int(mx))
+    if not t.is_cuda:
+        if t.numel() <= SMALL_CHECK_NUMEL:  # a split (B values): a host list is cheaper than a kernel
+            values = t.reshape(-1).tolist()
+            bounds = (min(values), max(values))
+        else:
+            mn, mx = torch.aminmax(t)
+            bounds = (int(mn), int(mx))
         if bounds[0] < lo or bounds[1] >= end:
             raise error(bounds)
         return bounds

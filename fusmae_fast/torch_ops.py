@@ -82,40 +82,55 @@ def _one_split(
     (``fusmae_fast.form_timing``): the paired call, two explicit calls, two SDPA calls, and one
     SDPA call over all L x L scores with the cross-modal mask (more work, but one call of the flash
     kernel, which wins some bf16 shapes on a CPU with AMX)."""
-    b, h, length, d = qh.shape  # (B, H, L, D) views of the (B, L, H, D) operands
-    first, second = slice(None, s), slice(s, None)
-
-    def paired(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
-        swapped = [torch.cat([t[:, :, second], t[:, :, first]], 2).view(b, h, 2, s, d) for t in (kh, vh)]
-        return explicit_attention(qh.reshape(b, h, 2, s, d), *swapped).view(b, h, length, d).transpose(1, 2)
-
-    def two_calls(core: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        def run(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
-            x_to_y = core(qh[:, :, first], kh[:, :, second], vh[:, :, second])
-            y_to_x = core(qh[:, :, second], kh[:, :, first], vh[:, :, first])
-            return torch.cat([x_to_y, y_to_x], dim=2).transpose(1, 2)
-
-        return run
-
-    def masked_sdpa(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
-        mask = cross_modal_mask(split[:1], length)[:, None]
-        return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).transpose(1, 2)
+    operands = (qh, kh, vh, split, s)
 
     def by_rules() -> torch.Tensor:
-        if 2 * s == length and explicit_is_faster(qh, kh[:, :, first], paired=True):
-            return paired(qh, kh, vh)
-        return two_calls(attention)(qh, kh, vh)  # each direction's core by the rules
+        if 2 * s == qh.shape[2] and explicit_is_faster(qh, kh.narrow(2, 0, s), paired=True):
+            return _paired(*operands)
+        return _two_calls_by_rules(*operands)  # each direction's core by the rules
 
-    if not may_time_forms(qh, kh[:, :, first], vh):
+    if not may_time_forms(qh, kh, vh, keys=max(s, qh.shape[2] - s)):
         return by_rules()
-    forms = {
-        "two-sdpa": two_calls(F.scaled_dot_product_attention),
-        "two-explicit": two_calls(explicit_attention),
-        "masked-sdpa": masked_sdpa,
-    }
-    if 2 * s == length:
-        forms["paired"] = paired
-    return fastest(("cross-modal-one-split", s, operands_key(qh, kh, vh)), forms, (qh, kh, vh), by_rules)
+    forms = _ONE_SPLIT_FORMS if 2 * s == qh.shape[2] else _ONE_SPLIT_UNEQUAL_FORMS
+    return fastest(("cross-modal-one-split", s, operands_key(qh, kh, vh)), forms, operands, by_rules)
+
+
+def _paired(
+    qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, split: torch.Tensor, s: int
+) -> torch.Tensor:
+    """Equal halves as one explicit call: queries (B, H, 2, s, D), keys and values with their halves
+    swapped; the output is already in the concatenated layout."""
+    b, h, length, d = qh.shape
+    swapped = [torch.cat(t.split_with_sizes([s, s], 2)[::-1], 2).view(b, h, 2, s, d) for t in (kh, vh)]
+    return explicit_attention(qh.reshape(b, h, 2, s, d), *swapped).view(b, h, length, d).transpose(1, 2)
+
+
+def _two_calls(core: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Eq. 2 as two calls of ``core`` (S1 queries on S2 keys, S2 queries on S1 keys) and a concatenation."""
+
+    def two_calls(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, split: torch.Tensor, s: int):
+        sizes = [s, qh.shape[2] - s]  # one split call per operand (two views), cheaper than two narrows
+        (qx, qy), (kx, ky), (vx, vy) = (t.split_with_sizes(sizes, 2) for t in (qh, kh, vh))
+        return torch.cat([core(qx, ky, vy), core(qy, kx, vx)], dim=2).transpose(1, 2)
+
+    return two_calls
+
+
+def _masked_sdpa(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, split: torch.Tensor, s: int):
+    """One SDPA call over all L x L scores with the cross-modal mask of the (shared) split."""
+    mask = cross_modal_mask(split[:1], qh.shape[2])[:, None]
+    return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).transpose(1, 2)
+
+
+_two_calls_by_rules = _two_calls(attention)
+_ONE_SPLIT_UNEQUAL_FORMS: dict[str, Callable[..., torch.Tensor]] = {
+    "two-sdpa": _two_calls(F.scaled_dot_product_attention),
+    "two-explicit": _two_calls(explicit_attention),
+    "masked-sdpa": _masked_sdpa,
+}
+"""The forms ``_one_split`` times, each a function of (qh, kh, vh, split, s)."""
+_ONE_SPLIT_FORMS = {**_ONE_SPLIT_UNEQUAL_FORMS, "paired": _paired}
+"""With equal halves, the paired call too."""
 
 
 class _MaskedMSETorch(torch.autograd.Function):
