@@ -48,42 +48,37 @@ def _time_once(fn, device: torch.device) -> float:
 
 def measure_gemm_peak(device: torch.device, precision: str, reps: int = 8) -> dict[str, Any]:
     """GFLOP/s of the best call of each product in ``SHAPES`` at ``precision``; ``peak_gflops`` the best."""
-    dtype = DTYPES[precision]
-    g = torch.Generator().manual_seed(0)
-    shapes = {}
-    for name, (m, k, n) in SHAPES.items():
-        a = torch.randn(m, k, generator=g).to(device=device, dtype=dtype)
-        b = torch.randn(k, n, generator=g).to(device=device, dtype=dtype)
-
-        def product(a: torch.Tensor = a, b: torch.Tensor = b) -> torch.Tensor:
-            return a @ b
-
-        for _ in range(2):
-            _time_once(product, device)
-        best = min(_time_once(product, device) for _ in range(reps))
-        shapes[name] = 2 * m * k * n / best / 1e9
+    shapes = {name: PeakProbe(device, precision, reps, shape=name, warmup=2)() for name in SHAPES}
     return {"peak_gflops": max(shapes.values()), "shapes_gflops": shapes, "reps": reps}
 
 
 class PeakProbe:
-    """The ViT-shaped product of ``SHAPES`` at one precision, kept ready: each call returns the GFLOP/s
-    of its best of ``reps`` products (operands made once; the first call also warms up)."""
+    """One product of ``SHAPES`` (default the ViT-shaped one) at one precision, kept ready: each call
+    returns the GFLOP/s of its best of ``reps`` products (operands made once; the first call is
+    preceded by ``warmup`` untimed ones)."""
 
-    def __init__(self, device: torch.device, precision: str, reps: int = 3) -> None:
-        self.m, self.k, self.n = SHAPES["ViT MLP 3616x384x1536"]
+    def __init__(
+        self,
+        device: torch.device,
+        precision: str,
+        reps: int = 3,
+        shape: str = "ViT MLP 3616x384x1536",
+        warmup: int = 1,
+    ) -> None:
+        self.m, self.k, self.n = SHAPES[shape]
         g = torch.Generator().manual_seed(0)
         dtype = DTYPES[precision]
         self.a = torch.randn(self.m, self.k, generator=g).to(device=device, dtype=dtype)
         self.b = torch.randn(self.k, self.n, generator=g).to(device=device, dtype=dtype)
-        self.device, self.reps, self.warm = device, reps, False
+        self.device, self.reps, self.warmup = device, reps, warmup
 
     def __call__(self) -> float:
         def product() -> torch.Tensor:
             return self.a @ self.b
 
-        if not self.warm:
+        for _ in range(self.warmup):
             _time_once(product, self.device)
-            self.warm = True
+        self.warmup = 0
         best = min(_time_once(product, self.device) for _ in range(self.reps))
         return 2 * self.m * self.k * self.n / best / 1e9
 

@@ -753,38 +753,46 @@ class PageSection:
     """Show every result file (each is another configuration), not only the newest."""
 
 
+def _step_section(data: dict[str, Any], rel: Path) -> str:
+    return step_markdown(data)
+
+
+def _step_ceiling_section(data: dict[str, Any], rel: Path) -> str:
+    return step_ceiling_markdown(data)
+
+
 PAGE_SECTIONS: tuple[PageSection, ...] = (
     PageSection("Eq. 2 cross-modal attention (measured)", "xattn", _xattn_section),
-    PageSection("Whole pretraining step (measured)", "step", lambda data, rel: step_markdown(data)),
+    PageSection("Whole pretraining step (measured)", "step", _step_section),
     PageSection(
         "Whole pretraining step and encode on a CPU with AMX, with the fraction of the adjacent peak "
         "(measured)",
         "step",
-        lambda data, rel: step_markdown(data),
+        _step_section,
         folder="amx",
     ),
     PageSection(
         "A bf16 step's ceiling on a CPU with AMX: its matrix work replayed alone (measured)",
         "step_ceiling",
-        lambda data, rel: step_ceiling_markdown(data),
+        _step_ceiling_section,
         folder="amx",
     ),
     PageSection(
         "Whole pretraining step, small and base, 3 interleaved rounds (measured)",
         "step",
-        lambda data, rel: step_markdown(data),
+        _step_section,
         folder="rounds",
     ),
     PageSection(
         "Whole pretraining step, independent masking (measured)",
         "step",
-        lambda data, rel: step_markdown(data),
+        _step_section,
         folder="independent",
     ),
     PageSection(
         "Whole pretraining step on a CPU without native bf16 (AVX2), fp32 (measured)",
         "step",
-        lambda data, rel: step_markdown(data),
+        _step_section,
         folder="avx2",
     ),
     PageSection(
@@ -801,7 +809,7 @@ PAGE_SECTIONS: tuple[PageSection, ...] = (
     PageSection(
         "A step's ceiling: its matrix work replayed alone (measured)",
         "step_ceiling",
-        lambda data, rel: step_ceiling_markdown(data),
+        _step_ceiling_section,
     ),
     PageSection(
         "Reading data: GeoTIFF folders and the packed store (measured)",
@@ -913,9 +921,10 @@ def readme_summary(prefer_full: bool = False) -> str:
     rows.sort(key=lambda r: (PRESET_ORDER.get(r[0], len(PRESET_ORDER)), r[1], r[2] != "fp32", r[3] == "on"))
     head = ["preset", "variant/masking", "precision", "compile", "batch", "images/s ours", "images/s plain"]
     head += ["fraction of peak ours", "plain", "of adjacent peak ours", "ours / plain", "bound (eager fp32)"]
-    if all(r[9] == "-" for r in rows):  # measured before the probes existed
-        head.pop(9)
-        rows = [r[:9] + r[10:] for r in rows]
+    col = head.index("of adjacent peak ours")
+    if all(r[col] == "-" for r in rows):  # measured before the probes existed
+        head.pop(col)
+        rows = [r[:col] + r[col + 1 :] for r in rows]
     th = info.get("threads") or {}
     lines = [
         f"Pretraining step, kernels=torch, measured on **{info['device_name']}** ({info['device']}), "

@@ -88,12 +88,17 @@ SOFTMAX_FP32_BELOW_KEYS = 96
 (``softmax_via_fp32``); Fus-MAE's cross-modal attention at 75 % masking has 56 keys per direction."""
 
 
-def explicit_fits(q: torch.Tensor, k: torch.Tensor) -> bool:
+def _score_bytes(q: torch.Tensor, keys: int) -> int:
+    """Bytes of the probabilities of q's queries over ``keys`` keys each, in q's dtype."""
+    return q.shape[:-1].numel() * keys * q.element_size()
+
+
+def explicit_fits(q: torch.Tensor, k: torch.Tensor, keys: int | None = None) -> bool:
     """Whether the explicit form may run on these operands at all: CPU tensors of a floating dtype whose
-    probabilities fit ``EXPLICIT_MAX_SCORE_BYTES``."""
-    if q.device.type != "cpu" or not q.dtype.is_floating_point:
+    probabilities fit ``EXPLICIT_MAX_SCORE_BYTES``; ``keys``: the keys per query (default k's length)."""
+    if not q.is_cpu or not q.dtype.is_floating_point:
         return False
-    return q.shape[:-1].numel() * k.shape[-2] * q.element_size() <= EXPLICIT_MAX_SCORE_BYTES
+    return _score_bytes(q, k.shape[-2] if keys is None else keys) <= EXPLICIT_MAX_SCORE_BYTES
 
 
 def explicit_is_faster(
@@ -225,12 +230,10 @@ def may_time_forms(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: int 
     ``may_time`` allows it, and where a gradient will be taken (the timing then runs every form's
     backward too) the probabilities are at most ``TIMED_GRAD_MAX_SCORE_BYTES``. ``keys``: the keys per
     query (default k's length; the cross-modal call's one direction)."""
-    if not q.is_cpu or not q.dtype.is_floating_point or not may_time(q, k, v):
+    keys = k.shape[-2] if keys is None else keys
+    if not explicit_fits(q, k, keys) or not may_time(q, k, v):
         return False
-    score_bytes = q.shape[:-1].numel() * (k.shape[-2] if keys is None else keys) * q.element_size()
-    if score_bytes > EXPLICIT_MAX_SCORE_BYTES:
-        return False
-    return not grad_will_be_taken(q, k, v) or score_bytes <= TIMED_GRAD_MAX_SCORE_BYTES
+    return not grad_will_be_taken(q, k, v) or _score_bytes(q, keys) <= TIMED_GRAD_MAX_SCORE_BYTES
 
 
 def attention(

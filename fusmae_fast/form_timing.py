@@ -142,7 +142,7 @@ def operands_key(*tensors: torch.Tensor | None) -> tuple:
 def may_time(*tensors: torch.Tensor) -> bool:
     """Whether a call on these operands may be timed (module docstring): CPU tensors, not compiling,
     timing on."""
-    if not _ENABLED[0] or torch.compiler.is_compiling() or deterministic_enabled():
+    if not form_timing_enabled() or torch.compiler.is_compiling():
         return False
     return all(t.is_cpu for t in tensors)
 
@@ -207,8 +207,10 @@ def fastest(
     the caller's ``may_time()`` allowed (module docstring); ``by_rules()``, the result by the caller's
     fixed rules, once ``MAX_KEYS`` keys are recorded."""
     name = _PICKS.get(key)
-    if name is None and _RESTORED and _RESTORED.get(repr(key)) in forms:
-        name = _PICKS[key] = _RESTORED[repr(key)]
+    if name is None and _RESTORED:
+        restored = _RESTORED.get(repr(key))
+        if restored in forms:
+            name = _PICKS[key] = restored
     if name is not None:
         return forms[name](*operands)
     if len(_PICKS) >= MAX_KEYS:
