@@ -11,7 +11,9 @@ env      GPU name, compute capability, SM count, driver, CUDA, torch, triton, nu
          and whether xformers / rasterio are importable.
 parity   every Triton op, forward and every gradient, against the float64 reference on the device in
          fp32, fp16 and bf16 (``bench/gpu_parity.py``: odd shapes, ragged splits including 0 and L,
-         the tolerance rule of tests/parity); any mismatch fails the run.
+         the tolerance rule of tests/parity); any mismatch fails the run. The launches are spread over
+         ``--workers`` spawned processes (default one per core, at most 16): a cold launch is mostly
+         its Triton compile, one CPU core each, so they run side by side.
 e2e      ``fusmae-fast pretrain --kernels triton --precision bf16`` for a few steps on the built-in
          sample, the same run resumed for a few more, then ``fusmae-fast eval linear`` for one epoch.
 xattn    the Eq. 2 matrix of ``bench/xattn.py`` (our kernel, sdpa-mask, flex, two-calls+cat, xformers
@@ -54,6 +56,9 @@ COMPILE_S = 1.0
 OP_CASE_COMPILES = 4
 """Assumed new compiles per op-case launch (the autotuner compiles each kept config of the launch's
 key; configs the sweep compiled before are cache hits): an assumption for the plan."""
+WORKER_START_S = 15.0
+"""Assumed seconds for the parity workers to start (import torch and the kernels, create a CUDA
+context), once, side by side: an assumption for the plan."""
 
 SECTIONS = ("env", "parity", "e2e", "xattn", "step")
 
@@ -77,6 +82,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="dtypes of the every-kept-config launches on the GPU (default bf16, the dtype the "
         "interpreter tests cannot run; 'all' adds fp32 and fp16: several hundred more compiles)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes the parity launches are spread over (their Triton compiles run side by side); "
+        "default one per core, at most 16; 1 runs them in this process",
+    )
     args = p.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
     unknown = [s for s in args.sections if s not in SECTIONS]
@@ -84,6 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown section(s) {unknown}; choose from {SECTIONS}")
     if args.budget_s <= 0:
         p.error("--budget-s must be > 0")
+    if args.workers is not None and args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
     return args
 
 
@@ -104,6 +118,13 @@ def planned_sweep(args: argparse.Namespace, *, gpu: bool = False) -> list[str]:
     if args.rehearse and not gpu:
         return ["fp32"]
     return {"none": [], "bf16": ["bf16"], "all": planned_dtypes(args, gpu=True)}[args.sweep]
+
+
+def parity_workers(args: argparse.Namespace, n_units: int) -> int:
+    """``--workers``, else one per core of this machine (at most 16 and one per launch)."""
+    from fusmae_fast.bench import worker_pool
+
+    return args.workers or worker_pool.default_workers(n_units)
 
 
 def xattn_dtypes(args: argparse.Namespace) -> list[str]:
@@ -152,6 +173,8 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         [names[d] for d in planned_dtypes(args, gpu=True)],
         [names[d] for d in planned_sweep(args, gpu=True)],
     )
+    workers = parity_workers(args, n_ops + n_sweep)
+    gpu_compiles = gpu_sweep + OP_CASE_COMPILES * gpu_ops
     xattn_compiles = count_compiles(xattn_dtypes(args), "cross_modal_attention", head_dim=64)
     sm = step_matrix(args)
     n_step = len(sm["presets"]) * 2 * len(sm["compile"].split(","))
@@ -162,9 +185,11 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         dict(
             name="parity",
             what=f"{n_ops} op launches (fwd + every grad) in {','.join(dtypes)} + {n_sweep} explicit "
-            f"config launches in {','.join(sweep) or 'no dtype'}",
-            compiles=gpu_sweep + OP_CASE_COMPILES * gpu_ops,
-            gpu_s=int((gpu_sweep + OP_CASE_COMPILES * gpu_ops) * COMPILE_S) + 30,
+            f"config launches in {','.join(sweep) or 'no dtype'}, over {workers} worker"
+            f"{'s' if workers > 1 else ''}",
+            compiles=gpu_compiles,
+            workers=workers,
+            gpu_s=int(gpu_compiles * COMPILE_S / workers + (WORKER_START_S if workers > 1 else 0)) + 30,
             cpu_s=30,
             min_s=10,
         ),
@@ -212,8 +237,8 @@ def print_plan(plan: list[dict[str, Any]], args: argparse.Namespace) -> None:
     total_s = sum(r["gpu_s"] for r in plan)
     print(
         f"#   {'total':<8} {total_c:>15} {total_s / 60:>12.1f}  (estimate: {COMPILE_S:.0f} s per cold "
-        "compile assumed; parity: one per explicit config launch + OP_CASE_COMPILES per op launch; xattn: "
-        "an upper bound, every kept D64 attention config)"
+        "compile assumed; parity: one per explicit config launch + OP_CASE_COMPILES per op launch, side by "
+        "side over its workers, one core each; xattn: an upper bound, every kept D64 attention config)"
     )
     if args.rehearse:
         print(
@@ -283,17 +308,22 @@ def section_parity(ctx: dict[str, Any], box_s: float) -> dict[str, Any]:
     dtypes = [names[d] for d in planned_dtypes(ctx["args"])]
     size = "rehearse" if ctx["args"].rehearse else "gpu"
     sweep = [names[d] for d in planned_sweep(ctx["args"])]
-    res = gpu_parity.run_parity(ctx["device"], size, dtypes, sweep, time.monotonic() + box_s)
+    workers = parity_workers(ctx["args"], sum(gpu_parity.count_launches(size, dtypes, sweep)))
+    deadline = time.monotonic() + box_s
+    res = gpu_parity.run_parity(
+        ctx["device"], size, dtypes, sweep, deadline, workers=workers, on_done=_ticker("parity")
+    )
     ops, sweep = res["op_launches"], res["config_launches"]
     for f in res["failed"]:
         print(f"PARITY FAIL {f['op']} {f['case']} {f['output']}: {f['message']}")
-    cut = res["launches_run"] < res["launches_planned"]
-    res["status"] = "failed" if res["failed"] else "ok"
-    res["note"] = (
-        f"time box {box_s:.0f} s reached: {res['launches_planned'] - res['launches_run']} launches not run"
-        if cut
-        else ""
-    )
+    for line in res["worker_start_errors"]:
+        print(f"parity: {line}")
+    missing = res["launches_planned"] - res["launches_run"]
+    res["status"] = "failed" if res["failed"] else "error" if missing and res["worker_start_errors"] else "ok"
+    res["note"] = ""
+    if missing:
+        why = "workers failed to start" if res["worker_start_errors"] else f"time box {box_s:.0f} s reached"
+        res["note"] = f"{why}: {missing} launches not run"
     if ctx["args"].rehearse:
         notes = [res["note"]] if res["note"] else []
         res["note"] = "; ".join(
@@ -308,6 +338,20 @@ def section_parity(ctx: dict[str, Any], box_s: float) -> dict[str, Any]:
         + ", ".join(f"{d} {e:.2e}" for d, e in sorted(worst.items()))
     )
     return res
+
+
+def _ticker(name: str, every_s: float = 10.0):
+    """An ``on_done(finished, total)`` that prints ``name: finished/total`` at most every ``every_s``
+    seconds and at the end (a long section shows it is alive)."""
+    last = [time.monotonic()]
+
+    def tick(finished: int, total: int) -> None:
+        now = time.monotonic()
+        if finished == total or now - last[0] >= every_s:
+            last[0] = now
+            print(f"{name}: {finished}/{total} launches", flush=True)
+
+    return tick
 
 
 def _run_logged(

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
+from fusmae_fast.bench import worker_pool
 from fusmae_fast.kernels import config_sweep, parity_rule
+from fusmae_fast.kernels.config_sweep import SweepLaunch
 
 LOSS_ATOL = 1e-6
 """atol of the loss value itself in fp32 (tests/parity/test_masked_loss.py's LOSS_ATOL)."""
@@ -278,19 +280,38 @@ def check_loss(ck: Checker, hw: int, P: int, C_in: int, norm_pix: bool, dtype: t
         ck.rule("masked_mse", case, name, t, r, lo, dtype, factor=3.0)
 
 
-def plan(size: str, dtypes: list[torch.dtype]) -> Iterator[tuple[str, Callable[[Checker], None]]]:
-    """Every (op, launch) of the parity section, in run order: dtype-major, so that a time box cut
-    leaves whole dtypes checked."""
+@dataclass(frozen=True)
+class OpLaunch:
+    """One op-case launch of the parity section, named by plain values (picklable: a worker process
+    runs it on its own)."""
+
+    op: str
+    dtype: str
+    """The float inputs' dtype: fp32, fp16 or bf16."""
+    shape: tuple
+
+
+_CASES: dict[str, tuple[Callable[[str], list[tuple]], Callable[..., None]]] = {
+    "cross_modal_attention": (attention_cases, check_attention),
+    "masked_patch_embed": (patch_embed_cases, check_patch_embed),
+    "gather_tokens": (token_cases, check_gather),
+    "scatter_tokens": (token_cases, check_scatter),
+    "masked_mse": (loss_cases, check_loss),
+}
+"""Op -> (its shapes for a size, its check)."""
+
+_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+_DTYPES = {v: k for k, v in _DTYPE_NAMES.items()}
+
+
+def plan(size: str, dtypes: list[torch.dtype]) -> list[OpLaunch]:
+    """Every op-case launch of the parity section, in run order: dtype-major, so that a time box cut
+    of a serial run leaves whole dtypes checked."""
+    launches = []
     for dtype in dtypes:
-        for shape in attention_cases(size):
-            yield "cross_modal_attention", lambda ck, s=shape, d=dtype: check_attention(ck, *s, d)
-        for shape in patch_embed_cases(size):
-            yield "masked_patch_embed", lambda ck, s=shape, d=dtype: check_patch_embed(ck, *s, d)
-        for shape in token_cases(size):
-            yield "gather_tokens", lambda ck, s=shape, d=dtype: check_gather(ck, *s, d)
-            yield "scatter_tokens", lambda ck, s=shape, d=dtype: check_scatter(ck, *s, d)
-        for shape in loss_cases(size):
-            yield "masked_mse", lambda ck, s=shape, d=dtype: check_loss(ck, *s, d)
+        for op, (shapes, _) in _CASES.items():
+            launches += [OpLaunch(op, _DTYPE_NAMES[dtype], tuple(shape)) for shape in shapes(size)]
+    return launches
 
 
 def sweep_size(size: str) -> str:
@@ -305,60 +326,127 @@ def sweep_per_kernel(size: str) -> int | None:
     return None if size == "gpu" else 1
 
 
+def units(size: str, dtypes: list[torch.dtype], sweep: list[torch.dtype]) -> list[OpLaunch | SweepLaunch]:
+    """The parity run's launches: the op cases of ``plan(size, dtypes)``, then every kept config of
+    every autotuned kernel in the dtypes ``sweep`` (one ``config_sweep.SweepLaunch`` each)."""
+    return [
+        *plan(size, dtypes),
+        *config_sweep.sweep_launches(sweep_size(size), sweep, per_kernel=sweep_per_kernel(size)),
+    ]
+
+
 def count_launches(size: str, dtypes: list[torch.dtype], sweep: list[torch.dtype]) -> tuple[int, int]:
     """(op-case launches in ``dtypes``, every-config launches in ``sweep``) of a parity run; the second
     is also the number of cold compiles the sweep causes (one per kernel, config, dtype and
     specialised size)."""
-    n_sweep = config_sweep.count_runs(sweep_size(size), sweep, per_kernel=sweep_per_kernel(size))
-    return sum(1 for _ in plan(size, dtypes)), n_sweep
+    return len(plan(size, dtypes)), len(units(size, [], sweep))
 
 
-def check_sweep(ck: Checker, run: config_sweep.ConfigRun) -> None:
-    """The rule on every output of one explicit config launch."""
+def run_unit(ck: Checker, unit: OpLaunch | SweepLaunch) -> None:
+    """Run one launch and record its checks in ``ck``; a launch that raises is a failed check."""
+    if isinstance(unit, OpLaunch):
+        _CASES[unit.op][1](ck, *unit.shape, _DTYPES[unit.dtype])
+        return
+    try:
+        run = config_sweep.run_launch(ck.device, unit)
+    except Exception as exc:  # reported as a failed launch; the other launches go on
+        ck.error(unit.op, f"{unit.kernel} {unit.config} {unit.dtype} {unit.shape}", _DTYPES[unit.dtype], exc)
+        return
     for name, got, ref64, low, factor in run.outputs:
         ck.rule(run.op, run.tag, f"{run.kernel} {name}", got, ref64, low, run.dtype, factor=factor)
 
 
+_WORKER_DEVICE: list[torch.device] = []
+
+
+def _start_worker(device: str) -> None:
+    """A worker process's set-up: the device its launches use."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    _WORKER_DEVICE[:] = [dev]
+
+
+def _unit_in_worker(unit: OpLaunch | SweepLaunch) -> tuple[list[dict], dict[str, float]]:
+    ck = Checker(_WORKER_DEVICE[0])
+    run_unit(ck, unit)
+    if ck.device.type == "cuda":
+        try:
+            torch.cuda.synchronize(ck.device)
+        except RuntimeError as exc:  # a sticky error (e.g. an illegal address): later launches would fail
+            raise worker_pool.WorkerBroken(f"CUDA context lost after this launch: {exc}") from exc
+    return [asdict(r) for r in ck.records], ck.report.max_err
+
+
+def _unit_label(unit: OpLaunch | SweepLaunch) -> tuple[str, str, str]:
+    """(op, case, dtype) naming a launch in a failure record."""
+    dtype = str(_DTYPES[unit.dtype])[6:]  # as Checker's records name it
+    if isinstance(unit, OpLaunch):
+        return unit.op, f"{unit.op} {unit.shape}", dtype
+    return unit.op, f"{unit.kernel} {unit.config} {unit.shape}", dtype
+
+
 def run_parity(
-    device: torch.device, size: str, dtypes: list[torch.dtype], sweep: list[torch.dtype], deadline: float
+    device: torch.device,
+    size: str,
+    dtypes: list[torch.dtype],
+    sweep: list[torch.dtype],
+    deadline: float,
+    *,
+    workers: int = 1,
+    on_done: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """The op cases of ``plan(size, dtypes)``, then every kept config of every autotuned kernel in the
-    dtypes ``sweep`` (``config_sweep.every_config_runs``), until done or ``deadline``
-    (time.monotonic()): a summary."""
-    ck = Checker(device)
-    launches = list(plan(size, dtypes))
+    """Every launch of ``units(size, dtypes, sweep)`` until done or ``deadline`` (time.monotonic()):
+    in this process one after the other (``workers=1``), or spread over ``workers`` spawned processes
+    (``worker_pool``: the Triton compiles run side by side; a worker that dies fails its launch
+    only). Records come back in the units' order either way. A summary."""
+    todo = units(size, dtypes, sweep)
+    per_unit: dict[int, list[dict]] = {}
+    max_err: dict[str, float] = {}
+    start_errors: list[str] = []
+    if workers <= 1:
+        ck = Checker(device)
+        for i, unit in enumerate(todo):
+            if time.monotonic() > deadline:
+                break
+            n = len(ck.records)
+            run_unit(ck, unit)
+            per_unit[i] = [asdict(r) for r in ck.records[n:]]
+            if on_done is not None:
+                on_done(len(per_unit), len(todo))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        max_err = ck.report.max_err
+    else:
+        out = worker_pool.run_units(
+            _unit_in_worker,
+            todo,
+            workers=workers,
+            deadline=deadline,
+            initializer=_start_worker,
+            initargs=(str(device),),
+            on_done=on_done,
+        )
+        for i, (records, errs) in out.results.items():
+            per_unit[i] = records
+            for key, err in errs.items():
+                max_err[key] = max(max_err.get(key, 0.0), err)
+        for i, message in out.errors.items():
+            op, case, dtype = _unit_label(todo[i])
+            per_unit[i] = [asdict(Check(op, case, "launch", dtype, float("inf"), False, message))]
+        start_errors = out.start_errors
+    records = [r for i in sorted(per_unit) for r in per_unit[i]]
     n_ops, n_sweep = count_launches(size, dtypes, sweep)
-    done = swept = 0
-    for _, run in launches:
-        if time.monotonic() > deadline:
-            break
-        run(ck)
-        done += 1
-    for dtype in sweep:  # one generator per (dtype, op): a launch that raises ends only its own
-        for op in config_sweep.OPS:
-            runs = config_sweep.every_config_runs(
-                device, size=sweep_size(size), dtypes=(dtype,), ops=(op,), per_kernel=sweep_per_kernel(size)
-            )
-            while time.monotonic() <= deadline:
-                try:
-                    run = next(runs)
-                except StopIteration:
-                    break
-                except Exception as exc:  # reported as a failed launch; the op's other configs are lost
-                    ck.error(op, f"config sweep after {swept} launches", dtype, exc)
-                    break
-                check_sweep(ck, run)
-                swept += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    failed = [asdict(r) for r in ck.records if not r.ok]
+    done_ops = sum(1 for i in per_unit if i < n_ops)
     return {
         "launches_planned": n_ops + n_sweep,
-        "launches_run": done + swept,
-        "op_launches": [done, n_ops],
-        "config_launches": [swept, n_sweep],
-        "checks": len(ck.records),
-        "failed": failed,
-        "records": [asdict(r) for r in ck.records],
-        "max_err": dict(sorted(ck.report.max_err.items())),
+        "launches_run": len(per_unit),
+        "op_launches": [done_ops, n_ops],
+        "config_launches": [len(per_unit) - done_ops, n_sweep],
+        "workers": workers,
+        "worker_start_errors": start_errors,
+        "checks": len(records),
+        "failed": [r for r in records if not r["ok"]],
+        "records": records,
+        "max_err": dict(sorted(max_err.items())),
     }

@@ -20,6 +20,8 @@ Only torch and triton are imported (and the kernel modules).
 
 from __future__ import annotations
 
+import contextlib
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -284,12 +286,18 @@ def sweep_plan(
     return plan
 
 
+def _case_generator(seed: int, op: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Generator:
+    """The generator of one shape's inputs: seeded from (seed, op, dtype, shape) alone, so a launch
+    run on its own (``run_launch``, e.g. in a worker process) sees the inputs the whole sweep gives it."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}|{op}|{dtype}|{shape}".encode()))
+
+
 def _op_runs(
-    op: str, size: str, dtype: torch.dtype, device, gen, per_kernel: int | None
+    op: str, size: str, dtype: torch.dtype, device, seed: int, per_kernel: int | None
 ) -> Iterator[ConfigRun]:
     sweep = _SWEEPS[op]
     for shape, steps in sweep_plan(op, size, torch.empty((), dtype=dtype).element_size(), per_kernel):
-        case = sweep.case(*shape, dtype, device, gen)
+        case = sweep.case(*shape, dtype, device, _case_generator(seed, op, dtype, shape))
         for kernel, confs in steps:
             yield from case.runs(kernel, sweep.kernels[kernel], confs)
 
@@ -316,6 +324,18 @@ OPS: tuple[str, ...] = tuple(_SWEEPS)
 """The ops with autotuned kernels."""
 
 
+@contextlib.contextmanager
+def _pinned() -> Iterator[None]:
+    """Deterministic mode within the block: the op's kernels other than the forced one run their
+    pinned config."""
+    was = deterministic_enabled()
+    set_deterministic(True)
+    try:
+        yield
+    finally:
+        set_deterministic(was)
+
+
 def every_config_runs(
     device: torch.device | str,
     *,
@@ -332,12 +352,47 @@ def every_config_runs(
     meanwhile. The caller checks the results (``ErrorReport.check``)."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
-    was = deterministic_enabled()
-    set_deterministic(True)
-    try:
+    with _pinned():
         for name in ops or tuple(OPS):
             for dtype in dtypes:
-                gen = torch.Generator().manual_seed(seed)
-                yield from _op_runs(name, size, dtype, device, gen, per_kernel)
-    finally:
-        set_deterministic(was)
+                yield from _op_runs(name, size, dtype, device, seed, per_kernel)
+
+
+@dataclass(frozen=True)
+class SweepLaunch:
+    """One launch of ``every_config_runs``, named by plain values (picklable: a worker process can run
+    it on its own with ``run_launch``)."""
+
+    op: str
+    dtype: str
+    """The float inputs' dtype: fp32, fp16 or bf16."""
+    shape: tuple[int, ...]
+    kernel: str
+    config: tuple[int, ...]
+
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def sweep_launches(
+    size: str, dtypes: Sequence[torch.dtype], ops: Sequence[str] | None = None, per_kernel: int | None = None
+) -> list[SweepLaunch]:
+    """Every launch ``every_config_runs`` makes with these arguments, in its order."""
+    names = {v: k for k, v in _DTYPES.items()}
+    return [
+        SweepLaunch(op, names[dtype], shape, kernel, conf)
+        for op in ops or tuple(OPS)
+        for dtype in dtypes
+        for shape, steps in sweep_plan(op, size, torch.empty((), dtype=dtype).element_size(), per_kernel)
+        for kernel, confs in steps
+        for conf in confs
+    ]
+
+
+def run_launch(device: torch.device | str, launch: SweepLaunch, *, seed: int = 0) -> ConfigRun:
+    """The one launch ``launch`` of the sweep, with the inputs and references ``every_config_runs``
+    gives it (the same seed), its other kernels pinned."""
+    sweep, dtype = _SWEEPS[launch.op], _DTYPES[launch.dtype]
+    case = sweep.case(*launch.shape, dtype, device, _case_generator(seed, launch.op, dtype, launch.shape))
+    with _pinned():
+        return next(case.runs(launch.kernel, sweep.kernels[launch.kernel], [launch.config]))

@@ -112,3 +112,35 @@ def test_a_sample_of_the_sweep_takes_each_kernels_first_configs(size):
     counts = [config_sweep.count_runs(size, [torch.float16], per_kernel=n) for n in (1, 2, None)]
     kernels = sum(len(s.kernels) for s in config_sweep._SWEEPS.values())
     assert counts[0] == kernels and kernels < counts[1] < counts[2]
+
+
+@pytest.mark.parametrize("size", config_sweep.SIZES)
+def test_sweep_launches_list_every_launch_in_order(size):
+    """``sweep_launches`` names exactly the launches of ``every_config_runs``, in its order (what a
+    worker process of the GPU check is handed, one at a time)."""
+    dtypes = [torch.float32, torch.bfloat16]
+    launches = config_sweep.sweep_launches(size, dtypes)
+    assert len(launches) == config_sweep.count_runs(size, dtypes) == len(set(launches))
+    order = [
+        (op, dtype, shape, kernel, conf)
+        for op in config_sweep.OPS
+        for dtype in ("fp32", "bf16")
+        for shape, steps in config_sweep.sweep_plan(op, size, 4 if dtype == "fp32" else 2)
+        for kernel, confs in steps
+        for conf in confs
+    ]
+    assert [(x.op, x.dtype, x.shape, x.kernel, x.config) for x in launches] == order
+
+
+def test_one_launch_alone_is_the_sweeps_launch(device):
+    """``run_launch`` on its own gives the inputs, references and results the whole sweep gives that
+    launch (each shape's inputs are seeded from the shape alone), bit for bit."""
+    size = "gpu" if device.type == "cuda" else "interpreter"
+    runs = list(config_sweep.every_config_runs(device, size=size, dtypes=(torch.float32,), per_kernel=1))
+    launches = config_sweep.sweep_launches(size, [torch.float32], per_kernel=1)
+    assert len(runs) == len(launches)
+    for run, launch in zip(runs, launches, strict=True):
+        alone = config_sweep.run_launch(device, launch)
+        assert (alone.kernel, alone.config, alone.shape) == (run.kernel, run.config, run.shape)
+        for (name, got, ref, _, _), (_, got1, ref1, _, _) in zip(run.outputs, alone.outputs, strict=True):
+            assert torch.equal(got, got1) and torch.equal(ref, ref1), f"{run.tag} {name}"

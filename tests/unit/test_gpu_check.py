@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,7 @@ def test_rehearse_runs_every_section(tmp_path):
     )
     parity = result["sections"]["parity"]
     assert parity["checks"] > 50 and not parity["failed"]
+    assert parity["launches_run"] == parity["launches_planned"] and parity["workers"] >= 1
     assert {r["op"] for r in parity["records"]} == {
         "cross_modal_attention",
         "masked_patch_embed",
@@ -67,9 +69,10 @@ def test_parity_mismatch_fails_the_run(tmp_path, monkeypatch, capsys):
         return out + 1e-2 * out.detach().abs().amax().clamp_min(1.0)
 
     monkeypatch.setattr(token_gather, "gather_tokens_triton", off)
-    monkeypatch.setattr(config_sweep, "every_config_runs", lambda *a, **k: iter(()))  # op cases only
+    monkeypatch.setattr(config_sweep, "sweep_launches", lambda *a, **k: [])  # op cases only
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    status = gpu_check.main(["--rehearse", "--out", str(tmp_path), "--sections", "parity"])
+    # in this process (the patched kernel is not in a spawned worker); the rehearsal above runs workers
+    status = gpu_check.main(["--rehearse", "--out", str(tmp_path), "--sections", "parity", "--workers", "1"])
     assert status == 1
     parity = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]["parity"]
     assert parity["status"] == "failed"
@@ -88,3 +91,21 @@ def test_budget_skips_a_section_with_a_note(tmp_path, monkeypatch):
     assert sections["env"]["status"] == "ok"
     assert sections["e2e"]["status"] == "skipped" and "budget" in sections["e2e"]["note"]
     assert "| e2e |" in (tmp_path / "gpu_check.md").read_text()
+
+
+@ON_CPU
+def test_parity_in_workers_gives_the_same_records(monkeypatch):
+    """Spread over spawned workers, the parity launches give the records of a run in this process,
+    in the same order."""
+    from fusmae_fast.bench import gpu_parity
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the workers inherit it
+    cpu, deadline = torch.device("cpu"), time.monotonic() + 300
+    runs = [
+        gpu_parity.run_parity(cpu, "rehearse", [torch.float32], [torch.float32], deadline, workers=w)
+        for w in (1, 2)
+    ]
+    assert runs[1]["workers"] == 2 and runs[1]["worker_start_errors"] == []
+    assert runs[0]["launches_run"] == runs[0]["launches_planned"] == runs[1]["launches_run"]
+    assert runs[0]["records"] == runs[1]["records"] and runs[0]["max_err"] == runs[1]["max_err"]
+    assert not runs[0]["failed"]
