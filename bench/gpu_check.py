@@ -159,11 +159,10 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Sections with their estimated seconds on a GPU (``gpu_s``, a model) and in a rehearsal
     (``cpu_s``), which share out the budget, and the seconds they need at least to be worth starting
     (``min_s``)."""
-    import torch
 
     from fusmae_fast.bench import gpu_parity
 
-    names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    names = gpu_parity.DTYPES
     dtypes = planned_dtypes(args)
     size = "rehearse" if args.rehearse else "gpu"
     sweep = planned_sweep(args)
@@ -300,11 +299,10 @@ def section_env(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def section_parity(ctx: dict[str, Any], box_s: float) -> dict[str, Any]:
-    import torch
 
     from fusmae_fast.bench import gpu_parity
 
-    names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    names = gpu_parity.DTYPES
     dtypes = [names[d] for d in planned_dtypes(ctx["args"])]
     size = "rehearse" if ctx["args"].rehearse else "gpu"
     sweep = [names[d] for d in planned_sweep(ctx["args"])]

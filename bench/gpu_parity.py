@@ -300,8 +300,9 @@ _CASES: dict[str, tuple[Callable[[str], list[tuple]], Callable[..., None]]] = {
 }
 """Op -> (its shapes for a size, its check)."""
 
-_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-_DTYPES = {v: k for k, v in _DTYPE_NAMES.items()}
+DTYPES = config_sweep.DTYPES
+"""A launch's dtype name -> the torch dtype (config_sweep's)."""
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 def plan(size: str, dtypes: list[torch.dtype]) -> list[OpLaunch]:
@@ -345,12 +346,12 @@ def count_launches(size: str, dtypes: list[torch.dtype], sweep: list[torch.dtype
 def run_unit(ck: Checker, unit: OpLaunch | SweepLaunch) -> None:
     """Run one launch and record its checks in ``ck``; a launch that raises is a failed check."""
     if isinstance(unit, OpLaunch):
-        _CASES[unit.op][1](ck, *unit.shape, _DTYPES[unit.dtype])
+        _CASES[unit.op][1](ck, *unit.shape, DTYPES[unit.dtype])
         return
     try:
         run = config_sweep.run_launch(ck.device, unit)
     except Exception as exc:  # reported as a failed launch; the other launches go on
-        ck.error(unit.op, f"{unit.kernel} {unit.config} {unit.dtype} {unit.shape}", _DTYPES[unit.dtype], exc)
+        ck.error(unit.op, _unit_label(unit)[1], DTYPES[unit.dtype], exc)
         return
     for name, got, ref64, low, factor in run.outputs:
         ck.rule(run.op, run.tag, f"{run.kernel} {name}", got, ref64, low, run.dtype, factor=factor)
@@ -380,7 +381,7 @@ def _unit_in_worker(unit: OpLaunch | SweepLaunch) -> tuple[list[dict], dict[str,
 
 def _unit_label(unit: OpLaunch | SweepLaunch) -> tuple[str, str, str]:
     """(op, case, dtype) naming a launch in a failure record."""
-    dtype = str(_DTYPES[unit.dtype])[6:]  # as Checker's records name it
+    dtype = str(DTYPES[unit.dtype])[6:]  # as Checker's records name it
     if isinstance(unit, OpLaunch):
         return unit.op, f"{unit.op} {unit.shape}", dtype
     return unit.op, f"{unit.kernel} {unit.config} {unit.shape}", dtype

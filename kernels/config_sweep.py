@@ -371,14 +371,15 @@ class SweepLaunch:
     config: tuple[int, ...]
 
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+"""A launch's dtype name -> the torch dtype."""
 
 
 def sweep_launches(
     size: str, dtypes: Sequence[torch.dtype], ops: Sequence[str] | None = None, per_kernel: int | None = None
 ) -> list[SweepLaunch]:
     """Every launch ``every_config_runs`` makes with these arguments, in its order."""
-    names = {v: k for k, v in _DTYPES.items()}
+    names = {v: k for k, v in DTYPES.items()}
     return [
         SweepLaunch(op, names[dtype], shape, kernel, conf)
         for op in ops or tuple(OPS)
@@ -392,7 +393,7 @@ def sweep_launches(
 def run_launch(device: torch.device | str, launch: SweepLaunch, *, seed: int = 0) -> ConfigRun:
     """The one launch ``launch`` of the sweep, with the inputs and references ``every_config_runs``
     gives it (the same seed), its other kernels pinned."""
-    sweep, dtype = _SWEEPS[launch.op], _DTYPES[launch.dtype]
+    sweep, dtype = _SWEEPS[launch.op], DTYPES[launch.dtype]
     case = sweep.case(*launch.shape, dtype, device, _case_generator(seed, launch.op, dtype, launch.shape))
     with _pinned():
         return next(case.runs(launch.kernel, sweep.kernels[launch.kernel], [launch.config]))
