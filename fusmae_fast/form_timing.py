@@ -11,8 +11,10 @@ A caller runs its fixed rules unless ``may_time()`` allows timing; then it calls
 forms, operands, by_rules)``, ``key`` being the call site and ``operands_key()``, each form a function of
 the operands. The first call for a key times every form: one warm-up call each, then rounds
 alternating their order, ``ROUNDS`` of them, more (up to ``MAX_ROUNDS``) while a form has run less
-than ``MIN_TIMED_S`` in all; each form's best round counts. It records the winner for the key; later
-calls with that key run the recorded form only. What is timed is what the call will cost:
+than ``MIN_TIMED_S`` in all or the two best are within ``CLOSE`` of each other; each form's best round
+counts (load from other processes only adds time, so the best of more rounds is nearer the form's own
+cost, and a near tie is where a few noisy rounds pick the slower form). It records the winner for the
+key; later calls with that key run the recorded form only. What is timed is what the call will cost:
 
 - where no gradient will be taken, the forward; the winner's timed result is returned;
 - where one will be (grad mode on and an operand requires one), the forward and its backward, on
@@ -51,6 +53,7 @@ from fusmae_fast.kernels.triton_runtime import deterministic_enabled
 
 __all__ = [
     "MAX_KEYS",
+    "CLOSE",
     "MAX_ROUNDS",
     "MIN_TIMED_S",
     "ROUNDS",
@@ -72,6 +75,8 @@ MAX_ROUNDS = 10
 """Most timed rounds: rounds go on past ``ROUNDS`` until every form has run ``MIN_TIMED_S`` in all."""
 MIN_TIMED_S = 0.05
 """Seconds of timed calls per form that short forms repeat up to (short calls are the noisiest)."""
+CLOSE = 1.10
+"""Runner-up's best / winner's best below which rounds go on past ``ROUNDS`` (up to ``MAX_ROUNDS``)."""
 MAX_KEYS = 256
 """Most keys recorded; a call with a new key past that runs the rule untimed."""
 
@@ -156,7 +161,7 @@ def _time_forms(forms: Mapping[str, Callable[[], torch.Tensor]]) -> tuple[str, t
     best = dict.fromkeys(names, float("inf"))
     total = dict.fromkeys(names, 0.0)
     rnd = 0
-    while rnd < ROUNDS or (rnd < MAX_ROUNDS and min(total.values()) < MIN_TIMED_S):
+    while rnd < ROUNDS or (rnd < MAX_ROUNDS and (min(total.values()) < MIN_TIMED_S or _close(best))):
         for name in names if rnd % 2 == 0 else reversed(names):
             start = time.perf_counter()
             forms[name]()
@@ -166,6 +171,12 @@ def _time_forms(forms: Mapping[str, Callable[[], torch.Tensor]]) -> tuple[str, t
         rnd += 1
     winner = min(names, key=best.__getitem__)
     return winner, results[winner]
+
+
+def _close(best: Mapping[str, float]) -> bool:
+    """Whether the two best forms' times are within ``CLOSE`` of each other."""
+    times = sorted(best.values())
+    return len(times) > 1 and times[1] < CLOSE * times[0]
 
 
 def _with_backward(

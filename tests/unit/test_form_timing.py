@@ -59,6 +59,14 @@ def test_long_forms_are_timed_for_the_fewest_rounds():
     assert calls.count("a") == calls.count("b") == 1 + form_timing.ROUNDS
 
 
+def test_near_ties_are_timed_for_the_most_rounds():
+    calls: list[str] = []
+    a = 0.4 * form_timing.MIN_TIMED_S  # long enough alone to stop after ROUNDS rounds
+    forms = _counting_forms({"a": a, "b": 1.02 * a}, calls)  # within CLOSE: the most rounds
+    fastest("tie", forms, (), forms["b"])
+    assert calls.count("a") == calls.count("b") == 1 + form_timing.MAX_ROUNDS
+
+
 class _Sleeps(torch.autograd.Function):
     """x * 2 whose forward and backward each sleep a given time."""
 
