@@ -21,15 +21,15 @@ xattn    the Eq. 2 matrix of ``bench/xattn.py`` (our kernel, sdpa-mask, flex, tw
 step     ``bench/step.py`` for tiny, small and base, kernels torch and triton, bf16, compile off and
          on: images/s, peak memory, triton/torch ratios; one step.py run per preset.
 
-Before starting, the plan is printed: sections, the number of Triton compiles they may trigger (an
-upper bound: every kept config of every kernel in the planned dtypes) and the estimated minutes on a
-GPU (a model from assumed costs, not a measurement). ``--rehearse`` runs the same sections on the CPU
-with Triton's interpreter and tiny shapes (no bf16 kernels: the interpreter has none; e2e with
-``--kernels torch``: the interpreter is too slow for a whole model; step without compile; no timings
-are claimed). Results go to DIR as they finish: ``gpu_check.json`` and ``gpu_check.md`` are rewritten
-after every section, xattn / step / e2e keep their own outputs in DIR/<section>/, so a run killed at
-its limit keeps every finished section. Exit status: 1 on any parity (or xattn correctness) failure,
-2 when a section failed otherwise, else 0.
+Before starting, the plan is printed: sections, the number of Triton compiles they may trigger (an upper
+bound: every kept config of every kernel in the planned dtypes) and the estimated minutes on a GPU (a
+model, not a measurement: seconds per cold compile from ``COMPILE_TIMES``, the rest assumed).
+``--rehearse`` runs the same sections on the CPU with Triton's interpreter and tiny shapes (no bf16
+kernels: the interpreter has none; e2e with ``--kernels torch``: the interpreter is too slow for a whole
+model; step without compile; no timings are claimed). Results go to DIR as they finish:
+``gpu_check.json`` and ``gpu_check.md`` are rewritten after every section, xattn / step / e2e keep their
+own outputs in DIR/<section>/, so a run killed at its limit keeps every finished section. Exit status: 1
+on any parity (or xattn correctness) failure, 2 when a section failed otherwise, else 0.
 
 No network is used and nothing is installed; xformers and rasterio are optional (without rasterio the
 built-in sample cannot be generated: e2e is skipped with a note unless the sample is already cached).
@@ -52,7 +52,13 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 
 COMPILE_S = 1.0
-"""Assumed seconds per cold Triton compile on a GPU machine (an assumption for the plan, not measured)."""
+"""Assumed seconds per cold Triton compile, where ``COMPILE_TIMES`` cannot be read."""
+COMPILE_TIMES = BENCH / "results" / "compile_check_sm90_bf16.json"
+"""compile_check's report of every bf16 config compiled for sm_90 from a cold cache (``python -m
+fusmae_fast.kernels.compile_check --targets 90 --only 'bf16$' --json ...`` with an empty
+TRITON_CACHE_DIR): its rows' ``compile_s`` (``triton.compile`` alone, one CPU core each) give the plan
+its seconds per cold compile. Measured on a CPU without a GPU; a GPU machine's cores compile at their
+own speed."""
 OP_CASE_COMPILES = 4
 """Assumed new compiles per op-case launch (the autotuner compiles each kept config of the launch's
 key; configs the sweep compiled before are cache hits): an assumption for the plan."""
@@ -155,6 +161,23 @@ def count_compiles(dtypes: list[str], module: str | None = None, head_dim: int |
     return total
 
 
+def compile_cost() -> tuple[float, str]:
+    """Seconds per cold Triton compile for the plan and where the figure comes from: the mean
+    ``compile_s`` of ``COMPILE_TIMES``, else ``COMPILE_S`` (assumed)."""
+    try:
+        report = json.loads(COMPILE_TIMES.read_text())
+        times = [float(r["compile_s"]) for r in report["rows"] if r.get("ok") and r.get("compile_s")]
+    except (OSError, ValueError, KeyError, TypeError):
+        times = []
+    if not times:
+        return COMPILE_S, f"{COMPILE_S:.1f} s per cold compile assumed ({COMPILE_TIMES.name} unreadable)"
+    mean = sum(times) / len(times)
+    return mean, (
+        f"{mean:.2f} s per cold compile, the mean of {len(times)} compiles measured by compile_check "
+        f"(triton {report.get('triton', '?')}, {','.join(report.get('targets', []))}, {COMPILE_TIMES.name})"
+    )
+
+
 def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Sections with their estimated seconds on a GPU (``gpu_s``, a model) and in a rehearsal
     (``cpu_s``), which share out the budget, and the seconds they need at least to be worth starting
@@ -173,6 +196,7 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         [names[d] for d in planned_sweep(args, gpu=True)],
     )
     workers = parity_workers(args, n_ops + n_sweep)
+    per_compile, _ = compile_cost()
     gpu_compiles = gpu_sweep + OP_CASE_COMPILES * gpu_ops
     xattn_compiles = count_compiles(xattn_dtypes(args), "cross_modal_attention", head_dim=64)
     sm = step_matrix(args)
@@ -188,7 +212,7 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"{'s' if workers > 1 else ''}",
             compiles=gpu_compiles,
             workers=workers,
-            gpu_s=int(gpu_compiles * COMPILE_S / workers + (WORKER_START_S if workers > 1 else 0)) + 30,
+            gpu_s=int(gpu_compiles * per_compile / workers + (WORKER_START_S if workers > 1 else 0)) + 30,
             cpu_s=30,
             min_s=10,
         ),
@@ -235,9 +259,10 @@ def print_plan(plan: list[dict[str, Any]], args: argparse.Namespace) -> None:
     total_c = sum(r["compiles"] for r in plan)
     total_s = sum(r["gpu_s"] for r in plan)
     print(
-        f"#   {'total':<8} {total_c:>15} {total_s / 60:>12.1f}  (estimate: {COMPILE_S:.0f} s per cold "
-        "compile assumed; parity: one per explicit config launch + OP_CASE_COMPILES per op launch, side by "
-        "side over its workers, one core each; xattn: an upper bound, every kept D64 attention config)"
+        f"#   {'total':<8} {total_c:>15} {total_s / 60:>12.1f}  (estimate: {compile_cost()[1]}; parity: one "
+        f"compile per explicit config launch + {OP_CASE_COMPILES} per op launch (assumed), side by side over "
+        f"its workers, one core each, {WORKER_START_S:.0f} s worker start assumed; xattn: an upper bound, "
+        "every kept D64 attention config; e2e, xattn and step seconds assumed)"
     )
     if args.rehearse:
         print(

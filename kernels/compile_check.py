@@ -80,6 +80,9 @@ class Row:
     smem: int | None = None
     mma: int | None = None
     seconds: float = 0.0
+    """Wall seconds of the whole check of this kernel (compile, ptxas -v, cuobjdump)."""
+    compile_s: float = 0.0
+    """Wall seconds of ``triton.compile`` alone: what a launch's first (cold-cache) compile costs."""
     error: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -238,6 +241,7 @@ def compile_one(module: str, spec: dict, cc: int) -> Row:
         )
         opts = {"num_warps": spec["num_warps"], "num_stages": spec["num_stages"]}
         kern = triton.compile(src, target=GPUTarget("cuda", cc, 32), options=opts)
+        row.compile_s = time.perf_counter() - t0
         row.smem = int(kern.metadata.shared)
         row.regs, row.spill_stores, row.spill_loads = _ptxas_report(kern.asm["ptx"], cc)
         row.mma = _mma_count(kern.asm["cubin"])

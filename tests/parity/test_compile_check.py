@@ -66,6 +66,7 @@ def test_compile_check_sm86(tmp_path):
         assert r["ok"] and r["target"] == "sm_86"
         assert r["regs"] > 0 and r["spill_stores"] == 0 and r["spill_loads"] == 0
         assert 0 <= r["smem"] <= 101376
+        assert 0 < r["compile_s"] <= r["seconds"]  # triton.compile alone, within the whole check
         # fp16/bf16 attention dots must run on tensor cores
         if r["kernel"] in ("xattn_fwd", "xattn_dq", "xattn_dkdv") and not r["config"].endswith("fp32"):
             assert r["mma"] > 0, r

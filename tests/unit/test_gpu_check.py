@@ -109,3 +109,22 @@ def test_parity_in_workers_gives_the_same_records(monkeypatch):
     assert runs[0]["launches_run"] == runs[0]["launches_planned"] == runs[1]["launches_run"]
     assert runs[0]["records"] == runs[1]["records"] and runs[0]["max_err"] == runs[1]["max_err"]
     assert not runs[0]["failed"]
+
+
+def test_plan_takes_its_compile_seconds_from_the_stored_report(tmp_path, monkeypatch):
+    per_compile, source = gpu_check.compile_cost()  # the report kept in bench/results
+    assert 0 < per_compile < 60 and "measured by compile_check" in source
+    report = tmp_path / "report.json"
+    rows = [{"ok": True, "compile_s": 1.0}, {"ok": True, "compile_s": 3.0}, {"ok": False, "compile_s": 50}]
+    report.write_text(json.dumps({"triton": "3.9.0", "targets": ["sm_90"], "rows": rows}))
+    monkeypatch.setattr(gpu_check, "COMPILE_TIMES", report)
+    per_compile, source = gpu_check.compile_cost()
+    assert per_compile == 2.0 and "mean of 2 compiles" in source  # failed compiles do not count
+    args = gpu_check.parse_args(["--out", str(tmp_path), "--workers", "4"])
+    parity = {r["name"]: r for r in gpu_check.build_plan(args)}["parity"]
+    assert parity["gpu_s"] == int(parity["compiles"] * 2.0 / 4 + gpu_check.WORKER_START_S) + 30
+    report.write_text("{ truncated")
+    assert gpu_check.compile_cost() == (
+        gpu_check.COMPILE_S,
+        f"{gpu_check.COMPILE_S:.1f} s per cold compile assumed (report.json unreadable)",
+    )
