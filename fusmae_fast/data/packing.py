@@ -52,6 +52,7 @@ from fusmae_fast.data.raw_sample import RawSample, S2Layout
 from fusmae_fast.data.store import (
     GEOREFERENCE_ARRAYS,
     INDEX_NAME,
+    NPY_HEADER_ERRORS,
     S1_DTYPES,
     S1_NAME_ARRAYS,
     STORE_FORMAT,
@@ -246,7 +247,7 @@ def _image_arrays_intact(plan: _Plan) -> bool:
     for name, (shape, dtype) in plan.chunk_arrays().items():
         try:
             arr = np.load(plan.out / f"{name}.npy", mmap_mode="r")
-        except (OSError, ValueError):
+        except NPY_HEADER_ERRORS:  # killed while the headers were written: start afresh
             return False
         if arr.shape != shape or arr.dtype != np.dtype(dtype):
             return False

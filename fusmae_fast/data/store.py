@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tokenize
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,18 @@ def array_digest(arr: np.ndarray, chunk_size: int, workers: int = 1) -> str:
     return h.hexdigest()
 
 
+NPY_HEADER_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    UnicodeDecodeError,
+    tokenize.TokenError,
+)
+"""What numpy raises on a ``.npy`` file whose header is damaged: ValueError or SyntaxError from the
+literal's parse, and from Python 3.12 on ``tokenize.TokenError`` (not a SyntaxError) from the
+tokenizer that reads the header first."""
+
+
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """(shape, dtype, fortran order, header length) of a ``.npy`` file, without reading its data."""
     with open(path, "rb") as f:
@@ -152,7 +165,7 @@ def file_problem(path: Path, spec: dict[str, Any]) -> str | None:
         return "missing"
     try:
         shape, dtype, fortran, header = _npy_header(path)
-    except (OSError, ValueError, SyntaxError, UnicodeDecodeError) as e:
+    except NPY_HEADER_ERRORS as e:
         return f"unreadable .npy header ({e})"
     want_dtype = np.dtype(spec["dtype"])
     if list(shape) != list(spec["shape"]) or dtype.str != want_dtype.str or fortran:

@@ -181,6 +181,32 @@ def test_interrupted_convert_resumes_to_an_identical_store(v1_root, v1_store: Pa
     assert not (out / ".convert").exists()
 
 
+def test_convert_with_a_damaged_array_header_starts_afresh(v1_root, v1_store: Path, tmp_path: Path) -> None:
+    root, _ = v1_root
+    out = tmp_path / "damaged"
+
+    def stop_at_once(done: int, total: int) -> None:
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        pack(_v1_sources(root), out, chunk_size=3, workers=0, progress=False, on_chunk=stop_at_once)
+    header = out / "s2_g0.npy"
+    data = bytearray(header.read_bytes())
+    data[12:20] = b"garbage!"  # inside the header's dict literal (Python 3.12: a tokenize.TokenError)
+    header.write_bytes(bytes(data))
+    redone: list[int] = []
+    pack(
+        _v1_sources(root),
+        out,
+        chunk_size=3,
+        workers=0,
+        progress=False,
+        on_chunk=lambda d, t: redone.append(d),
+    )
+    assert len(redone) == 4  # nothing recorded was trusted
+    assert _store_bytes(out) == _store_bytes(v1_store)
+
+
 def test_killed_convert_resumes_to_an_identical_store(tmp_path: Path) -> None:
     root = tmp_path / "raw"
     write_bigearthnet_v1(root, 36, seed=21)
