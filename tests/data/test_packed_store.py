@@ -150,33 +150,38 @@ class _Stop(Exception):
     pass
 
 
-def test_interrupted_convert_resumes_to_an_identical_store(v1_root, v1_store: Path, tmp_path: Path) -> None:
-    root, _ = v1_root
-    out = tmp_path / "resumed"
+def _pack_stopped(root: Path, out: Path, after: int) -> None:
+    """A convert into ``out`` stopped (an exception) once ``after`` chunks are recorded."""
     seen: list[int] = []
 
-    def stop_after_two(done: int, total: int) -> None:
+    def stop(done: int, total: int) -> None:
         seen.append(done)
-        if len(seen) == 2:
+        if len(seen) == after:
             raise _Stop
 
     with pytest.raises(_Stop):
-        pack(_v1_sources(root), out, chunk_size=3, workers=2, progress=False, on_chunk=stop_after_two)
+        pack(_v1_sources(root), out, chunk_size=3, workers=2, progress=False, on_chunk=stop)
+
+
+def _pack_counting(root: Path, out: Path) -> int:
+    """Run (or resume) the convert into ``out`` to its end; returns the number of chunks it packed."""
+    done: list[int] = []
+    pack(
+        _v1_sources(root), out, chunk_size=3, workers=2, progress=False, on_chunk=lambda d, t: done.append(d)
+    )
+    return len(done)
+
+
+def test_interrupted_convert_resumes_to_an_identical_store(v1_root, v1_store: Path, tmp_path: Path) -> None:
+    root, _ = v1_root
+    out = tmp_path / "resumed"
+    _pack_stopped(root, out, after=2)
     assert not (out / "index.json").exists() and len(list((out / ".convert" / "chunks").iterdir())) >= 2
     with pytest.raises(DatasetError, match="unfinished convert"):
         open_dataset(out, "train")
     with pytest.raises(FileExistsError, match="unfinished convert of other data or options"):
         pack(_v1_sources(root), out, chunk_size=3, s1_dtype="float16", workers=0, progress=False)
-    resumed: list[int] = []
-    pack(
-        _v1_sources(root),
-        out,
-        chunk_size=3,
-        workers=2,
-        progress=False,
-        on_chunk=lambda d, t: resumed.append(d),
-    )
-    assert len(resumed) == 4 - 2  # only the chunks not recorded were redone
+    assert _pack_counting(root, out) == 4 - 2  # only the chunks not recorded were redone
     assert _store_bytes(out) == _store_bytes(v1_store)
     assert not (out / ".convert").exists()
 
@@ -184,26 +189,12 @@ def test_interrupted_convert_resumes_to_an_identical_store(v1_root, v1_store: Pa
 def test_convert_with_a_damaged_array_header_starts_afresh(v1_root, v1_store: Path, tmp_path: Path) -> None:
     root, _ = v1_root
     out = tmp_path / "damaged"
-
-    def stop_at_once(done: int, total: int) -> None:
-        raise _Stop
-
-    with pytest.raises(_Stop):
-        pack(_v1_sources(root), out, chunk_size=3, workers=0, progress=False, on_chunk=stop_at_once)
+    _pack_stopped(root, out, after=1)
     header = out / "s2_g0.npy"
     data = bytearray(header.read_bytes())
     data[12:20] = b"garbage!"  # inside the header's dict literal (Python 3.12: a tokenize.TokenError)
     header.write_bytes(bytes(data))
-    redone: list[int] = []
-    pack(
-        _v1_sources(root),
-        out,
-        chunk_size=3,
-        workers=0,
-        progress=False,
-        on_chunk=lambda d, t: redone.append(d),
-    )
-    assert len(redone) == 4  # nothing recorded was trusted
+    assert _pack_counting(root, out) == 4  # nothing recorded was trusted
     assert _store_bytes(out) == _store_bytes(v1_store)
 
 
