@@ -52,8 +52,8 @@ import torch
 from fusmae_fast.kernels.triton_runtime import deterministic_enabled
 
 __all__ = [
-    "MAX_KEYS",
     "CLOSE",
+    "MAX_KEYS",
     "MAX_ROUNDS",
     "MIN_TIMED_S",
     "ROUNDS",
@@ -72,7 +72,8 @@ __all__ = [
 ROUNDS = 5
 """Fewest timed rounds per form on a key's first call (after one warm-up call each)."""
 MAX_ROUNDS = 10
-"""Most timed rounds: rounds go on past ``ROUNDS`` until every form has run ``MIN_TIMED_S`` in all."""
+"""Most timed rounds: rounds go on past ``ROUNDS`` until every form has run ``MIN_TIMED_S`` in all and
+the two best are not within ``CLOSE``."""
 MIN_TIMED_S = 0.05
 """Seconds of timed calls per form that short forms repeat up to (short calls are the noisiest)."""
 CLOSE = 1.10
