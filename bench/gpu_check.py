@@ -182,7 +182,6 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Sections with their estimated seconds on a GPU (``gpu_s``, a model) and in a rehearsal
     (``cpu_s``), which share out the budget, and the seconds they need at least to be worth starting
     (``min_s``)."""
-
     from fusmae_fast.bench import gpu_parity
 
     names = gpu_parity.DTYPES
@@ -324,7 +323,6 @@ def section_env(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def section_parity(ctx: dict[str, Any], box_s: float) -> dict[str, Any]:
-
     from fusmae_fast.bench import gpu_parity
 
     names = gpu_parity.DTYPES

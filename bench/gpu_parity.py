@@ -302,7 +302,6 @@ _CASES: dict[str, tuple[Callable[[str], list[tuple]], Callable[..., None]]] = {
 
 DTYPES = config_sweep.DTYPES
 """A launch's dtype name -> the torch dtype (config_sweep's)."""
-_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 def plan(size: str, dtypes: list[torch.dtype]) -> list[OpLaunch]:
@@ -310,8 +309,9 @@ def plan(size: str, dtypes: list[torch.dtype]) -> list[OpLaunch]:
     of a serial run leaves whole dtypes checked."""
     launches = []
     for dtype in dtypes:
+        name = config_sweep.DTYPE_NAMES[dtype]
         for op, (shapes, _) in _CASES.items():
-            launches += [OpLaunch(op, _DTYPE_NAMES[dtype], tuple(shape)) for shape in shapes(size)]
+            launches += [OpLaunch(op, name, tuple(shape)) for shape in shapes(size)]
     return launches
 
 

@@ -373,15 +373,16 @@ class SweepLaunch:
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 """A launch's dtype name -> the torch dtype."""
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+"""The torch dtype -> its name in a launch."""
 
 
 def sweep_launches(
     size: str, dtypes: Sequence[torch.dtype], ops: Sequence[str] | None = None, per_kernel: int | None = None
 ) -> list[SweepLaunch]:
     """Every launch ``every_config_runs`` makes with these arguments, in its order."""
-    names = {v: k for k, v in DTYPES.items()}
     return [
-        SweepLaunch(op, names[dtype], shape, kernel, conf)
+        SweepLaunch(op, DTYPE_NAMES[dtype], shape, kernel, conf)
         for op in ops or tuple(OPS)
         for dtype in dtypes
         for shape, steps in sweep_plan(op, size, torch.empty((), dtype=dtype).element_size(), per_kernel)
