@@ -7,9 +7,12 @@ config, dtype) with keys kernel, config, fn, signature, constexprs, num_warps, n
 is compiled with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))`` for each target.
 Then, per compiled kernel:
 
-- registers and spills: the ptxas Triton itself uses for the target (``get_ptxas``; Triton 3.9 ships a
-  newer one for sm_90+) is re-run with ``-v`` on the PTX, with the flags of Triton's own ptxas call
-  (``-lineinfo --regAllocOptLevel=2 --gpu-name=sm_XX``);
+- registers and spills: the ``-v`` report of the ptxas run that made the cubin. Triton passes ``-v`` to
+  its own ptxas call and prints the report when ``TRITON_DUMP_PTXAS_LOG`` is set, which
+  ``prepare_environment()`` does; the printed report is captured. When Triton's cache had the kernel
+  (no ptxas ran), the ptxas Triton uses for the target (``get_ptxas``; Triton 3.9 ships a newer one for
+  sm_90+) is re-run on the PTX with the flags of Triton's call (``-lineinfo -v --regAllocOptLevel=2
+  --gpu-name=sm_XX``);
 - shared memory: ``metadata.shared`` (the dynamic shared memory Triton asks for at launch);
 - tensor-core instructions: lines of ``cuobjdump -sass`` on the cubin whose opcode is HMMA / HGMMA /
   IMMA / DMMA (the SASS forms of ``mma``/``wgmma``).
@@ -20,7 +23,10 @@ written. The exit status is non-zero if a listed module defines a ``@triton.jit`
 registers on sm_86, or if any config needs more than 101376 bytes (99 KB, the sm_86 per-block limit)
 of shared memory on any target.
 
-Triton's on-disk cache makes a second run much faster (only ptxas -v and cuobjdump are re-run).
+Each kernel's measured resources are stored beside Triton's cache (``RESOURCES_DIR`` under
+``triton.knobs.cache.dir``), keyed by the compiled kernel's hash, which covers its source, options,
+target, Triton version and ptxas version: a second run finds the compile and the report both cached and
+runs no ptxas or cuobjdump (``Row.resources_from`` says where each row's figures came from).
 ``collect_specs()`` (which ``main()`` calls) first runs ``prepare_environment()``: it removes
 ``TRITON_INTERPRET`` from this process's environment before any kernel module is imported, since the
 interpreter's ``@triton.jit`` objects cannot be compiled. Importing this module changes nothing.
@@ -29,7 +35,9 @@ interpreter's ``@triton.jit`` objects cannot be compiled. Importing this module 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import json
 import multiprocessing
 import os
@@ -65,6 +73,8 @@ REQUIRED_KEYS = ("kernel", "config", "fn", "signature", "constexprs", "num_warps
 MMA_RE = re.compile(r"\b(HMMA|HGMMA|IMMA|DMMA)\b")
 REGS_RE = re.compile(r"Used (\d+) registers")
 SPILL_RE = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+RESOURCES_DIR = "fusmae_fast_resources_v1"
+"""Folder under Triton's cache dir for the stored resource reports (renamed when what they hold changes)."""
 
 
 @dataclass
@@ -80,9 +90,12 @@ class Row:
     smem: int | None = None
     mma: int | None = None
     seconds: float = 0.0
-    """Wall seconds of the whole check of this kernel (compile, ptxas -v, cuobjdump)."""
+    """Wall seconds of the whole check of this kernel (compile, and ptxas -v and cuobjdump if needed)."""
     compile_s: float = 0.0
     """Wall seconds of ``triton.compile`` alone: what a launch's first (cold-cache) compile costs."""
+    resources_from: str = ""
+    """Where regs/spills/mma came from: "triton's ptxas" (the compile's own ptxas report), "ptxas rerun"
+    (the compile was cached), or "stored" (this kernel was measured by an earlier run)."""
     error: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -123,10 +136,12 @@ def module_jit_functions(mod: object) -> list[str]:
 
 def prepare_environment() -> None:
     """Make ``@triton.jit`` give compilable functions in this process: remove ``TRITON_INTERPRET`` (the
-    interpreter's functions cannot be compiled) and state Triton 3.9's default FP fusion (silences a
-    warning). Runs before any kernel module is imported; a module imported earlier stays as it was."""
+    interpreter's functions cannot be compiled), state Triton 3.9's default FP fusion (silences a
+    warning) and make Triton print its ptxas report. Runs before any kernel module is imported; a
+    module imported earlier stays as it was."""
     os.environ.pop("TRITON_INTERPRET", None)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"  # compile_one() reads Triton's own ptxas -v report
 
 
 def collect_specs(modules: tuple[str, ...] | list[str], package: str = "fusmae_fast.kernels"):
@@ -178,8 +193,17 @@ def _ptxas_path(cc: int) -> str:
         return os.path.join(_bin_dir(), "ptxas")
 
 
+def parse_ptxas_log(log: str) -> tuple[int, int, int] | None:
+    """(registers, spill store bytes, spill load bytes) from a ptxas -v report; None if it has none."""
+    regs = [int(m) for m in REGS_RE.findall(log)]
+    spills = [(int(a), int(b)) for a, b in SPILL_RE.findall(log)]
+    if not regs or not spills:
+        return None
+    return max(regs), max(s for s, _ in spills), max(lo for _, lo in spills)
+
+
 def _ptxas_report(ptx: str, cc: int) -> tuple[int, int, int]:
-    """Run the bundled ptxas -v on PTX; return (registers, spill store bytes, spill load bytes)."""
+    """Run Triton's ptxas -v on PTX; return (registers, spill store bytes, spill load bytes)."""
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "k.ptx")
         with open(src, "w") as f:
@@ -198,11 +222,10 @@ def _ptxas_report(ptx: str, cc: int) -> tuple[int, int, int]:
     log = out.stdout + out.stderr
     if out.returncode != 0:
         raise RuntimeError(f"ptxas -v exited with {out.returncode}: {log.strip()[-1500:]}")
-    regs = [int(m) for m in REGS_RE.findall(log)]
-    spills = [(int(a), int(b)) for a, b in SPILL_RE.findall(log)]
-    if not regs or not spills:
+    report = parse_ptxas_log(log)
+    if report is None:
         raise RuntimeError(f"could not parse ptxas -v output:\n{log}")
-    return max(regs), max(s for s, _ in spills), max(lo for _, lo in spills)
+    return report
 
 
 def _mma_count(cubin: bytes) -> int:
@@ -215,6 +238,50 @@ def _mma_count(cubin: bytes) -> int:
             [os.path.join(_bin_dir(), "cuobjdump"), "-sass", path], capture_output=True, text=True, check=True
         )
     return sum(1 for line in out.stdout.splitlines() if MMA_RE.search(line))
+
+
+def _resources_path(kernel_hash: str) -> str:
+    return os.path.join(triton.knobs.cache.dir, RESOURCES_DIR, f"{kernel_hash}.json")
+
+
+def _load_resources(kernel_hash: str) -> dict | None:
+    """The stored report of an earlier run for this compiled kernel, or None (absent or unreadable)."""
+    try:
+        with open(_resources_path(kernel_hash)) as f:
+            stored = json.load(f)
+        return {k: int(stored[k]) for k in ("regs", "spill_stores", "spill_loads", "mma")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store_resources(kernel_hash: str, resources: dict) -> None:
+    """Write the report atomically (parallel jobs may measure the same kernel); a failed write is
+    only a lost shortcut."""
+    path = _resources_path(kernel_hash)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(resources, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _measure_resources(kern, cc: int, compile_log: str) -> tuple[dict, str]:
+    """Registers, spills and tensor-core instructions of a compiled kernel, and where they came from."""
+    stored = _load_resources(kern.hash)
+    if stored is not None:
+        return stored, "stored"
+    report = parse_ptxas_log(compile_log)
+    source = "triton's ptxas"
+    if report is None:  # Triton's cache had the cubin: no ptxas ran in this compile
+        report, source = _ptxas_report(kern.asm["ptx"], cc), "ptxas rerun"
+    regs, spill_stores, spill_loads = report
+    resources = {"regs": regs, "spill_stores": spill_stores, "spill_loads": spill_loads}
+    resources["mma"] = _mma_count(kern.asm["cubin"])
+    _store_resources(kern.hash, resources)
+    return resources, source
 
 
 def _attrs(spec: dict) -> dict:
@@ -240,11 +307,14 @@ def compile_one(module: str, spec: dict, cc: int) -> Row:
             fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"], attrs=_attrs(spec)
         )
         opts = {"num_warps": spec["num_warps"], "num_stages": spec["num_stages"]}
-        kern = triton.compile(src, target=GPUTarget("cuda", cc, 32), options=opts)
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):  # Triton prints its ptxas report (TRITON_DUMP_PTXAS_LOG)
+            kern = triton.compile(src, target=GPUTarget("cuda", cc, 32), options=opts)
         row.compile_s = time.perf_counter() - t0
         row.smem = int(kern.metadata.shared)
-        row.regs, row.spill_stores, row.spill_loads = _ptxas_report(kern.asm["ptx"], cc)
-        row.mma = _mma_count(kern.asm["cubin"])
+        resources, row.resources_from = _measure_resources(kern, cc, log.getvalue())
+        for name, value in resources.items():  # regs, spill_stores, spill_loads, mma
+            setattr(row, name, value)
         row.ok = True
     except Exception as exc:
         row.error = f"{type(exc).__name__}: {str(exc).strip()[:2000]}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -28,9 +29,11 @@ ATTN_STRESS = (
 
 
 def _run(
-    args: list[str], tmp_path, extra_path: str | None = None
+    args: list[str], tmp_path, extra_path: str | None = None, cache_dir=None
 ) -> tuple[subprocess.CompletedProcess, dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if cache_dir is not None:
+        env["TRITON_CACHE_DIR"] = str(cache_dir)
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, env.get("PYTHONPATH")) if p)
     out_json = tmp_path / "report.json"
@@ -88,6 +91,36 @@ def test_compile_check_sm80_sm90(tmp_path):
     assert set(per_kernel.values()) == {1}, per_kernel  # --per-kernel 1
     assert len(per_kernel) >= 2 * 12
     assert all(r["ok"] and r["smem"] <= 101376 for r in report["rows"])
+
+
+def test_resources_come_from_the_compile_then_from_the_store(tmp_path):
+    """From an empty Triton cache the figures are read from the ptxas report of Triton's own compile; a
+    second run finds them stored under the kernel's hash; with the store gone (the compile still
+    cached) ptxas is re-run. All three give the same registers, spills and mma count."""
+    from fusmae_fast.kernels.compile_check import RESOURCES_DIR
+
+    cache = tmp_path / "triton-cache"
+    args = [
+        "--targets",
+        "86",
+        "--only",
+        r"^gather_fwd/|^xattn_fwd/BM32-BN32-D64-w4-s2-fp16$",
+        "--per-kernel",
+        "1",
+    ]
+    figures, sources = [], []
+    for step in ("cold", "stored", "store removed"):
+        if step == "store removed":
+            shutil.rmtree(cache / RESOURCES_DIR)
+        proc, report = _run(args, tmp_path, cache_dir=cache)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        rows = sorted(report["rows"], key=lambda r: r["kernel"])
+        assert [r["kernel"] for r in rows] == ["gather_fwd", "xattn_fwd"]
+        figures.append([(r["regs"], r["spill_stores"], r["spill_loads"], r["mma"]) for r in rows])
+        sources.append({r["resources_from"] for r in rows})
+    assert sources == [{"triton's ptxas"}, {"stored"}, {"ptxas rerun"}]
+    assert figures[0] == figures[1] == figures[2]
+    assert figures[0][0][0] > 0 and figures[0][1][3] > 0  # registers counted; the fp16 dots are mma
 
 
 BAD_PACKAGE = {
