@@ -128,8 +128,12 @@ def export_picks() -> list[list[str]]:
 
 def restore_picks(pairs: list[list[str]]) -> None:
     """Adopt ``export_picks()``'s pairs: a call whose key is among them runs the recorded form without
-    timing (where the call has a form of that name; else it is timed as usual)."""
-    _RESTORED.update({str(key): str(name) for key, name in pairs})
+    timing (where the call has a form of that name; else it is timed as usual), also where this
+    process had picked another form for that key."""
+    restored = {str(key): str(name) for key, name in pairs}
+    for key in [k for k in _PICKS if repr(k) in restored]:
+        del _PICKS[key]
+    _RESTORED.update(restored)
 
 
 def operands_key(*tensors: torch.Tensor | None) -> tuple:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fusmae_fast import form_timing
 from fusmae_fast.config import ModelConfig
 from fusmae_fast.data.bands import S1_BANDS, S1_MEAN, S1_STD, S2_BANDS, S2_MEAN, S2_STD
 from fusmae_fast.data.errors import DatasetError
@@ -217,6 +218,7 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     output = PartialOutput.open(cfg.out, fingerprint, num_groups, cfg.overwrite)
     done = set(output.finished_groups())
     if done:
+        form_timing.restore_picks(output.recorded_picks())  # the killed run's forms, its rounding
         print(
             f"[fusmae-fast] embed: continuing {output.folder}: {len(done)} of {num_groups} row groups done",
             file=sys.stderr,
@@ -285,5 +287,6 @@ def embed_groups(
                 np.concatenate(rings) if cfg.geometry else None,
             )
             output.write_group(group, table)
+            output.record_picks(form_timing.export_picks())
             feats, rings = [], []
     return computed

@@ -9,12 +9,15 @@ OGC:CRS84) and ``fusmae_fast`` (what made the embeddings: see ``fusmae_fast.embe
 geometry there is neither ``geometry``, ``bbox`` nor ``geo``: a plain Parquet file.
 
 Resume. Until it is complete, the file is a folder ``<out>.partial/`` beside it: ``run.json`` (the
-fingerprint of the command: checkpoint hash, data, rows, settings) and one Parquet file per finished
-row group, ``group-<k>.parquet``, each written atomically (``fusmae_fast.atomic_write``). A kill loses
+fingerprint of the command: checkpoint hash, data, rows, settings), one Parquet file per finished
+row group, ``group-<k>.parquet``, and ``form_picks.json`` (the forms the torch path picked by timing,
+``fusmae_fast.form_timing``), each written atomically (``fusmae_fast.atomic_write``). A kill loses
 at most the row groups under way; the same command finds the folder, checks its fingerprint, skips
-the finished groups and computes the rest. When every group is there they are copied, in order, one
-row group each, into ``<out>.partial/assembled.parquet`` with the file metadata, which is fsync'ed
-and renamed to ``<out>``; then the folder is removed.
+the finished groups and computes the rest with the forms the killed run picked (the forms round
+differently: timed afresh, a busy machine could pick others, and the file would mix them). When
+every group is there they are copied, in order, one row group each, into
+``<out>.partial/assembled.parquet`` with the file metadata, which is fsync'ed and renamed to
+``<out>``; then the folder is removed.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from fusmae_fast.embed.footprint import polygon_wkb, ring_bbox
 
 GEOPARQUET_VERSION = "1.1.0"
 RUN_NAME = "run.json"
+PICKS_NAME = "form_picks.json"
 GROUP_RE = re.compile(r"^group-(\d{6})\.parquet$")
 BBOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -197,6 +201,23 @@ class PartialOutput:
         buf = io.BytesIO()
         pq.write_table(table, buf)
         atomic_write_bytes(self.group_path(group), buf.getvalue())
+
+    def record_picks(self, picks: list[list[str]]) -> None:
+        """Keep the forms picked so far (``form_timing.export_picks()``) for a resumed run."""
+        atomic_write_text(self.folder / PICKS_NAME, json.dumps(picks, indent=1))
+
+    def recorded_picks(self) -> list[list[str]]:
+        """The forms an unfinished run picked ([] if it recorded none); an unreadable record is refused."""
+        path = self.folder / PICKS_NAME
+        if not path.is_file():
+            return []
+        try:
+            picks = json.loads(path.read_text())
+            return [[str(key), str(name)] for key, name in picks]
+        except (OSError, ValueError, TypeError) as exc:
+            raise OutputError(
+                f"{path}: unreadable record of an unfinished run ({exc}); --overwrite starts over"
+            ) from exc
 
     def assemble(self, schema: pa.Schema, metadata: dict[str, Any]) -> Path:
         """Copy the row groups in order, one at a time, into the final file (with ``metadata`` and, with

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from fusmae_fast import build_model, export_encoder
+from fusmae_fast import build_model, export_encoder, form_timing
 from fusmae_fast.cli import main
 from fusmae_fast.data import open_dataset
 from fusmae_fast.data.synthetic import write_bigearthnet_v1
@@ -133,10 +133,24 @@ def test_pretrained_folder_float16_mean_pool_single_modality(world, tmp_path):
     assert info["pool"] == "mean" and info["inputs"] == "s1" and info["dtype"] == "float16"
 
 
+def last_form(forms):
+    """A stand-in for form_timing's timing that picks the same form in every process (the last name):
+    the comparison of two runs then does not depend on which form a busy machine times fastest."""
+    name = sorted(forms)[-1]
+    return name, forms[name]()
+
+
 KILLER = """
 import os, signal, sys
+from fusmae_fast import form_timing
 from fusmae_fast.embed import geoparquet
 from fusmae_fast.cli import main
+
+def last_form(forms):
+    name = sorted(forms)[-1]
+    return name, forms[name]()
+
+form_timing._time_forms = last_form
 
 written = []
 original = geoparquet.PartialOutput.write_group
@@ -152,8 +166,12 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_kill_and_resume_equals_uninterrupted(world, tmp_path):
+def test_kill_and_resume_equals_uninterrupted(world, tmp_path, monkeypatch):
+    """A killed run, continued, writes the file an uninterrupted run writes; the continuation computes
+    with the forms the killed run picked (recorded in the partial folder), timing only what they do
+    not cover."""
     root, _ = world
+    monkeypatch.setattr(form_timing, "_time_forms", last_form)
     whole = tmp_path / "whole.parquet"
     assert _embed(root, whole) == 0
 
@@ -171,7 +189,23 @@ def test_kill_and_resume_equals_uninterrupted(world, tmp_path):
         "group-000001.parquet",
     ]
 
-    assert main(args) == 0  # the same command continues
+    recorded = json.loads((partial / "form_picks.json").read_text())
+    assert recorded, "the killed run recorded no form picks: nothing of the resume is tested"
+    timed: list[str] = []
+
+    def timed_here(forms):
+        timed.append(sorted(forms))
+        return last_form(forms)
+
+    form_timing.set_form_timing(form_timing.form_timing_enabled())  # forget this process's picks
+    monkeypatch.setattr(form_timing, "_time_forms", timed_here)
+    try:
+        assert main(args) == 0  # the same command continues
+        picks = {repr(k): v for k, v in form_timing.picks().items()}
+    finally:
+        form_timing.set_form_timing(form_timing.form_timing_enabled())
+    assert all(picks[key] == name for key, name in recorded)  # the recorded keys ran their forms
+    assert len(timed) == len(picks) - len(recorded)  # only keys the record lacks were timed
     assert not partial.exists()
     a, b = pq.read_table(whole), pq.read_table(out)
     assert a.equals(b)

@@ -170,6 +170,21 @@ def test_restored_picks_are_run_without_timing(monkeypatch):
     assert len(calls) > 2 and picks()[("other", operands_key(x))] == "quick"  # timed
 
 
+def test_restored_picks_replace_this_processes_own():
+    """A restore wins over a pick this process already made for the key (a run continued in the
+    process that timed another run: the record of the run it continues decides)."""
+    calls: list[str] = []
+    forms = _counting_forms({"slow": 0.01, "quick": 0.0}, calls)
+    x = torch.randn(2, 3)
+    key = ("site", operands_key(x))
+    fastest(key, forms, (x,), forms["slow"])
+    assert picks() == {key: "quick"}
+    form_timing.restore_picks([[repr(key), "slow"]])
+    calls.clear()
+    fastest(key, forms, (x,), forms["slow"])
+    assert calls == ["slow"] and picks() == {key: "slow"}
+
+
 def test_keys_past_the_cap_run_the_rule(monkeypatch):
     monkeypatch.setattr(form_timing, "MAX_KEYS", 2)
     calls: list[str] = []
