@@ -55,6 +55,8 @@ from triton.compiler import ASTSource
 from triton.runtime.autotuner import Autotuner, Heuristics
 from triton.runtime.jit import JITFunction
 
+from fusmae_fast.atomic_write import atomic_write_text
+
 MODULES: tuple[str, ...] = (
     "cross_modal_attention",
     "reductions",
@@ -73,6 +75,8 @@ REQUIRED_KEYS = ("kernel", "config", "fn", "signature", "constexprs", "num_warps
 MMA_RE = re.compile(r"\b(HMMA|HGMMA|IMMA|DMMA)\b")
 REGS_RE = re.compile(r"Used (\d+) registers")
 SPILL_RE = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+RESOURCE_FIELDS = ("regs", "spill_stores", "spill_loads", "mma")
+"""The Row fields a resource report holds (ptxas's three, then the SASS mma count)."""
 RESOURCES_DIR = "fusmae_fast_resources_v1"
 """Folder under Triton's cache dir for the stored resource reports (renamed when what they hold changes)."""
 
@@ -249,7 +253,7 @@ def _load_resources(kernel_hash: str) -> dict | None:
     try:
         with open(_resources_path(kernel_hash)) as f:
             stored = json.load(f)
-        return {k: int(stored[k]) for k in ("regs", "spill_stores", "spill_loads", "mma")}
+        return {k: int(stored[k]) for k in RESOURCE_FIELDS}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -260,10 +264,7 @@ def _store_resources(kernel_hash: str, resources: dict) -> None:
     path = _resources_path(kernel_hash)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(resources, f)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(resources))
     except OSError:
         pass
 
@@ -277,9 +278,7 @@ def _measure_resources(kern, cc: int, compile_log: str) -> tuple[dict, str]:
     source = "triton's ptxas"
     if report is None:  # Triton's cache had the cubin: no ptxas ran in this compile
         report, source = _ptxas_report(kern.asm["ptx"], cc), "ptxas rerun"
-    regs, spill_stores, spill_loads = report
-    resources = {"regs": regs, "spill_stores": spill_stores, "spill_loads": spill_loads}
-    resources["mma"] = _mma_count(kern.asm["cubin"])
+    resources = dict(zip(RESOURCE_FIELDS, (*report, _mma_count(kern.asm["cubin"])), strict=True))
     _store_resources(kern.hash, resources)
     return resources, source
 
@@ -313,7 +312,7 @@ def compile_one(module: str, spec: dict, cc: int) -> Row:
         row.compile_s = time.perf_counter() - t0
         row.smem = int(kern.metadata.shared)
         resources, row.resources_from = _measure_resources(kern, cc, log.getvalue())
-        for name, value in resources.items():  # regs, spill_stores, spill_loads, mma
+        for name, value in resources.items():  # RESOURCE_FIELDS
             setattr(row, name, value)
         row.ok = True
     except Exception as exc:
