@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fusmae_fast import ops
 from fusmae_fast.attention import attention
 from fusmae_fast.checkpoint import encoder_state_dict, load_weights
 from fusmae_fast.config import ModelConfig
+from fusmae_fast.linear import linear
 from fusmae_fast.masking import Masking, random_masking, single_modality
 from fusmae_fast.patches import patchify, sincos_pos_embed_2d, unpatchify
 from fusmae_fast.pretrained import read_pretrained, write_pretrained
@@ -45,7 +45,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return linear(linear(x, self.fc1, gelu=True), self.fc2)
 
 
 class SelfAttention(nn.Module):
@@ -57,9 +57,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = linear(x, self.qkv).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         o = attention(q, k, v)
-        return self.proj(o.transpose(1, 2).reshape(b, n, c))
+        return linear(o.transpose(1, 2).reshape(b, n, c), self.proj)
 
 
 class Block(nn.Module):
@@ -102,9 +102,9 @@ class CrossModalAttention(nn.Module):
         shape = (b, n, 3, self.heads, c // self.heads)
         rows = torch.arange(n, device=x.device)[None, :]
         in_s1 = rows < split[:, None]  # (B, L)
-        qkv = self.qkv(x).reshape(shape)
+        qkv = linear(x, self.qkv).reshape(shape)
         if self.per_direction:
-            qkv_b = self.qkv_b(x).reshape(shape)
+            qkv_b = linear(x, self.qkv_b).reshape(shape)
             s1 = in_s1[:, :, None, None]
             q = torch.where(s1, qkv[:, :, 0], qkv_b[:, :, 0])
             k = torch.where(s1, qkv_b[:, :, 1], qkv[:, :, 1])
@@ -112,9 +112,9 @@ class CrossModalAttention(nn.Module):
         else:
             q, k, v = qkv.unbind(dim=2)
         o = ops.cross_modal_attention(q, k, v, split, kernels=kernels).reshape(b, n, c)
-        out = self.proj(o)
+        out = linear(o, self.proj)
         if self.per_direction:
-            out = torch.where(in_s1[..., None], out, self.proj_b(o))
+            out = torch.where(in_s1[..., None], out, linear(o, self.proj_b))
         has_key = torch.where(in_s1, split[:, None] < n, split[:, None] > 0)
         return out * has_key[..., None].to(out.dtype)
 
