@@ -11,9 +11,10 @@ over the output; in bf16 these two passes cost about as much as the product (``b
 encode rows measure the whole).
 
 The results equal ``layer(x)`` to the rounding of the output dtype: the fused form rounds once where the
-unfused one rounds after the product, after the bias and after the GELU (tests/test_linear.py compares
+unfused one rounds after the product, after the bias and after the GELU (tests/unit/test_linear.py compares
 both against an fp64 evaluation). Everywhere else (a gradient will be taken, CUDA, torch.compile,
-dtypes other than bf16, a torch without oneDNN) it is ``F.linear`` (+ ``F.gelu``) itself.
+dtypes other than bf16, a torch without oneDNN, a CPU where oneDNN has no bf16 inner product: one
+without AVX-512, where the call raises) it is ``F.linear`` (+ ``F.gelu``) itself.
 Autocast is honoured as ``F.linear`` honours it: operands cast to the autocast dtype.
 """
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FUSED_DTYPES", "fused_linear_applies", "linear"]
+__all__ = ["FUSED_DTYPES", "fused_linear_applies", "linear", "mkldnn_bf16_supported"]
 
 FUSED_DTYPES = (torch.bfloat16,)
 """Compute dtypes the fused form runs in: bf16 (in fp32 oneDNN's fused linear measured no faster than
@@ -32,14 +33,28 @@ FUSED_DTYPES = (torch.bfloat16,)
 _ENABLED = True
 
 
+def mkldnn_bf16_supported() -> bool:
+    """Whether this torch's oneDNN runs bf16 products on this CPU (it needs AVX-512; on an AVX2-only
+    CPU its bf16 inner product cannot be created and ``_linear_pointwise`` raises)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _pointwise_op():
+    """oneDNN's linear with post-operations where it can run the fused dtypes, else None."""
+    if not mkldnn_bf16_supported():
+        return None
     try:
         return torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError):
         return None
 
 
-_LINEAR_POINTWISE = _pointwise_op() if torch.backends.mkldnn.is_available() else None
+_LINEAR_POINTWISE = _pointwise_op()
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

@@ -10,7 +10,9 @@ import fusmae_fast.linear as fl
 from fusmae_fast.config import ModelConfig
 from fusmae_fast.model import FusMAE, Mlp
 
-needs_op = pytest.mark.skipif(fl._LINEAR_POINTWISE is None, reason="torch built without oneDNN")
+needs_op = pytest.mark.skipif(
+    fl._LINEAR_POINTWISE is None, reason="no oneDNN bf16 here (no oneDNN, or a CPU without AVX-512)"
+)
 
 
 def _count_fused(monkeypatch) -> list[int]:
@@ -83,6 +85,43 @@ def test_encode_takes_the_fused_form_and_stays_close_to_unfused(monkeypatch):
         ref = model.double().encode(s1.double(), s2.double()).tokens
     err, plain_err = ((t - ref).norm() / ref.norm() for t in (fused, plain))
     assert err <= 2 * plain_err + 1e-3, (err, plain_err)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+def test_the_gate_says_where_onednn_runs_bf16():
+    # oneDNN's op itself, called on bf16: it runs exactly where the gate lets the fused form run (on an
+    # AVX2-only CPU it raises "could not create a primitive descriptor")
+    op = torch.ops.mkldnn._linear_pointwise
+    layer = torch.nn.Linear(16, 8).bfloat16()
+    x = torch.randn(3, 16, dtype=torch.bfloat16)
+    try:
+        with torch.inference_mode():
+            op(x, layer.weight, layer.bias, "none", [], "")
+        runs = True
+    except RuntimeError:
+        runs = False
+    assert runs == fl.mkldnn_bf16_supported() == (fl._LINEAR_POINTWISE is not None)
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_bf16_inference_runs_on_every_cpu(autocast):
+    # encode in bf16 (autocast, or bf16 weights as a bf16 checkpoint loads) on whatever CPU this is:
+    # fused where oneDNN runs bf16, F.linear elsewhere; close to the fp32 result either way
+    torch.manual_seed(0)
+    model = FusMAE(ModelConfig.from_name("tiny")).eval()
+    c = model.config
+    s1 = torch.randn(2, c.s1_channels, c.img_size, c.img_size)
+    s2 = torch.randn(2, c.s2_channels, c.img_size, c.img_size)
+    with torch.inference_mode():
+        ref = model.encode(s1, s2).tokens
+        if autocast:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                got = model.encode(s1, s2).tokens
+        else:
+            got = model.bfloat16().encode(s1.bfloat16(), s2.bfloat16()).tokens
+    assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+    rel = ((got.float() - ref).norm() / ref.norm()).item()
+    assert rel < 0.03, rel
 
 
 def test_mlp_equals_fc2_gelu_fc1_in_fp32():
