@@ -68,13 +68,19 @@ def test_unfused_where_a_gradient_is_taken_or_fp32(monkeypatch):
     assert calls[0] == 1
 
 
-@needs_op
-def test_encode_takes_the_fused_form_and_stays_close_to_unfused(monkeypatch):
+def _tiny_model_and_images() -> tuple[FusMAE, torch.Tensor, torch.Tensor]:
+    """A seeded tiny model in eval mode and a batch of two S1 and S2 images for it."""
     torch.manual_seed(0)
     model = FusMAE(ModelConfig.from_name("tiny")).eval()
     c = model.config
     s1 = torch.randn(2, c.s1_channels, c.img_size, c.img_size)
     s2 = torch.randn(2, c.s2_channels, c.img_size, c.img_size)
+    return model, s1, s2
+
+
+@needs_op
+def test_encode_takes_the_fused_form_and_stays_close_to_unfused(monkeypatch):
+    model, s1, s2 = _tiny_model_and_images()
     calls = _count_fused(monkeypatch)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         fused = model.encode(s1, s2).tokens.double()
@@ -107,11 +113,7 @@ def test_the_gate_says_where_onednn_runs_bf16():
 def test_bf16_inference_runs_on_every_cpu(autocast):
     # encode in bf16 (autocast, or bf16 weights as a bf16 checkpoint loads) on whatever CPU this is:
     # fused where oneDNN runs bf16, F.linear elsewhere; close to the fp32 result either way
-    torch.manual_seed(0)
-    model = FusMAE(ModelConfig.from_name("tiny")).eval()
-    c = model.config
-    s1 = torch.randn(2, c.s1_channels, c.img_size, c.img_size)
-    s2 = torch.randn(2, c.s2_channels, c.img_size, c.img_size)
+    model, s1, s2 = _tiny_model_and_images()
     with torch.inference_mode():
         ref = model.encode(s1, s2).tokens
         if autocast:
