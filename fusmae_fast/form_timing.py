@@ -11,10 +11,12 @@ A caller runs its fixed rules unless ``may_time()`` allows timing; then it calls
 forms, operands, by_rules)``, ``key`` being the call site and ``operands_key()``, each form a function of
 the operands. The first call for a key times every form: one warm-up call each, then rounds
 alternating their order, ``ROUNDS`` of them, more (up to ``MAX_ROUNDS``) while a form has run less
-than ``MIN_TIMED_S`` in all or the two best are within ``CLOSE`` of each other; each form's best round
-counts (load from other processes only adds time, so the best of more rounds is nearer the form's own
-cost, and a near tie is where a few noisy rounds pick the slower form). It records the winner for the
-key; later calls with that key run the recorded form only. What is timed is what the call will cost:
+than ``MIN_TIMED_S`` in all or the two fastest are within ``CLOSE`` of each other; each form's median
+round counts (a near tie is where a few noisy rounds pick the slower form; and a form's best round
+can come from a state that does not last: on a shared CPU one Eq. 2 form's rounds alternated between
+fast and twice as slow with the order of the rounds, so a pick by the best round can adopt a form
+that is slower in the calls that follow). It records the winner for the key; later calls
+with that key run the recorded form only. What is timed is what the call will cost:
 
 - where no gradient will be taken, the forward; the winner's timed result is returned;
 - where one will be (grad mode on and an operand requires one), the forward and its backward, on
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 
@@ -73,11 +76,11 @@ ROUNDS = 5
 """Fewest timed rounds per form on a key's first call (after one warm-up call each)."""
 MAX_ROUNDS = 10
 """Most timed rounds: rounds go on past ``ROUNDS`` until every form has run ``MIN_TIMED_S`` in all and
-the two best are not within ``CLOSE``."""
+the two fastest medians are not within ``CLOSE``."""
 MIN_TIMED_S = 0.05
 """Seconds of timed calls per form that short forms repeat up to (short calls are the noisiest)."""
 CLOSE = 1.10
-"""Runner-up's best / winner's best below which rounds go on past ``ROUNDS`` (up to ``MAX_ROUNDS``)."""
+"""Runner-up's median / winner's median below which rounds go on past ``ROUNDS`` (up to ``MAX_ROUNDS``)."""
 MAX_KEYS = 256
 """Most keys recorded; a call with a new key past that runs the rule untimed."""
 
@@ -163,24 +166,31 @@ Form = Callable[..., torch.Tensor]
 def _time_forms(forms: Mapping[str, Callable[[], torch.Tensor]]) -> tuple[str, torch.Tensor]:
     names = list(forms)
     results = {name: forms[name]() for name in names}  # warm-up; the winner's result is returned
-    best = dict.fromkeys(names, float("inf"))
-    total = dict.fromkeys(names, 0.0)
-    rnd = 0
-    while rnd < ROUNDS or (rnd < MAX_ROUNDS and (min(total.values()) < MIN_TIMED_S or _close(best))):
-        for name in names if rnd % 2 == 0 else reversed(names):
+    rounds: dict[str, list[float]] = {name: [] for name in names}
+
+    def medians() -> dict[str, float]:
+        return {name: statistics.median(times) for name, times in rounds.items()}
+
+    def more() -> bool:
+        done = len(rounds[names[0]])
+        if done < ROUNDS:
+            return True
+        short = min(sum(times) for times in rounds.values()) < MIN_TIMED_S
+        return done < MAX_ROUNDS and (short or _close(medians()))
+
+    while more():
+        for name in names if len(rounds[names[0]]) % 2 == 0 else reversed(names):
             start = time.perf_counter()
             forms[name]()
-            elapsed = time.perf_counter() - start
-            best[name] = min(best[name], elapsed)
-            total[name] += elapsed
-        rnd += 1
-    winner = min(names, key=best.__getitem__)
+            rounds[name].append(time.perf_counter() - start)
+    typical = medians()
+    winner = min(names, key=typical.__getitem__)
     return winner, results[winner]
 
 
-def _close(best: Mapping[str, float]) -> bool:
-    """Whether the two best forms' times are within ``CLOSE`` of each other."""
-    times = sorted(best.values())
+def _close(typical: Mapping[str, float]) -> bool:
+    """Whether the two fastest forms' median times are within ``CLOSE`` of each other."""
+    times = sorted(typical.values())
     return len(times) > 1 and times[1] < CLOSE * times[0]
 
 

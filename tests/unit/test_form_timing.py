@@ -67,6 +67,19 @@ def test_near_ties_are_timed_for_the_most_rounds():
     assert calls.count("a") == calls.count("b") == 1 + form_timing.MAX_ROUNDS
 
 
+def test_a_form_fast_in_one_round_only_loses_to_one_fast_in_every_round():
+    # "lucky" takes 1 ms in one timed round and 30 ms in every other; "steady" takes 10 ms in all:
+    # the best round would pick lucky, which is slower in every later call
+    lucky_rounds = iter([0.03, 0.001] + [0.03] * form_timing.MAX_ROUNDS)  # warm-up, then the rounds
+    forms = {
+        "lucky": lambda: time.sleep(next(lucky_rounds)) or torch.tensor(0.0),
+        "steady": lambda: time.sleep(0.01) or torch.tensor(1.0),
+    }
+    out = fastest("lucky-once", forms, (), forms["lucky"])
+    assert picks() == {"lucky-once": "steady"}
+    assert out.item() == 1.0
+
+
 class _Sleeps(torch.autograd.Function):
     """x * 2 whose forward and backward each sleep a given time."""
 
