@@ -37,6 +37,24 @@ def world(tmp_path_factory):
     return root, model
 
 
+def last_form(forms):
+    """A stand-in for form_timing's timing that picks the same form in every process (the last name):
+    the comparison of two runs then does not depend on which form a busy machine times fastest."""
+    name = sorted(forms)[-1]
+    return name, forms[name]()
+
+
+@pytest.fixture(autouse=True)
+def fixed_forms(monkeypatch):
+    """Every test starts with no picks and picks by ``last_form``: tests here compare the files of two
+    runs bit for bit, and picks by timing (or left by an earlier test of this process) would let a busy
+    machine give two runs different forms, hence different rounding."""
+    form_timing.set_form_timing(form_timing.form_timing_enabled())
+    monkeypatch.setattr(form_timing, "_time_forms", last_form)
+    yield
+    form_timing.set_form_timing(form_timing.form_timing_enabled())
+
+
 def _embed(world_root: Path, out: Path, *extra: str) -> int:
     args = ["embed", "--ckpt", str(world_root / "encoder.safetensors"), "--data", str(world_root / "v1")]
     args += ["--out", str(out), "--precision", "fp32", "--num_workers", "0", "--no-progress"]
@@ -133,13 +151,6 @@ def test_pretrained_folder_float16_mean_pool_single_modality(world, tmp_path):
     assert info["pool"] == "mean" and info["inputs"] == "s1" and info["dtype"] == "float16"
 
 
-def last_form(forms):
-    """A stand-in for form_timing's timing that picks the same form in every process (the last name):
-    the comparison of two runs then does not depend on which form a busy machine times fastest."""
-    name = sorted(forms)[-1]
-    return name, forms[name]()
-
-
 KILLER = """
 import os, signal, sys
 from fusmae_fast import form_timing
@@ -171,7 +182,6 @@ def test_kill_and_resume_equals_uninterrupted(world, tmp_path, monkeypatch):
     with the forms the killed run picked (recorded in the partial folder), timing only what they do
     not cover."""
     root, _ = world
-    monkeypatch.setattr(form_timing, "_time_forms", last_form)
     whole = tmp_path / "whole.parquet"
     assert _embed(root, whole) == 0
 
