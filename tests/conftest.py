@@ -58,3 +58,16 @@ def device() -> torch.device:
     """The device the tests run the kernels on: the current CUDA device when there is one (compiled
     Triton kernels), else the CPU (Triton's interpreter)."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@pytest.fixture
+def debug_checks():
+    """Debug checks on for the test (restored after it): a bad value in a CUDA op input then raises the
+    ValueError naming the argument, as on a CPU, instead of an asynchronous device-side assertion,
+    which would also leave the CUDA context unusable for every later test."""
+    from fusmae_fast.kernels import triton_runtime
+
+    before = triton_runtime.debug_checks_enabled()
+    triton_runtime.set_debug_checks(True)
+    yield
+    triton_runtime.set_debug_checks(before)

@@ -83,18 +83,14 @@ def test_launch_runs_the_forced_config_and_deterministic_mode_pins_the_first_kep
         triton_runtime.set_deterministic(False)
 
 
-def test_value_checks_fuse_into_one_flag(device):
+def test_value_checks_fuse_into_one_flag(device, debug_checks):
     """raise_if_any: the first failing check's error (CPU, or CUDA with debug checks); none if all pass."""
     ids = torch.tensor([[0, 2, 2], [1, 0, 3]], device=device)
     ok = torch.zeros((), dtype=torch.bool, device=device)
     triton_runtime.raise_if_any([(ok, lambda: ValueError("never"))])
-    triton_runtime.set_debug_checks(True)
-    try:
-        with pytest.raises(ValueError, match="ids repeats an index"):
-            checks = [(ok, lambda: ValueError("never")), *triton_runtime.repeats_check("ids", ids)]
-            triton_runtime.raise_if_any(checks)
-    finally:
-        triton_runtime.set_debug_checks(False)
+    with pytest.raises(ValueError, match="ids repeats an index"):
+        checks = [(ok, lambda: ValueError("never")), *triton_runtime.repeats_check("ids", ids)]
+        triton_runtime.raise_if_any(checks)
 
 
 @pytest.mark.parametrize("size", config_sweep.SIZES)

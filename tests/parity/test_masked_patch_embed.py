@@ -194,7 +194,7 @@ def test_mpe_fusmae_two_modalities(device):
     torch.testing.assert_close(total["triton"], total["torch"], atol=1e-5, rtol=1e-5)
 
 
-def test_mpe_rejects_mixed_dtypes_and_repeats(device):
+def test_mpe_rejects_mixed_dtypes_and_repeats(device, debug_checks):
     gen = torch.Generator().manual_seed(26)
     img, weight, bias, pos = (t.float().to(device) for t in _mpe_inputs(2, 2, 8, 4, 8, gen))
     ids = torch.tensor([[0, 1], [2, -1]], device=device)

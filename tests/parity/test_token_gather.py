@@ -121,7 +121,7 @@ def test_gather_only_pos_grad_and_no_grad(device):
         assert torch.equal(gather_tokens_triton(x, ids, pos), gather_tokens_ref(x, ids, pos))
 
 
-def test_gather_rejects_repeated_indices_and_bad_dtypes(device):
+def test_gather_rejects_repeated_indices_and_bad_dtypes(device, debug_checks):
     x = torch.randn(2, 6, 4, device=device, requires_grad=True)
     ids = torch.tensor([[0, 3, 3], [1, 2, 5]], device=device)
     with pytest.raises(ValueError, match="repeats an index"):

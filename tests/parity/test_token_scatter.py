@@ -135,7 +135,7 @@ def test_scatter_grad_subsets(device):
     assert torch.equal(got, want)
 
 
-def test_scatter_rejects_repeated_rows_and_bad_dtypes(device):
+def test_scatter_rejects_repeated_rows_and_bad_dtypes(device, debug_checks):
     latent = torch.randn(2, 3, 4, device=device, requires_grad=True)
     ids = torch.tensor([[0, 1, 1, 3, 5], [2, 1, 0, 3, 3]], device=device)  # row 0 takes latent row 1 twice
     mask_token = torch.zeros(4, device=device)
