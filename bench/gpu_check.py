@@ -3,6 +3,7 @@
 Usage
     python bench/gpu_check.py --out DIR [--budget-s 480] [--quick]   # on a CUDA machine
     python bench/gpu_check.py --rehearse --out DIR                    # the same plan on a CPU
+    FUSMAE_CACHE=DIR python bench/gpu_check.py --prepare-sample       # e2e's data, for a GPU image
 
 Sections, in this order (each time-boxed against ``--budget-s``; one that the remaining budget cannot
 fit is skipped with a note, one that overruns its box is stopped with a note):
@@ -14,8 +15,9 @@ parity   every Triton op, forward and every gradient, against the float64 refere
          the tolerance rule of tests/parity); any mismatch fails the run. The launches are spread over
          ``--workers`` spawned processes (default one per core, at most 16): a cold launch is mostly
          its Triton compile, one CPU core each, so they run side by side.
-e2e      ``fusmae-fast pretrain --kernels triton --precision bf16`` for a few steps on the built-in
-         sample, the same run resumed for a few more, then ``fusmae-fast eval linear`` for one epoch.
+e2e      ``fusmae-fast pretrain --kernels triton --precision bf16`` for a few steps on a small built-in
+         sample (``E2E_SAMPLE``), the same run resumed for a few more, then ``fusmae-fast eval linear``
+         for one epoch.
 xattn    the Eq. 2 matrix of ``bench/xattn.py`` (our kernel, sdpa-mask, flex, two-calls+cat, xformers
          when importable) with CUDA timing and the roofline fraction of devices.GPU_PEAKS' GPUs.
 step     ``bench/step.py`` for tiny, small and base, kernels torch and triton, bf16, compile off and
@@ -31,8 +33,11 @@ model; step without compile; no timings are claimed). Results go to DIR as they 
 own outputs in DIR/<section>/, so a run killed at its limit keeps every finished section. Exit status: 1
 on any parity (or xattn correctness) failure, 2 when a section failed otherwise, else 0.
 
-No network is used and nothing is installed; xformers and rasterio are optional (without rasterio the
-built-in sample cannot be generated: e2e is skipped with a note unless the sample is already cached).
+No network is used and nothing is installed; xformers and rasterio are optional. Without rasterio the
+e2e sample cannot be generated (it is written as GeoTIFFs and read back by the real readers), so e2e
+is skipped with a note unless it is already in the sample cache: on a machine with rasterio,
+``FUSMAE_CACHE=DIR python bench/gpu_check.py --prepare-sample`` writes it into DIR (about 45 MB);
+bring DIR and set ``FUSMAE_CACHE=DIR`` for the check.
 """
 
 from __future__ import annotations
@@ -72,11 +77,23 @@ GPU_PRESETS = ("tiny", "small", "base")
 
 E2E_STEPS = {False: 4, True: 1}
 """Optimizer steps of the first e2e run (the resumed run doubles them), on a GPU / in a rehearsal."""
+E2E_BATCH = {False: 16, True: 8}
+"""Batch size of the e2e runs, on a GPU / in a rehearsal (the resumed run's steps are one epoch of
+``E2E_SAMPLE``'s train split on a GPU)."""
+E2E_SAMPLE = (128, 16, 16)
+"""(train, validation, test) patches of the built-in sample e2e runs on: small enough to bring to a
+machine without rasterio (``--prepare-sample``)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python bench/gpu_check.py", description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="folder for gpu_check.json/.md and each section's outputs")
+    p.add_argument("--out", help="folder for gpu_check.json/.md and each section's outputs")
+    p.add_argument(
+        "--prepare-sample",
+        action="store_true",
+        help="only write the e2e section's built-in sample into the sample cache ($FUSMAE_CACHE) and "
+        "exit: for a GPU image without rasterio, bring that folder and set FUSMAE_CACHE to it there",
+    )
     p.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget of the whole run")
     p.add_argument("--quick", action="store_true", help="fewer dtypes / configs per section")
     p.add_argument("--rehearse", action="store_true", help="CPU: interpreter, tiny shapes, no timings")
@@ -96,6 +113,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "default one per core, at most 16; 1 runs them in this process",
     )
     args = p.parse_args(argv)
+    if not args.out and not args.prepare_sample:
+        p.error("--out is required (except with --prepare-sample)")
     args.sections = [s for s in args.sections.split(",") if s]
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:
@@ -406,21 +425,47 @@ def _cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "fusmae_fast.cli", *argv]
 
 
-def section_e2e(ctx: dict[str, Any], box_s: float) -> dict[str, Any]:
-    args, out = ctx["args"], ctx["out"] / "e2e"
+def e2e_sample() -> Path:
+    """The store of the e2e section's built-in sample, generated into the sample cache if not there
+    (ImportError without rasterio)."""
     from fusmae_fast.data.builtin import builtin_sample
 
+    n_train, n_val, n_test = E2E_SAMPLE
+    return builtin_sample(n_train=n_train, n_val=n_val, n_test=n_test)
+
+
+def prepare_sample() -> int:
+    """``--prepare-sample``: write the e2e sample into the sample cache and say what to bring."""
+    from fusmae_fast.data.builtin import cache_dir
+
     try:
-        store = builtin_sample()
+        store = e2e_sample()
+    except ImportError as exc:
+        print(f"gpu_check: --prepare-sample needs {exc.name or exc}, which is missing here")
+        return 2
+    size = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
+    print(
+        f"gpu_check: the e2e sample is {store} ({size / 2**20:.0f} MiB); on the GPU machine set "
+        f"FUSMAE_CACHE to a copy of {cache_dir()}"
+    )
+    return 0
+
+
+def section_e2e(ctx: dict[str, Any], box_s: float) -> dict[str, Any]:
+    args, out = ctx["args"], ctx["out"] / "e2e"
+    try:
+        store = e2e_sample()
     except ImportError as exc:  # rasterio missing: the sample cannot be generated here
         return {
             "status": "skipped",
-            "note": f"built-in sample needs generating and {exc.name or exc} is missing",
+            "note": f"the e2e sample is not in the sample cache and generating it needs "
+            f"{exc.name or exc}, which is missing: run `FUSMAE_CACHE=DIR python bench/gpu_check.py "
+            "--prepare-sample` where it is installed, bring DIR and set FUSMAE_CACHE=DIR",
         }
     if out.exists():
         shutil.rmtree(out)
     kernels = "torch" if args.rehearse else "triton"
-    batch = "8" if args.rehearse else "32"
+    batch = str(E2E_BATCH[args.rehearse])
     common = ["--data", str(store), "--preset", "tiny", "--kernels", kernels, "--precision", "bf16"]
     common += ["--epochs", "1", "--batch_size", batch, "--num_workers", "0", "--no-progress"]
     run = out / "run"
@@ -659,6 +704,8 @@ def exit_status(result: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.prepare_sample:
+        return prepare_sample()
     if args.rehearse:
         os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
     import torch

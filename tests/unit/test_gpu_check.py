@@ -128,3 +128,44 @@ def test_plan_takes_its_compile_seconds_from_the_stored_report(tmp_path, monkeyp
         gpu_check.COMPILE_S,
         f"{gpu_check.COMPILE_S:.1f} s per cold compile assumed (report.json unreadable)",
     )
+
+
+@ON_CPU
+def test_e2e_sample_is_brought_to_a_machine_without_rasterio(tmp_path, monkeypatch, capsys):
+    """Without rasterio and with an empty sample cache, e2e is skipped with a note saying how to bring
+    the sample; ``--prepare-sample`` writes it into $FUSMAE_CACHE, after which the e2e section finds it
+    there with rasterio missing."""
+    from fusmae_fast.data import builtin
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("FUSMAE_CACHE", str(tmp_path / "cache"))
+    real_generate = builtin._generate
+
+    def without_rasterio(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'rasterio'", name="rasterio")
+
+    monkeypatch.setattr(builtin, "_generate", without_rasterio)
+    check = ["--rehearse", "--out", str(tmp_path / "check"), "--sections", "env,e2e"]
+    assert gpu_check.main(check) == 0
+    e2e = json.loads((tmp_path / "check" / "gpu_check.json").read_text())["sections"]["e2e"]
+    assert e2e["status"] == "skipped" and "rasterio" in e2e["note"] and "--prepare-sample" in e2e["note"]
+    assert gpu_check.main(["--prepare-sample"]) == 2
+    assert "--prepare-sample needs rasterio" in capsys.readouterr().out
+
+    monkeypatch.setattr(builtin, "_generate", real_generate)
+    assert gpu_check.main(["--prepare-sample"]) == 0
+    out = capsys.readouterr().out
+    n_train, n_val, n_test = gpu_check.E2E_SAMPLE
+    assert f"-{n_train}-{n_val}-{n_test}-seed0" in out and str(tmp_path / "cache") in out
+
+    monkeypatch.setattr(builtin, "_generate", without_rasterio)
+    monkeypatch.setitem(sys.modules, "rasterio", None)  # `import rasterio` fails from here on
+    assert gpu_check.main(check) == 0
+    e2e = json.loads((tmp_path / "check" / "gpu_check.json").read_text())["sections"]["e2e"]
+    assert e2e["status"] == "ok" and e2e["last_step"] == 2 * gpu_check.E2E_STEPS[True]
+
+
+def test_out_is_required_but_for_prepare_sample(capsys):
+    with pytest.raises(SystemExit) as exc:
+        gpu_check.parse_args(["--rehearse"])
+    assert exc.value.code == 2 and "--out is required" in capsys.readouterr().err
