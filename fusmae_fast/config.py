@@ -63,8 +63,9 @@ class ModelConfig:
     kernels: str = "torch"
     """Op backend: 'torch' (reference, runs anywhere) or 'triton' (CUDA, or the CPU interpreter)."""
     validate_inputs: bool = True
-    """Check input shapes, dtypes and finiteness on every forward (one extra pass over the images;
-    turn off only when the data pipeline already guarantees them)."""
+    """Check the images' finiteness on every forward (one extra pass over them and, on a GPU, one host
+    sync per forward for all modalities together); turn off only when the data pipeline already
+    guarantees it. Shapes and dtypes are checked either way."""
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:

@@ -215,12 +215,22 @@ class EncoderFeatures:
         return self.tokens.mean(dim=1)
 
 
-def _has_non_finite(img: torch.Tensor) -> bool:
-    """True if img holds a NaN or an Inf. One fast sum first (a NaN/Inf anywhere makes it non-finite);
-    only when it is (a bad value, or an fp32 overflow of huge values) the exact elementwise check runs."""
-    if bool(torch.isfinite(img.sum(dtype=torch.float32))):
-        return False
-    return not bool(torch.isfinite(img).all())
+def _non_finite(images: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The images that hold NaN or Inf values, with their count. One fast sum per image first (a NaN/Inf
+    anywhere makes it non-finite), all read back at once: one host sync for the batch, however many
+    modalities; only an image whose sum is not finite (a bad value, or an fp32 overflow of huge values)
+    gets the exact elementwise count."""
+    sums = [img.sum(dtype=torch.float32) for img in images.values()]
+    if len({t.device for t in sums}) == 1:
+        finite = torch.isfinite(torch.stack(sums)).tolist()
+    else:
+        finite = [bool(torch.isfinite(t)) for t in sums]
+    counts = {
+        name: int((~torch.isfinite(img)).sum())
+        for (name, img), ok in zip(images.items(), finite, strict=True)
+        if not ok
+    }
+    return {name: n for name, n in counts.items() if n}
 
 
 class FusMAE(nn.Module):
@@ -309,12 +319,6 @@ class FusMAE(nn.Module):
                 f"{name} is {img.dtype} but the model's weights are {weights}: pass {name}.to({weights}), "
                 "or run under torch.autocast for a lower precision"
             )
-        if cfg.validate_inputs and not torch.compiler.is_compiling() and _has_non_finite(img):
-            bad = int((~torch.isfinite(img)).sum())
-            raise ValueError(
-                f"{name} holds {bad} NaN/Inf values; clean the data: repack it with fusmae-fast convert "
-                "--nan-policy, or pass nan_policy= to the dataset reader in Python"
-            )
 
     def _check_pair(self, s1: torch.Tensor | None, s2: torch.Tensor | None) -> int:
         if s1 is None and s2 is None:
@@ -325,6 +329,13 @@ class FusMAE(nn.Module):
             self._check_image("s2", s2, self.config.s2_channels)
         if s1 is not None and s2 is not None and s1.shape[0] != s2.shape[0]:
             raise ValueError(f"s1 and s2 batch sizes differ: {s1.shape[0]} vs {s2.shape[0]}")
+        if self.config.validate_inputs and not torch.compiler.is_compiling():
+            images = {name: img for name, img in (("s1", s1), ("s2", s2)) if img is not None}
+            for name, bad in _non_finite(images).items():
+                raise ValueError(
+                    f"{name} holds {bad} NaN/Inf values; clean the data: repack it with fusmae-fast "
+                    "convert --nan-policy, or pass nan_policy= to the dataset reader in Python"
+                )
         return (s1 if s1 is not None else s2).shape[0]
 
     # ------------------------------------------------------------------------------------ pieces

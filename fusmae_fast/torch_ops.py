@@ -59,7 +59,8 @@ def cross_modal_attention_torch(
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
     if not torch.compiler.is_compiling() and split.numel():
         # Eager mode may look at the split points (under torch.compile: one data-independent graph).
-        lo, hi = bounds if bounds is not None else (int(split.min()), int(split.max()))
+        # bounds: from the CPU range check; a CUDA split is read back once (both bounds together)
+        lo, hi = bounds if bounds is not None else torch.stack(torch.aminmax(split)).tolist()
         if lo == hi and 0 < lo < length:
             return _one_split(qh, kh, vh, split, lo)
         if lo > 0 and hi < length:  # ragged, every sample has both modalities: no fix-up passes

@@ -188,6 +188,24 @@ def test_bad_input_values_and_types():
         model(None, s2)
 
 
+def test_finiteness_of_both_modalities_is_one_host_read(monkeypatch):
+    """The NaN/Inf check of s1 and s2 reads one flag tensor back (one host sync a forward on a GPU), not
+    one per modality; the model's other checks read no tensor values."""
+    model = build_model("tiny")
+    s1, s2 = _images()
+    reads = []
+    for method in ("__bool__", "item", "tolist", "__int__", "__float__"):
+        real = getattr(torch.Tensor, method)
+
+        def counted(self, *args, _real=real, _name=method, **kwargs):
+            reads.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    assert model._check_pair(s1, s2) == s1.shape[0]
+    assert reads == ["tolist"]
+
+
 def test_set_kernels_flips_every_op():
     model = build_model("tiny")
     assert model.kernels == "torch"
