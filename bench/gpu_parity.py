@@ -29,9 +29,6 @@ from fusmae_fast.bench import worker_pool
 from fusmae_fast.kernels import config_sweep, parity_rule
 from fusmae_fast.kernels.config_sweep import SweepLaunch
 
-LOSS_ATOL = 1e-6
-"""atol of the loss value itself in fp32 (tests/parity/test_masked_loss.py's LOSS_ATOL)."""
-
 
 @dataclass
 class Check:
@@ -275,7 +272,7 @@ def check_loss(ck: Checker, hw: int, P: int, C_in: int, norm_pix: bool, dtype: t
     except Exception as exc:
         ck.error("masked_mse", case, dtype, exc)
         return
-    ck.rule("masked_mse", case, "loss", tri[0], ref[0], low[0], dtype, factor=2.0, atol=LOSS_ATOL)
+    ck.rule("masked_mse", case, "loss", tri[0], ref[0], low[0], dtype, factor=2.0, atol=parity_rule.LOSS_ATOL)
     for name, t, r, lo in zip(("dpred", "dimg"), tri[1:], ref[1:], low[1:], strict=True):
         ck.rule("masked_mse", case, name, t, r, lo, dtype, factor=3.0)
 

@@ -22,7 +22,9 @@ The Triton path (``masked_patch_embed_triton``)
         stored straight to the patches' pixels; a sample's patches are distinct, so one writer per pixel.
       d weight: split-K GEMM dout^T . patches over the kept rows (blocks of empty slots skipped); each
         row split writes an fp32 partial (S, C, C_in*P*P) that ``reductions.sum_rows`` adds in a fixed
-        order. S depends only on the shapes (``dw_splits``): deterministic.
+        order. S depends only on the shapes (``dw_splits``); the order within a split follows the
+        config's row block, so d weight is bitwise reproducible for a given config (deterministic
+        mode pins it: ``triton_runtime``'s Determinism).
       d pos, d bias: the inverse map of ids_keep, then token_gather's backward kernel without dx
         (``scattered_rows_sum``) gives batch-split partials of d pos[n] = sum_b dout[b, inv[b, n]];
         ``reductions.reduce_splits`` sums them and also the per-block column sums, which ``sum_rows``

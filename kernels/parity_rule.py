@@ -16,6 +16,8 @@ import torch
 FP32_ATOL = 1e-5
 FP32_RTOL = 1e-5
 LOW_ATOL = 1e-4
+LOSS_ATOL = 1e-6
+"""atol of the masked loss's value itself in fp32 (a mean of O(1) squares: tighter than FP32_ATOL)."""
 
 
 def max_abs_error(a: torch.Tensor, b: torch.Tensor) -> float:

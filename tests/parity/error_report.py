@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from fusmae_fast.kernels import parity_rule
-from fusmae_fast.kernels.parity_rule import FP32_ATOL, FP32_RTOL, LOW_ATOL, max_abs_error
+from fusmae_fast.kernels.parity_rule import FP32_ATOL, FP32_RTOL, LOSS_ATOL, LOW_ATOL, max_abs_error
 
-__all__ = ["FP32_ATOL", "FP32_RTOL", "LOW_ATOL", "ErrorReport", "max_abs_error"]
+__all__ = ["FP32_ATOL", "FP32_RTOL", "LOSS_ATOL", "LOW_ATOL", "ErrorReport", "max_abs_error"]
 
 
 class ErrorReport(parity_rule.ErrorReport):

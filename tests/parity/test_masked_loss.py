@@ -19,7 +19,7 @@ import zlib
 
 import pytest
 import torch
-from error_report import FP32_ATOL, ErrorReport  # tests/parity is on sys.path under pytest
+from error_report import FP32_ATOL, LOSS_ATOL, ErrorReport  # tests/parity is on sys.path under pytest
 
 from fusmae_fast import ops
 from fusmae_fast.kernels import masked_loss as ml
@@ -28,7 +28,6 @@ from fusmae_fast.kernels.triton_runtime import pow2_block
 from fusmae_fast.masking import random_masking
 
 CUDA = torch.cuda.is_available()
-LOSS_ATOL = 1e-6
 REPORT = ErrorReport("masked_mse max |error| vs float64 reference (grads scaled to O(1)):")
 _print_errors = REPORT.fixture()
 IMAGE_SIZES = {"8x8-P4": (8, 4), "120x120-P8": (120, 8), "64x64-P16": (64, 16)}
