@@ -16,7 +16,8 @@ tensors one min/max pass and host read per checked tensor and a ValueError (the 
 torch path reuses the split's min and max); on CUDA tensors fused into one flag per call
 (``triton_runtime.raise_if_any``) with no host sync (an asynchronous device-side assertion) unless debug
 checks are on (``FUSMAE_FAST_DEBUG_CHECKS=1`` or ``set_debug_checks(True)``: one read per call and the
-ValueError). Skipped inside torch.compile.
+ValueError). Skipped where torch.compile traces the call, except the distinct-index checks of the
+Triton backward passes, which their backward ops then run.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ The Triton path (``masked_patch_embed_triton``)
         ``reductions.reduce_splits`` sums them and also the per-block column sums, which ``sum_rows``
         turns into d bias = sum_n d pos[n]. No atomics.
     Limits: img, weight, bias, pos share one dtype; ids_keep distinct per row (-1 slots excepted) when
-    img, bias or pos needs a gradient (checked in eager mode). Any patch size (P = 2^k gives shift/mask
+    img, bias or pos needs a gradient (checked by the forward in eager mode, by the backward op under
+    torch.compile). Any patch size (P = 2^k gives shift/mask
     index math); any C, C_in. The GEMM configs (``_GEMM_TABLE``) are checked by compile_check for P in
     ``COMPILE_PATCHES``.
 
@@ -564,7 +565,11 @@ def _mpe_bwd_op(
     bias_dtype: torch.dtype | None,
     pos_dtype: torch.dtype | None,
     allow_tf32: bool,
+    check_ids: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    # the forward ran traced: its check was skipped (the weight's gradient needs none)
+    if check_ids and (need_img or bias_dtype is not None or pos_dtype is not None):
+        check_distinct("ids_keep", ids_keep)
     return _mpe_backward(
         dout, img, weight, ids_keep, patch, n, need_img, need_weight, bias_dtype, pos_dtype, allow_tf32
     )
@@ -572,7 +577,7 @@ def _mpe_bwd_op(
 
 @_mpe_bwd_op.register_fake
 def _mpe_bwd_fake(
-    dout, img, weight, ids_keep, patch, n, need_img, need_weight, bias_dtype, pos_dtype, allow_tf32
+    dout, img, weight, ids_keep, patch, n, need_img, need_weight, bias_dtype, pos_dtype, allow_tf32, check_ids
 ):
     C = weight.shape[0]
     dimg = torch.empty_like(img, memory_format=torch.contiguous_format) if need_img else dout.new_empty((0,))
@@ -593,6 +598,7 @@ def _mpe_setup_context(ctx, inputs, output) -> None:
     ctx.n = pos.shape[0]
     ctx.dtypes = (bias.dtype, pos.dtype)
     ctx.allow_tf32 = allow_tf32
+    ctx.check_ids = not value_checks_enabled()  # traced (torch.compile): the backward op checks
 
 
 def _mpe_autograd_backward(ctx, dout):
@@ -612,6 +618,7 @@ def _mpe_autograd_backward(ctx, dout):
         ctx.dtypes[0] if need_b else None,
         ctx.dtypes[1] if need_pos else None,
         ctx.allow_tf32,
+        ctx.check_ids,
     )
     return (
         dimg if need_img else None,
@@ -640,7 +647,8 @@ def masked_patch_embed_triton(
     """Triton path of masked_patch_embed (same semantics as ``masked_patch_embed_ref``).
 
     Shapes are validated by ``fusmae_fast.ops``; here: img, weight, bias and pos share one float dtype,
-    and (eager mode, when img, bias or pos needs a gradient) the kept indices of a row are distinct.
+    and (when img, bias or pos needs a gradient) the kept indices of a row are distinct: here in eager
+    mode, in the backward op where torch.compile traced this.
     ``allow_tf32`` lets fp32 dots use TF32 on GPUs.
     """
     for name, t in (("img", img), ("weight", weight), ("bias", bias), ("pos", pos)):

@@ -10,7 +10,8 @@ The Triton path (``gather_tokens_triton``)
     x[b, ids_keep[b, j]] and, with pos, adds pos[ids_keep[b, j]] in fp32 and rounds once to the output
     dtype (torch's type promotion of x and pos). Bit-exact with the reference: a copy, or one correctly
     rounded add.
-    Backward: the indices of a row are distinct (checked in eager mode when a gradient is needed), so
+    Backward: the indices of a row are distinct (checked when a gradient is needed: by the forward in
+    eager mode, by the backward op under torch.compile), so
     dx needs no atomics. An inverse map inv[b, n] = j (or -1), int32 (B, N), is built by one small
     scatter launch (``reductions.inverse_map``); then one launch over (N blocks, C blocks, batch splits)
     walks the batch and, for each position n, reads dout[b, inv[b, n]] (or 0): it writes every row of
@@ -256,12 +257,15 @@ def _gather_bwd_op(
     x_dtype: torch.dtype,
     need_x: bool,
     pos_dtype: torch.dtype | None,
+    check_ids: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    if check_ids:  # the forward ran traced: its check was skipped
+        check_distinct("ids_keep", ids_keep)
     return _gather_backward(dout, ids_keep, n, x_dtype, need_x, pos_dtype)
 
 
 @_gather_bwd_op.register_fake
-def _gather_bwd_fake(dout, ids_keep, n, x_dtype, need_x, pos_dtype):
+def _gather_bwd_fake(dout, ids_keep, n, x_dtype, need_x, pos_dtype, check_ids):
     B, K, C = dout.shape
     dx = dout.new_empty((B, n, C), dtype=x_dtype) if need_x else dout.new_empty((0,))
     dpos = dout.new_empty((n, C), dtype=pos_dtype) if pos_dtype is not None else dout.new_empty((0,))
@@ -274,6 +278,7 @@ def _gather_setup_context(ctx, inputs, output) -> None:
     ctx.n = x.shape[1]
     ctx.x_dtype = x.dtype
     ctx.pos_dtype = pos.dtype if pos is not None else None
+    ctx.check_ids = not value_checks_enabled()  # traced (torch.compile): the backward op checks
 
 
 def _gather_autograd_backward(ctx, dout):
@@ -282,7 +287,7 @@ def _gather_autograd_backward(ctx, dout):
     pos_dtype = ctx.pos_dtype if need_pos else None
     if not (need_x or need_pos):
         return None, None, None
-    dx, dpos = _gather_bwd_op(dout, ids_keep, ctx.n, ctx.x_dtype, need_x, pos_dtype)
+    dx, dpos = _gather_bwd_op(dout, ids_keep, ctx.n, ctx.x_dtype, need_x, pos_dtype, ctx.check_ids)
     return (dx if need_x else None), None, (dpos if need_pos else None)
 
 
@@ -294,8 +299,9 @@ def gather_tokens_triton(
 ) -> torch.Tensor:
     """Triton path of gather_tokens (same semantics as ``gather_tokens_ref``; exact).
 
-    Shapes are validated by ``fusmae_fast.ops``; here: float dtypes, and (eager mode, when a gradient
-    will be needed) distinct indices per row, which the atomic-free backward relies on.
+    Shapes are validated by ``fusmae_fast.ops``; here: float dtypes, and (when a gradient will be
+    needed) distinct indices per row, which the atomic-free backward relies on: here in eager mode, in
+    the backward op where torch.compile traced this.
     """
     check_float("x", x)
     if pos is not None:

@@ -16,7 +16,8 @@ The Triton path (``scatter_tokens_triton``)
     (B, N, C) mask-token tensor, no separate add pass.
     Backward: one launch over (N blocks, C blocks, batch splits) reads dout once: rows that took a
     latent are stored to d latent[b, ids_restore[b, n]] (plain stores: those values are distinct in a
-    row; checked in eager mode when latent needs a gradient), d latent rows no position took stay 0
+    row; checked when latent needs a gradient: by the forward in eager mode, by the backward op under
+    torch.compile), d latent rows no position took stay 0
     (one memset); d pos[n] = sum_b dout[b, n] and the masked-position sums for d mask_token are
     accumulated in fp32 registers and written per batch split to fp32 (S, N, C) buffers, then summed
     in a fixed order by the shared reduction kernels (``reductions.reduce_splits``, ``sum_rows``):
@@ -289,12 +290,15 @@ def _scatter_bwd_op(
     latent_dtype: torch.dtype | None,
     mask_dtype: torch.dtype | None,
     pos_dtype: torch.dtype | None,
+    check_ids: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if check_ids and latent_dtype is not None:  # the forward ran traced: its check was skipped
+        check_distinct("ids_restore", ids_restore, below=K)
     return _backward(dout, ids_restore, K, latent_dtype, mask_dtype, pos_dtype)
 
 
 @_scatter_bwd_op.register_fake
-def _scatter_bwd_fake(dout, ids_restore, K, latent_dtype, mask_dtype, pos_dtype):
+def _scatter_bwd_fake(dout, ids_restore, K, latent_dtype, mask_dtype, pos_dtype, check_ids):
     B, N, C = dout.shape
     dlat = dout.new_empty((B, K, C), dtype=latent_dtype) if latent_dtype else dout.new_empty((0,))
     dmask = dout.new_empty((C,), dtype=mask_dtype) if mask_dtype else dout.new_empty((0,))
@@ -307,6 +311,7 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(ids_restore)
     ctx.K = latent.shape[1]
     ctx.dtypes = (latent.dtype, mask_token.dtype, pos.dtype if pos is not None else None)
+    ctx.check_ids = not value_checks_enabled()  # traced (torch.compile): the backward op checks
 
 
 def _autograd_backward(ctx, dout):
@@ -317,7 +322,7 @@ def _autograd_backward(ctx, dout):
     ]
     if all(d is None for d in wanted):
         return None, None, None, None
-    dlat, dmask, dpos = _scatter_bwd_op(dout, ids_restore, ctx.K, *wanted)
+    dlat, dmask, dpos = _scatter_bwd_op(dout, ids_restore, ctx.K, *wanted, ctx.check_ids)
     return (dlat if need_lat else None), None, (dmask if need_mask else None), (dpos if need_pos else None)
 
 
@@ -332,9 +337,9 @@ def scatter_tokens_triton(
 ) -> torch.Tensor:
     """Triton path of scatter_tokens (same semantics as ``scatter_tokens_ref``; exact).
 
-    Shapes are validated by ``fusmae_fast.ops``; here: float dtypes, and (eager mode, when latent needs
-    a gradient) that the values < K of each ids_restore row are distinct (the atomic-free backward
-    stores d latent rows without accumulation).
+    Shapes are validated by ``fusmae_fast.ops``; here: float dtypes, and (when latent needs a gradient)
+    that the values < K of each ids_restore row are distinct (the atomic-free backward stores d latent
+    rows without accumulation): here in eager mode, in the backward op where torch.compile traced this.
     """
     check_float("latent", latent)
     check_float("mask_token", mask_token)

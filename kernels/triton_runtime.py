@@ -31,7 +31,10 @@ Value checks
     into one flag (``raise_if_any``): on CPU tensors, and on CUDA with debug checks on
     (``set_debug_checks()`` or ``FUSMAE_FAST_DEBUG_CHECKS=1``), one host read and a ValueError naming
     the argument; on CUDA otherwise ``torch._assert_async`` (no host sync, CUDA-graph capturable; a
-    failure is a device-side assertion at the next synchronisation). Skipped inside torch.compile.
+    failure is a device-side assertion at the next synchronisation). Skipped where torch.compile
+    traces the call (one data-independent graph), except the distinct-index checks, which the
+    backward ops of token_gather, token_scatter and masked_patch_embed then run (a repeat would make
+    their plain stores race).
 Host helpers
     input checks (float dtypes, distinct indices per row, whether a gradient is wanted), the
     ``tl.dot`` precision, power-of-two blocks and autotune-key buckets, contiguity of the last dim,

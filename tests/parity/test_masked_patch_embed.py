@@ -248,6 +248,25 @@ def test_mpe_torch_compile_fullgraph(device):
         torch.testing.assert_close(g.double(), r, atol=1e-5, rtol=1e-5)
 
 
+def test_mpe_compiled_backward_rejects_repeats(device, debug_checks):
+    """Under torch.compile the forward's check is skipped (one data-independent graph); the backward op
+    checks instead, where a gradient of pos (or img, bias) is taken: repeats would race there."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(30)
+    img, weight, bias, pos = (t.float().to(device) for t in _mpe_inputs(2, 2, 8, 4, 8, gen))
+    pos.requires_grad_(True)
+    repeated = torch.tensor([[0, 0], [2, -1]], device=device)
+
+    def f(img, weight, bias, pos, ids):
+        return mpe.masked_patch_embed_triton(img, weight, bias, pos, ids, 4).sum()
+
+    loss = torch.compile(f, fullgraph=True, backend="aot_eager")(img, weight, bias, pos, repeated)
+    with pytest.raises(ValueError, match="ids_keep repeats an index"):
+        loss.backward()
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="Triton's interpreter has no bf16; runs on CUDA only")
 def test_mpe_bf16_cuda(device):

@@ -171,6 +171,22 @@ def test_gather_torch_compile_fullgraph(device):
         torch.testing.assert_close(g.double(), r, atol=1e-5, rtol=1e-5)
 
 
+def test_gather_compiled_backward_rejects_repeats(device, debug_checks):
+    """Under torch.compile the forward's check is skipped (one data-independent graph); the backward op
+    checks instead: a repeated index would make its plain stores race (one of two gradients lost)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    x = torch.randn(2, 6, 4, device=device, requires_grad=True)
+    ids = torch.tensor([[0, 3, 3], [1, 2, 5]], device=device)
+    out = torch.compile(
+        lambda x, ids: gather_tokens_triton(x, ids).sum(), fullgraph=True, backend="aot_eager"
+    )
+    loss = out(x, ids)
+    with pytest.raises(ValueError, match="ids_keep repeats an index"):
+        loss.backward()
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="Triton's interpreter has no bf16; runs on CUDA only")
 def test_gather_bf16_cuda(device):

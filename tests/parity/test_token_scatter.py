@@ -191,6 +191,24 @@ def test_scatter_torch_compile_fullgraph(device):
         torch.testing.assert_close(g.double(), r, atol=1e-5, rtol=1e-5)
 
 
+def test_scatter_compiled_backward_rejects_repeats(device, debug_checks):
+    """Under torch.compile the forward's check is skipped (one data-independent graph); the backward op
+    checks instead: a latent row taken twice would make its plain stores race (one gradient lost)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    latent = torch.randn(2, 3, 4, device=device, requires_grad=True)
+    ids = torch.tensor([[0, 1, 1, 3, 5], [2, 1, 0, 3, 3]], device=device)
+    mask_token = torch.zeros(4, device=device)
+
+    def f(latent, ids):
+        return (scatter_tokens_triton(latent, ids, mask_token) ** 2).sum()
+
+    loss = torch.compile(f, fullgraph=True, backend="aot_eager")(latent, ids)
+    with pytest.raises(ValueError, match="ids_restore repeats an index"):
+        loss.backward()
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="Triton's interpreter has no bf16; runs on CUDA only")
 def test_scatter_bf16_cuda(device):
