@@ -83,6 +83,48 @@ def test_launch_runs_the_forced_config_and_deterministic_mode_pins_the_first_kep
         triton_runtime.set_deterministic(False)
 
 
+def test_launches_run_on_the_cuda_device_of_their_tensors(monkeypatch):
+    """Every launch goes through on_device_of: with tensors on cuda:1 the kernel runs with cuda:1 current
+    (whichever device is current), without CUDA tensors under no device guard. CUDA tensors are
+    FakeTensors here (no GPU needed) and torch.cuda.device is replaced by a recorder."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    current = [None]
+
+    class Guard:
+        def __init__(self, device):
+            self.device = torch.device(device)
+
+        def __enter__(self):
+            self.before, current[0] = current[0], self.device
+
+        def __exit__(self, *exc):
+            current[0] = self.before
+
+    monkeypatch.setattr(torch.cuda, "device", Guard)
+    ran_on = []
+
+    class Kernel:
+        def __getitem__(self, grid):
+            return lambda *args, **meta: ran_on.append(current[0])
+
+    with FakeTensorMode():
+        on_cuda1 = torch.empty(4, device="cuda:1")
+    cpu = torch.empty(4)
+    triton_runtime.launch_fixed(Kernel(), (1,), cpu, on_cuda1, 3, BLOCK=4)
+    triton_runtime.launch_fixed(Kernel(), (1,), cpu, 3, BLOCK=4)
+    fields = xattn._FIELDS
+    conf = xattn.kept_configs("fwd", 32, 4)[0]
+
+    class Tuned:
+        fn = Kernel()
+
+    tuned = Tuned()
+    with triton_runtime.forced_config(tuned, conf):
+        triton_runtime.launch(tuned, lambda meta: (1,), (on_cuda1, cpu), {}, fields, conf)
+    assert ran_on == [torch.device("cuda:1"), None, torch.device("cuda:1")]
+
+
 def test_value_checks_fuse_into_one_flag(device, debug_checks):
     """raise_if_any: the first failing check's error (CPU, or CUDA with debug checks); none if all pass."""
     ids = torch.tensor([[0, 2, 2], [1, 0, 3]], device=device)
