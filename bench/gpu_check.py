@@ -31,7 +31,9 @@ kernels: the interpreter has none; e2e with ``--kernels torch``: the interpreter
 model; step without compile; no timings are claimed). Results go to DIR as they finish:
 ``gpu_check.json`` and ``gpu_check.md`` are rewritten after every section, xattn / step / e2e keep their
 own outputs in DIR/<section>/, so a run killed at its limit keeps every finished section. Exit status: 1
-on any parity (or xattn correctness) failure, 2 when a section failed otherwise, else 0.
+when a section's check failed (a parity mismatch, a wrong xattn result, an xattn.py run that crashed,
+an e2e command that failed or a log short of its steps), 2 when a section raised (or parity workers
+could not start), else 0; a section skipped or stopped by the budget does not change it.
 
 No network is used and nothing is installed; xformers and rasterio are optional. Without rasterio the
 e2e sample cannot be generated (it is written as GeoTIFFs and read back by the real readers), so e2e
