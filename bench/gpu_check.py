@@ -161,9 +161,25 @@ def xattn_dtypes(args: argparse.Namespace) -> list[str]:
 def step_matrix(args: argparse.Namespace, *, gpu: bool = False) -> dict[str, Any]:
     """What bench/step.py runs, per preset (one step.py run each); ``gpu``: the GPU plan's."""
     if args.rehearse and not gpu:
-        return {"presets": ["tiny"], "compile": "off", "batch": 2, "steps": 1, "warmup": 0}
+        import torch
+
+        from fusmae_fast.device import emulated_precision
+
+        # bf16 where this CPU has it, else fp32: step.py skips emulated bf16, and a rehearsal that
+        # measures nothing would not run the measuring code
+        precision = "fp32" if emulated_precision("bf16", torch.device("cpu")) else "bf16"
+        return {
+            "presets": ["tiny"], "compile": "off", "batch": 2, "steps": 1, "warmup": 0, "precision": precision
+        }  # fmt: skip
     presets = ["tiny", "base"] if args.quick else list(GPU_PRESETS)
-    return {"presets": presets, "compile": "off,on", "batch": None, "steps": 5, "warmup": 3}
+    return {
+        "presets": presets,
+        "compile": "off,on",
+        "batch": None,
+        "steps": 5,
+        "warmup": 3,
+        "precision": "bf16",
+    }
 
 
 def count_compiles(dtypes: list[str], module: str | None = None, head_dim: int | None = None) -> int:
@@ -257,7 +273,7 @@ def build_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         ),
         dict(
             name="step",
-            what=f"{n_step} configs: {','.join(sm['presets'])} x torch,triton x bf16 x compile "
+            what=f"{n_step} configs: {','.join(sm['presets'])} x torch,triton x {sm['precision']} x compile "
             f"{sm['compile']}",
             compiles=0,
             gpu_s=gpu_step * 25,
@@ -583,7 +599,7 @@ def section_step(ctx: dict[str, Any], box_s: float) -> dict[str, Any]:
             continue
         pdir = out / preset
         cmd = [sys.executable, str(BENCH / "step.py"), "--presets", preset, "--providers", "fusmae"]
-        cmd += ["--kernels", "torch,triton", "--precision", "bf16", "--compile", sm["compile"]]
+        cmd += ["--kernels", "torch,triton", "--precision", sm["precision"], "--compile", sm["compile"]]
         cmd += ["--steps", str(sm["steps"]), "--warmup", str(sm["warmup"]), "--out-dir", str(pdir)]
         if sm["batch"]:
             cmd += ["--batch", str(sm["batch"])]
@@ -637,7 +653,9 @@ def section_step(ctx: dict[str, Any], box_s: float) -> dict[str, Any]:
         "table": table,
         "errors": errors,
         "skipped": skipped,
-        "note": "; ".join(notes + (["rehearsal: compile off only, CPU"] if args.rehearse else [])),
+        "note": "; ".join(
+            notes + ([f"rehearsal: compile off only, CPU, {sm['precision']}"] if args.rehearse else [])
+        ),
         "summary": summary,
     }
 

@@ -55,6 +55,8 @@ def test_rehearse_runs_every_section(tmp_path):
     assert (out / "gpu_check.md").read_text().startswith("# gpu_check rehearsal")
     assert (out / "xattn" / "xattn_cpu.png").exists()
     assert (out / "step" / "tiny" / "step_cpu.json").exists()
+    # the torch row is measured on every CPU (bf16 where native, else fp32); triton needs CUDA
+    assert {(r["preset"], r["kernels"]) for r in result["sections"]["step"]["table"]} == {("tiny", "torch")}
 
 
 @ON_CPU
