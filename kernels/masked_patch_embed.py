@@ -543,12 +543,14 @@ def _mpe_fwd_op(
     ids_keep: torch.Tensor,
     patch: int,
     allow_tf32: bool,
+    check_ids: bool,
 ) -> torch.Tensor:
+    """``check_ids``: the caller skipped the distinct-index check (traced); the backward op runs it."""
     return _mpe_forward(img, weight, bias, pos, ids_keep, patch, allow_tf32)
 
 
 @_mpe_fwd_op.register_fake
-def _mpe_fwd_fake(img, weight, bias, pos, ids_keep, patch, allow_tf32):
+def _mpe_fwd_fake(img, weight, bias, pos, ids_keep, patch, allow_tf32, check_ids):
     return img.new_empty((img.shape[0], ids_keep.shape[1], weight.shape[0]))
 
 
@@ -592,20 +594,20 @@ def _mpe_bwd_fake(
 
 
 def _mpe_setup_context(ctx, inputs, output) -> None:
-    img, weight, bias, pos, ids_keep, patch, allow_tf32 = inputs
+    img, weight, bias, pos, ids_keep, patch, allow_tf32, check_ids = inputs
     ctx.save_for_backward(img, weight, ids_keep)
     ctx.patch = patch
     ctx.n = pos.shape[0]
     ctx.dtypes = (bias.dtype, pos.dtype)
     ctx.allow_tf32 = allow_tf32
-    ctx.check_ids = not value_checks_enabled()  # traced (torch.compile): the backward op checks
+    ctx.check_ids = check_ids
 
 
 def _mpe_autograd_backward(ctx, dout):
     img, weight, ids_keep = ctx.saved_tensors
     need_img, need_w, need_b, need_pos = ctx.needs_input_grad[:4]
     if not (need_img or need_w or need_b or need_pos):
-        return None, None, None, None, None, None, None
+        return None, None, None, None, None, None, None, None
     dimg, dw, dbias, dpos = _mpe_bwd_op(
         dout,
         img,
@@ -625,6 +627,7 @@ def _mpe_autograd_backward(ctx, dout):
         dw if need_w else None,
         dbias if need_b else None,
         dpos if need_pos else None,
+        None,
         None,
         None,
         None,
@@ -662,8 +665,9 @@ def masked_patch_embed_triton(
         raise ValueError(f"patch must be a positive integer, got {patch}")
     if grad_wanted(img, bias, pos) and value_checks_enabled():
         check_distinct("ids_keep", ids_keep)
+    # traced by torch.compile, the check above is skipped: the backward op then runs it
     return torch.ops.fusmae_fast.masked_patch_embed_fwd(
-        img, weight, bias, pos, ids_keep, int(patch), allow_tf32
+        img, weight, bias, pos, ids_keep, int(patch), allow_tf32, not value_checks_enabled()
     )
 
 

@@ -239,12 +239,15 @@ def _gather_backward(
 
 
 @torch.library.custom_op("fusmae_fast::gather_tokens_fwd", mutates_args=())
-def _gather_fwd_op(x: torch.Tensor, ids_keep: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+def _gather_fwd_op(
+    x: torch.Tensor, ids_keep: torch.Tensor, pos: torch.Tensor | None, check_ids: bool
+) -> torch.Tensor:
+    """``check_ids``: the caller skipped the distinct-index check (traced); the backward op runs it."""
     return _gather_forward(x, ids_keep, pos)
 
 
 @_gather_fwd_op.register_fake
-def _gather_fwd_fake(x, ids_keep, pos):
+def _gather_fwd_fake(x, ids_keep, pos, check_ids):
     dtype = x.dtype if pos is None else torch.promote_types(x.dtype, pos.dtype)
     return x.new_empty((x.shape[0], ids_keep.shape[1], x.shape[2]), dtype=dtype)
 
@@ -273,22 +276,22 @@ def _gather_bwd_fake(dout, ids_keep, n, x_dtype, need_x, pos_dtype, check_ids):
 
 
 def _gather_setup_context(ctx, inputs, output) -> None:
-    x, ids_keep, pos = inputs
+    x, ids_keep, pos, check_ids = inputs
     ctx.save_for_backward(ids_keep)
     ctx.n = x.shape[1]
     ctx.x_dtype = x.dtype
     ctx.pos_dtype = pos.dtype if pos is not None else None
-    ctx.check_ids = not value_checks_enabled()  # traced (torch.compile): the backward op checks
+    ctx.check_ids = check_ids
 
 
 def _gather_autograd_backward(ctx, dout):
     (ids_keep,) = ctx.saved_tensors
-    need_x, _, need_pos = ctx.needs_input_grad
+    need_x, _, need_pos = ctx.needs_input_grad[:3]
     pos_dtype = ctx.pos_dtype if need_pos else None
     if not (need_x or need_pos):
-        return None, None, None
+        return None, None, None, None
     dx, dpos = _gather_bwd_op(dout, ids_keep, ctx.n, ctx.x_dtype, need_x, pos_dtype, ctx.check_ids)
-    return (dx if need_x else None), None, (dpos if need_pos else None)
+    return (dx if need_x else None), None, (dpos if need_pos else None), None
 
 
 _gather_fwd_op.register_autograd(_gather_autograd_backward, setup_context=_gather_setup_context)
@@ -308,7 +311,8 @@ def gather_tokens_triton(
         check_float("pos", pos)
     if grad_wanted(x, pos) and value_checks_enabled():
         check_distinct("ids_keep", ids_keep)
-    return torch.ops.fusmae_fast.gather_tokens_fwd(x, ids_keep, pos)
+    # traced by torch.compile, the check above is skipped: the backward op then runs it
+    return torch.ops.fusmae_fast.gather_tokens_fwd(x, ids_keep, pos, not value_checks_enabled())
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -271,13 +271,18 @@ def _backward(
 
 @torch.library.custom_op("fusmae_fast::scatter_tokens_fwd", mutates_args=())
 def _scatter_fwd_op(
-    latent: torch.Tensor, ids_restore: torch.Tensor, mask_token: torch.Tensor, pos: torch.Tensor | None
+    latent: torch.Tensor,
+    ids_restore: torch.Tensor,
+    mask_token: torch.Tensor,
+    pos: torch.Tensor | None,
+    check_ids: bool,
 ) -> torch.Tensor:
+    """``check_ids``: the caller skipped the distinct-index check (traced); the backward op runs it."""
     return _forward(latent, ids_restore, mask_token, pos)
 
 
 @_scatter_fwd_op.register_fake
-def _scatter_fwd_fake(latent, ids_restore, mask_token, pos):
+def _scatter_fwd_fake(latent, ids_restore, mask_token, pos, check_ids):
     B, _, C = latent.shape
     return latent.new_empty((B, ids_restore.shape[1], C), dtype=_out_dtype(latent.dtype, pos))
 
@@ -307,23 +312,29 @@ def _scatter_bwd_fake(dout, ids_restore, K, latent_dtype, mask_dtype, pos_dtype,
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    latent, ids_restore, mask_token, pos = inputs
+    latent, ids_restore, mask_token, pos, check_ids = inputs
     ctx.save_for_backward(ids_restore)
     ctx.K = latent.shape[1]
     ctx.dtypes = (latent.dtype, mask_token.dtype, pos.dtype if pos is not None else None)
-    ctx.check_ids = not value_checks_enabled()  # traced (torch.compile): the backward op checks
+    ctx.check_ids = check_ids
 
 
 def _autograd_backward(ctx, dout):
     (ids_restore,) = ctx.saved_tensors
-    need_lat, _, need_mask, need_pos = ctx.needs_input_grad
+    need_lat, _, need_mask, need_pos = ctx.needs_input_grad[:4]
     wanted = [
         d if need else None for d, need in zip(ctx.dtypes, (need_lat, need_mask, need_pos), strict=True)
     ]
     if all(d is None for d in wanted):
-        return None, None, None, None
+        return None, None, None, None, None
     dlat, dmask, dpos = _scatter_bwd_op(dout, ids_restore, ctx.K, *wanted, ctx.check_ids)
-    return (dlat if need_lat else None), None, (dmask if need_mask else None), (dpos if need_pos else None)
+    return (
+        (dlat if need_lat else None),
+        None,
+        (dmask if need_mask else None),
+        (dpos if need_pos else None),
+        None,
+    )
 
 
 _scatter_fwd_op.register_autograd(_autograd_backward, setup_context=_setup_context)
@@ -347,7 +358,9 @@ def scatter_tokens_triton(
         check_float("pos", pos)
     if grad_wanted(latent) and value_checks_enabled():
         check_distinct("ids_restore", ids_restore, below=latent.shape[1])
-    return torch.ops.fusmae_fast.scatter_tokens_fwd(latent, ids_restore, mask_token, pos)
+    # traced by torch.compile, the check above is skipped: the backward op then runs it
+    unchecked = not value_checks_enabled()
+    return torch.ops.fusmae_fast.scatter_tokens_fwd(latent, ids_restore, mask_token, pos, unchecked)
 
 
 # ----------------------------------------------------------------------------------------------------

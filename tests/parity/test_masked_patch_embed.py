@@ -224,7 +224,9 @@ def test_mpe_opcheck(device):
     gen = torch.Generator().manual_seed(28)
     leaves = [t.float().to(device).requires_grad_(True) for t in _mpe_inputs(2, 2, 8, 4, 8, gen)]
     ids = torch.tensor([[0, 3], [2, -1]], device=device)
-    torch.library.opcheck(torch.ops.fusmae_fast.masked_patch_embed_fwd.default, (*leaves, ids, 4, False))
+    torch.library.opcheck(
+        torch.ops.fusmae_fast.masked_patch_embed_fwd.default, (*leaves, ids, 4, False, False)
+    )
 
 
 def test_mpe_torch_compile_fullgraph(device):

@@ -145,8 +145,8 @@ def test_gather_opcheck(device):
     x = torch.randn(2, 10, 8, generator=gen).to(device).requires_grad_(True)
     pos = torch.randn(10, 8, generator=gen).to(device).requires_grad_(True)
     ids = _keep_ids(2, 10, 4, gen).to(device)
-    torch.library.opcheck(torch.ops.fusmae_fast.gather_tokens_fwd.default, (x, ids, pos))
-    torch.library.opcheck(torch.ops.fusmae_fast.gather_tokens_fwd.default, (x, ids, None))
+    torch.library.opcheck(torch.ops.fusmae_fast.gather_tokens_fwd.default, (x, ids, pos, False))
+    torch.library.opcheck(torch.ops.fusmae_fast.gather_tokens_fwd.default, (x, ids, None, False))
 
 
 def test_gather_torch_compile_fullgraph(device):

@@ -165,8 +165,8 @@ def test_scatter_opcheck(device):
         torch.randn(*s, generator=gen).to(device).requires_grad_(True) for s in ((2, 3, 8), (8,), (10, 8))
     )
     op = torch.ops.fusmae_fast.scatter_tokens_fwd.default
-    torch.library.opcheck(op, (latent, ids, mask_token, pos))
-    torch.library.opcheck(op, (latent, ids, mask_token, None))
+    torch.library.opcheck(op, (latent, ids, mask_token, pos, False))
+    torch.library.opcheck(op, (latent, ids, mask_token, None, False))
 
 
 def test_scatter_torch_compile_fullgraph(device):
