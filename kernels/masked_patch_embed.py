@@ -65,13 +65,13 @@ from .triton_runtime import (
     autotune_bucket,
     autotuned,
     check_distinct,
+    check_distinct_or_defer,
     check_float,
     dot_precision,
     grad_wanted,
     last_dim_contiguous,
     launch,
     or_empty,
-    value_checks_enabled,
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -663,11 +663,9 @@ def masked_patch_embed_triton(
         )
     if patch < 1:
         raise ValueError(f"patch must be a positive integer, got {patch}")
-    if grad_wanted(img, bias, pos) and value_checks_enabled():
-        check_distinct("ids_keep", ids_keep)
-    # traced by torch.compile, the check above is skipped: the backward op then runs it
+    check_ids = check_distinct_or_defer("ids_keep", ids_keep, grad_wanted(img, bias, pos))
     return torch.ops.fusmae_fast.masked_patch_embed_fwd(
-        img, weight, bias, pos, ids_keep, int(patch), allow_tf32, not value_checks_enabled()
+        img, weight, bias, pos, ids_keep, int(patch), allow_tf32, check_ids
     )
 
 

@@ -44,6 +44,7 @@ from .triton_runtime import (
     CopyConf,
     autotuned_copy,
     check_distinct,
+    check_distinct_or_defer,
     check_float,
     compiled_copy_configs,
     copy_fields,
@@ -51,7 +52,6 @@ from .triton_runtime import (
     last_dim_contiguous,
     launch,
     or_empty,
-    value_checks_enabled,
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -309,10 +309,8 @@ def gather_tokens_triton(
     check_float("x", x)
     if pos is not None:
         check_float("pos", pos)
-    if grad_wanted(x, pos) and value_checks_enabled():
-        check_distinct("ids_keep", ids_keep)
-    # traced by torch.compile, the check above is skipped: the backward op then runs it
-    return torch.ops.fusmae_fast.gather_tokens_fwd(x, ids_keep, pos, not value_checks_enabled())
+    check_ids = check_distinct_or_defer("ids_keep", ids_keep, grad_wanted(x, pos))
+    return torch.ops.fusmae_fast.gather_tokens_fwd(x, ids_keep, pos, check_ids)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from .triton_runtime import (
     CopyConf,
     autotuned_copy,
     check_distinct,
+    check_distinct_or_defer,
     check_float,
     compiled_copy_configs,
     copy_fields,
@@ -56,7 +57,6 @@ from .triton_runtime import (
     last_dim_contiguous,
     launch,
     or_empty,
-    value_checks_enabled,
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -356,11 +356,10 @@ def scatter_tokens_triton(
     check_float("mask_token", mask_token)
     if pos is not None:
         check_float("pos", pos)
-    if grad_wanted(latent) and value_checks_enabled():
-        check_distinct("ids_restore", ids_restore, below=latent.shape[1])
-    # traced by torch.compile, the check above is skipped: the backward op then runs it
-    unchecked = not value_checks_enabled()
-    return torch.ops.fusmae_fast.scatter_tokens_fwd(latent, ids_restore, mask_token, pos, unchecked)
+    check_ids = check_distinct_or_defer(
+        "ids_restore", ids_restore, grad_wanted(latent), below=latent.shape[1]
+    )
+    return torch.ops.fusmae_fast.scatter_tokens_fwd(latent, ids_restore, mask_token, pos, check_ids)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -392,6 +392,18 @@ def check_distinct(name: str, ids: torch.Tensor, below: int | None = None) -> No
     raise_if_any(repeats_check(name, ids, below))
 
 
+def check_distinct_or_defer(name: str, ids: torch.Tensor, grad: bool, below: int | None = None) -> bool:
+    """The distinct-index check of an op whose backward stores without atomics: in eager mode run now
+    where a gradient will be taken (``grad``), returning False; where torch.compile traces the call
+    (value checks skipped) return True, the ``check_ids`` flag with which the op's backward runs
+    ``check_distinct`` instead (a repeat would make its plain stores race)."""
+    if not value_checks_enabled():
+        return True
+    if grad:
+        check_distinct(name, ids, below)
+    return False
+
+
 def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
     """``input_precision`` of ``tl.dot``: "tf32" for fp32 inputs when allowed, else "ieee"."""
     return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
