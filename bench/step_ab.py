@@ -1,12 +1,14 @@
 """A/B of two ways to run the same step, alternated step by step in one process: eager against
 ``torch.compile``, eager against ``rules`` (eager with every attention form by the fixed rules instead of
-picked by timing, ``fusmae_fast.form_timing``), or a form against itself (an A/A control of the method).
+picked by timing, ``fusmae_fast.form_timing``), eager against ``plain`` (the textbook baseline model of
+``bench/plain_model.py``, eager), or a form against itself (an A/A control of the method).
 
 Usage
     python bench/step_ab.py                                   # small, pretrain, bf16: eager vs compiled
     python bench/step_ab.py --preset base --precision fp32 --pairs 16
     python bench/step_ab.py --preset tiny --b eager           # A/A: how far apart equal steps read
     python bench/step_ab.py --precision fp32 --a rules --b eager  # the rules against the timed picks
+    python bench/step_ab.py --preset base --precision fp32 --b plain --pairs 8  # ours against plain
 
 Why: ``bench/step.py`` times each configuration in its own process, round after round. On a shared
 or throttled CPU the machine's speed can drift by 2x between rounds, seconds apart, and then a ratio of
@@ -28,7 +30,7 @@ import statistics
 import time
 from typing import Any
 
-FORMS = ("eager", "compiled", "rules")
+FORMS = ("eager", "compiled", "rules", "plain")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,7 +66,6 @@ def build_forms(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     cfg = {
         "task": args.task,
         "preset": args.preset,
-        "provider": "fusmae",
         "kernels": "torch",
         "precision": args.precision,
         "batch": batch,
@@ -76,8 +77,14 @@ def build_forms(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     return {
         side: _by_rules(step) if form == "rules" else step
         for side, form in (("a", args.a), ("b", args.b))
-        for step in [build({**cfg, "compile": form == "compiled"})[1]]
+        for step in [build({**cfg, "compile": form == "compiled", "provider": _provider(form)})[1]]
     }
+
+
+def _provider(form: str) -> str:
+    """The model a form runs: ``plain`` the textbook baseline (``bench/plain_model.py``), eager; every
+    other form FusMAE."""
+    return "plain" if form == "plain" else "fusmae"
 
 
 def _by_rules(step: Any) -> Any:

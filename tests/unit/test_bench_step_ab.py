@@ -52,3 +52,11 @@ def test_the_rules_form_runs_with_timing_off(monkeypatch):
 def test_bad_flags_are_refused(bad):
     with pytest.raises(SystemExit):
         step_ab.parse_args(bad)
+
+
+def test_the_plain_form_builds_the_plain_model(monkeypatch):
+    """``plain``: that side is built with the textbook provider, the other with FusMAE, both eager."""
+    built = []
+    monkeypatch.setattr("fusmae_fast.bench.step.build", lambda cfg: (built.append(cfg), lambda: None))
+    step_ab.build_forms(step_ab.parse_args(["--a", "eager", "--b", "plain"]), 2)
+    assert [(c["provider"], c["compile"]) for c in built] == [("fusmae", False), ("plain", False)]
