@@ -67,6 +67,17 @@ def _header(result: dict[str, Any]) -> str:
         + (" — `--quick` run" if result.get("quick") else "")
         + "."
         + (f" Host allocator: {info['host_allocator']}." if info.get("host_allocator") else "")
+        + _recounted_text(info.get("recounted"))
+    )
+
+
+def _recounted_text(recounted: dict[str, Any] | None) -> str:
+    """The header's note of a ``bench/step.py --recount``: FLOPs counted again later, timings as run."""
+    if not recounted:
+        return ""
+    return (
+        f" GFLOP/image and fractions recounted at git {recounted['git']['sha'][:10]}, "
+        f"{recounted['timestamp']} (`--recount`; the timings are the run's)."
     )
 
 

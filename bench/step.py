@@ -31,6 +31,9 @@ ru_maxrss if that is not allowed), reported as the total and as the growth durin
 Host allocator: ``--host-allocator keep`` (default, what every ``fusmae-fast`` command does) lets
 glibc's malloc keep freed memory for reuse (``fusmae_fast.host_allocator``), ``system`` leaves it as
 it is; the parent and every worker use the same setting, and the JSON records it.
+--recount FILE counts the FLOPs of every eager row of an earlier result again, each in a fresh worker
+built as the run built it, and rewrites its GFLOP/image and fractions (timings untouched; the header
+says when): for a fix of the counter, without timing the matrix again.
 --profile PRESET adds a torch.profiler breakdown (top ops by self CPU time, and time per model
 region) of both providers for that preset, at --profile-precision (default bf16 when measured).
 Outputs: a table on stdout, bench/results/step_<device>[_quick].{json,md}.
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import gc
 import itertools
 import json
@@ -65,6 +69,8 @@ QUICK = {
 """--quick: tiny at B=16 and small at B=8, fp32, eager, 6 timed steps after 2 warm-up steps, and the
 profile of the small preset."""
 WORKER_TIMEOUT_S = 1800
+ROW_KEYS = ("task", "preset", "provider", "kernels", "precision", "compile", "batch", "variant", "masking")
+"""What names a configuration in a result row (and rebuilds it for ``--recount``)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -99,6 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     devices.add_host_allocator_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="default bench/results")
+    p.add_argument("--recount", default=None, metavar="FILE", help="recount an earlier result's FLOPs")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.batches = dict(DEFAULT_BATCH)
@@ -271,11 +278,57 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         params=sum(p.numel() for p in model.parameters()),
     )
     if not cfg["compile"]:
-        from fusmae_fast.bench.flop_count import count_flops
-
-        # matmul/conv/attention FLOPs of one whole step, forward and backward: deterministic, load-free
-        result["gflop_per_image"] = count_flops(step) / cfg["batch"] / 1e9
+        result["gflop_per_image"] = gflop_per_image(step, cfg["batch"])
     return result
+
+
+def gflop_per_image(step, batch: int) -> float:
+    """Matmul/conv/attention GFLOP of one call of ``step`` (a whole step, forward and backward) per
+    image: deterministic and load-free. Call it after a first call, which times the attention forms."""
+    from fusmae_fast.bench.flop_count import count_flops
+
+    return count_flops(step) / batch / 1e9
+
+
+def count_worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``--recount``'s worker: one configuration built as a timed run builds it, one uncounted call (the
+    attention forms are picked there, as in the run's first step), then the counted call."""
+    from fusmae_fast.bench import devices
+
+    devices.pin_threads(cfg["threads"])
+    _, step, _, _ = build(cfg)
+    step()
+    return {"status": "ok", "gflop_per_image": gflop_per_image(step, cfg["batch"])}
+
+
+def recount(path: Path) -> int:
+    """``--recount FILE``: the eager rows' GFLOP/image counted again (each in a fresh worker), every
+    row's fractions recomputed from them with the run's own peaks, FILE and its table rewritten."""
+    from fusmae_fast.bench import devices, report
+
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--recount: cannot read {path}: {exc}") from None
+    if not isinstance(result, dict) or result.get("benchmark") != "step":
+        raise SystemExit(f"--recount: {path} is not a bench/step.py result")
+    rows = [r for r in result["rows"] if r.get("status") == "ok" and not r["compile"]]
+    for i, r in enumerate(rows, 1):
+        cfg = {k: r[k] for k in ROW_KEYS}
+        cfg.update(mode="count", device=result["info"]["device"], seed=result["settings"]["seed"])
+        cfg.update(threads=result["info"]["threads"]["intra_op"], host_allocator="keep")
+        res = run_config(cfg)
+        if res.get("status") != "ok":
+            print(f"ERROR {_name(r)}: {res.get('reason')}")
+            return 1
+        old, new = r.get("gflop_per_image"), res["gflop_per_image"]
+        print(f"[{i}/{len(rows)}] {_name(r)}: {old} -> {new} GFLOP/image")
+        r["gflop_per_image"] = res["gflop_per_image"]
+    add_fractions(result["rows"], result["peaks"])
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    result["info"]["recounted"] = {"git": devices.git_sha(), "timestamp": stamp}
+    devices.write_results(path.parent, path.stem, result, report.step_markdown(result))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------- profile
@@ -474,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = json.loads(args.worker)
         devices.apply_host_allocator(cfg.get("host_allocator", "keep"))
         try:
-            res = profile_pair(cfg) if cfg.get("mode") == "profile" else run_worker(cfg)
+            workers = {"profile": profile_pair, "count": count_worker}
+            res = workers.get(cfg.get("mode"), run_worker)(cfg)
         except Exception as exc:  # reported by the parent as an error row
             import traceback
 
@@ -482,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
             res = {"status": "error", "reason": f"{type(exc).__name__}: {str(exc)[:400]}"}
         print(json.dumps(res))
         return 0
+    if args.recount:
+        return recount(Path(args.recount))
 
     import torch
 
@@ -528,20 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks = gemm_peak.merge_peaks(peaks_before, gemm_peak.measure_peaks(device, precisions))
     print(f"# GEMM peak kept: {_peaks_text(peaks)}")
     for cfg, runs in zip(cfgs, results, strict=True):
-        row = {
-            k: cfg[k]
-            for k in (
-                "task",
-                "preset",
-                "provider",
-                "kernels",
-                "precision",
-                "compile",
-                "batch",
-                "variant",
-                "masking",
-            )
-        }
+        row = {k: cfg[k] for k in ROW_KEYS}
         ok = [r for r in runs if r["status"] == "ok"]
         best = min(ok, key=lambda r: r["ms_p50"]) if ok else runs[-1]
         row.update(best)

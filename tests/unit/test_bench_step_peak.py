@@ -10,6 +10,7 @@ import torch
 from fusmae_fast.bench import gemm_peak, report, step
 from fusmae_fast.bench.flop_count import count_flops
 from fusmae_fast.bench.timing import time_cpu
+from fusmae_fast.linear import fused_linear_applies, linear, mkldnn_bf16_supported
 
 
 def test_gemm_peak_is_the_best_product():
@@ -88,6 +89,19 @@ def _row(compile_, gflop, ips, precision="bf16"):
         gflop_per_image=gflop,
         images_per_s=ips,
     )
+
+
+@pytest.mark.skipif(not mkldnn_bf16_supported(), reason="oneDNN has no bf16 inner product on this CPU")
+@pytest.mark.parametrize("gelu", [False, True])
+def test_fused_bf16_linears_are_counted_like_f_linear(gelu):
+    """``fusmae_fast.linear``'s oneDNN form (gradient-free bf16 on a CPU) is credited with the product's
+    2 M N K, as F.linear is: uncounted, bf16 encode rows read a fraction of peak 6x too low."""
+    layer = torch.nn.Linear(40, 24).to(torch.bfloat16)
+    x = torch.randn(3, 7, 40, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        assert fused_linear_applies(x, layer)
+        fused = count_flops(lambda: linear(x, layer, gelu=gelu))
+        assert fused == count_flops(lambda: layer(x)) == 2 * 21 * 40 * 24
 
 
 def test_compiled_rows_take_the_eager_count():
@@ -169,3 +183,34 @@ def test_rounds_keep_each_configs_own_results(tmp_path):
     assert {r["provider"] for r in rows} == {"fusmae", "plain"}
     for r in rows:
         assert r["status"] == "ok" and len(r["rounds_ms_p50"]) == 2 and r["ms_p50"] == min(r["rounds_ms_p50"])
+
+
+def test_recount_rewrites_the_counts_and_fractions_of_a_result(tmp_path):
+    """``--recount FILE``: every eager row's GFLOP/image counted again in a fresh worker (a count the
+    file got wrong is replaced), the fractions follow, timings stay, the header says so."""
+    argv = ["--presets", "tiny", "--batch", "2", "--precision", "fp32", "--compile", "off"]
+    argv += ["--providers", "fusmae", "--steps", "1", "--warmup", "1", "--out-dir", str(tmp_path)]
+    assert step.main(argv) == 0
+    path = tmp_path / "step_cpu.json"
+    ran = json.loads(path.read_text())
+    wrong = json.loads(path.read_text())
+    for r in wrong["rows"]:
+        r["gflop_per_image"] /= 6
+        r["fraction_of_peak"] /= 6
+    path.write_text(json.dumps(wrong))
+    assert step.main(["--recount", str(path)]) == 0
+    fixed = json.loads(path.read_text())
+    for before, after in zip(ran["rows"], fixed["rows"], strict=True):
+        assert after["gflop_per_image"] == pytest.approx(before["gflop_per_image"], rel=1e-12)
+        assert after["fraction_of_peak"] == pytest.approx(before["fraction_of_peak"], rel=1e-12)
+        assert after["ms_p50"] == before["ms_p50"]
+    assert fixed["info"]["recounted"]["git"] and "recounted at git" in (tmp_path / "step_cpu.md").read_text()
+
+
+def test_recount_refuses_another_benchmarks_result(tmp_path):
+    path = tmp_path / "xattn_cpu.json"
+    path.write_text(json.dumps({"benchmark": "xattn", "rows": []}))
+    with pytest.raises(SystemExit, match="not a bench/step.py result"):
+        step.main(["--recount", str(path)])
+    with pytest.raises(SystemExit, match="cannot read .*missing.json"):
+        step.main(["--recount", str(tmp_path / "missing.json")])
