@@ -303,7 +303,10 @@ def count_worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def recount(path: Path) -> int:
     """``--recount FILE``: the eager rows' GFLOP/image counted again (each in a fresh worker), every
-    row's fractions recomputed from them with the run's own peaks, FILE and its table rewritten."""
+    row's fractions recomputed from them with the run's own peaks, FILE and its table rewritten. A
+    worker picks its attention forms by timing afresh, and SDPA's flash backward is credited with its
+    score recompute, the explicit form's is not: where a near tie went the other way, a row's count
+    moves by that recompute (a fraction of a percent of a step)."""
     from fusmae_fast.bench import devices, report
 
     try:
