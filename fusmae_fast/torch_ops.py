@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from fusmae_fast.attention import attention, explicit_attention, explicit_is_faster, may_time_forms
-from fusmae_fast.form_timing import fastest, operands_key
+from fusmae_fast.form_timing import fastest, grad_will_be_taken, operands_key
 from fusmae_fast.kernels.cross_modal_attention import cross_modal_mask
 from fusmae_fast.kernels.masked_loss import EPS, check_norm_pix, masked_mse_ref
 from fusmae_fast.patches import patch_view
@@ -49,7 +49,8 @@ def cross_modal_attention_torch(
       S2 queries on S1 keys, and a concatenation, or for equal halves, what consistent masking gives,
       one paired call already in the concatenated layout);
     - ragged splits, every sample with both modalities (independent masking; eager): one call with
-      the boolean cross-modal mask;
+      the boolean cross-modal mask, or, where no gradient will be taken and timing picks it, the
+      samples grouped by split point and each group's useful blocks only (``_ragged``);
     - otherwise (a sample with split 0 or L, or under torch.compile, which needs one data-independent
       graph): the masked call with rows that have no key let attend every key (finite, no NaN
       anywhere), then exact zeros put back with ``torch.where``, which also sends exactly zero
@@ -64,7 +65,7 @@ def cross_modal_attention_torch(
         if lo == hi and 0 < lo < length:
             return _one_split(qh, kh, vh, split, lo)
         if lo > 0 and hi < length:  # ragged, every sample has both modalities: no fix-up passes
-            return attention(qh, kh, vh, cross_modal_mask(split, length)[:, None]).transpose(1, 2)
+            return _ragged(qh, kh, vh, split)
     allowed = cross_modal_mask(split, length)  # (B, L, L)
     has_key = ((split > 0) & (split < length))[:, None, None]  # (B, 1, 1): both modalities present
     attn_mask = (allowed | ~has_key)[:, None]  # (B, 1, L, L)
@@ -106,6 +107,38 @@ def _paired(
     return explicit_attention(qh.reshape(b, h, 2, s, d), *swapped).view(b, h, length, d).transpose(1, 2)
 
 
+def _ragged(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, split: torch.Tensor) -> torch.Tensor:
+    """Eq. 2 with ragged splits, every sample with both modalities: the masked call (``_masked``). Where
+    no gradient will be taken and ``may_time_forms`` allows, it is timed against ``_grouped`` (only the
+    useful blocks, per group of samples sharing a split: half the score work of the masked call, in
+    many smaller products); the masked call's two cores are timed beside it. With a gradient the
+    grouped form is not a candidate: autograd through its gathers and per-group calls measured several
+    times slower than the masked call's backward (``bench/xattn.py``'s ``literal`` rows, the same
+    computation)."""
+    if grad_will_be_taken(qh, kh, vh) or not may_time_forms(qh, kh, vh):
+        return _masked(qh, kh, vh, split)
+    operands = (qh, kh, vh, split)
+    return fastest(
+        ("cross-modal-ragged", operands_key(qh, kh, vh)), _RAGGED_FORMS, operands, lambda: _masked(*operands)
+    )
+
+
+def _grouped(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, split: torch.Tensor) -> torch.Tensor:
+    """Ragged splits (CPU, 0 < every split < L) with the samples grouped by split point: each group's
+    two directions as two explicit calls on its useful blocks (``_two_calls``), written into the output
+    at the group's batch rows."""
+    b, h, length, d = qh.shape
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(split.tolist()):
+        groups.setdefault(s, []).append(i)
+    out = qh.new_empty(b, length, h, d)
+    for s, rows in groups.items():
+        idx = torch.tensor(rows, device=qh.device)
+        group = (t.index_select(0, idx) for t in (qh, kh, vh))
+        out.index_copy_(0, idx, _two_explicit(*group, split, s))
+    return out
+
+
 def _two_calls(core: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """Eq. 2 as two calls of ``core`` (S1 queries on S2 keys, S2 queries on S1 keys) and a concatenation."""
 
@@ -124,14 +157,38 @@ def _masked_sdpa(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, split: to
 
 
 _two_calls_by_rules = _two_calls(attention)
+_two_explicit = _two_calls(explicit_attention)
 _ONE_SPLIT_UNEQUAL_FORMS: dict[str, Callable[..., torch.Tensor]] = {
     "two-sdpa": _two_calls(F.scaled_dot_product_attention),
-    "two-explicit": _two_calls(explicit_attention),
+    "two-explicit": _two_explicit,
     "masked-sdpa": _masked_sdpa,
 }
 """The forms ``_one_split`` times, each a function of (qh, kh, vh, split, s)."""
 _ONE_SPLIT_FORMS = {**_ONE_SPLIT_UNEQUAL_FORMS, "paired": _paired}
 """With equal halves, the paired call too."""
+
+
+def _masked_core(core: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Ragged splits as one ``core`` call with the boolean cross-modal mask (the mask built inside)."""
+
+    def masked(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, split: torch.Tensor) -> torch.Tensor:
+        return core(qh, kh, vh, cross_modal_mask(split, qh.shape[2])[:, None]).transpose(1, 2)
+
+    return masked
+
+
+def _sdpa_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+_masked = _masked_core(attention)
+"""Ragged splits as one masked call, its core by ``attention`` (timed or by the rules)."""
+_RAGGED_FORMS: dict[str, Callable[..., torch.Tensor]] = {
+    "masked-explicit": _masked_core(explicit_attention),
+    "masked-sdpa": _masked_core(_sdpa_masked),
+    "grouped": _grouped,
+}
+"""The forms ``_ragged`` times where no gradient will be taken, each a function of (qh, kh, vh, split)."""
 
 
 class _MaskedMSETorch(torch.autograd.Function):

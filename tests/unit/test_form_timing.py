@@ -309,3 +309,32 @@ def test_each_cross_modal_form_when_timed(monkeypatch, form, L, split, grad):
         assert expected <= set(seen)
         timed = [name for key, name in picks().items() if key[0] == "cross-modal-one-split"]
         assert timed == [form if form in expected else "two-sdpa"]
+
+
+@pytest.mark.parametrize("form", ["masked-explicit", "masked-sdpa", "grouped"])
+@pytest.mark.parametrize("splits", [[3, 5, 3, 4, 5, 1], [1, 6, 6, 1], [2, 3]])
+@pytest.mark.parametrize("grad", [False, True])
+def test_each_ragged_form_when_timed(monkeypatch, form, splits, grad):
+    """Eq. 2 with ragged splits (every sample with both modalities): each form the timing may pick
+    equals the reference (rows in batch order, groups of one and of several samples); the grouped form
+    is timed only where no gradient will be taken, and a gradient call keeps the masked call."""
+    seen = _force(monkeypatch, form)
+    L, b = 7, len(splits)
+    g = torch.Generator().manual_seed(sum(splits) + b)
+    q, k, v = (torch.randn(b, L, 2, 40, generator=g).requires_grad_(grad) for _ in range(3))
+    split = torch.tensor(splits, dtype=torch.int64)
+    with torch.set_grad_enabled(grad):
+        got = cross_modal_attention_torch(q, k, v, split)
+    leaves = [t.detach().double().requires_grad_(grad) for t in (q, k, v)]
+    want = cross_modal_attention_ref(*leaves, split)
+    torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=2e-5)
+    ragged = [name for key, name in picks().items() if key[0] == "cross-modal-ragged"]
+    if grad:
+        do = torch.randn(want.shape, generator=g, dtype=torch.float64)
+        got.backward(do.float())
+        want.backward(do)
+        for t, ref in zip((q, k, v), leaves, strict=True):
+            torch.testing.assert_close(t.grad.double(), ref.grad, atol=2e-5, rtol=2e-5)
+        assert ragged == [] and "grouped" not in seen
+    else:
+        assert set(seen) >= {"masked-explicit", "masked-sdpa", "grouped"} and ragged == [form]
