@@ -282,6 +282,22 @@ def test_each_attention_form_when_timed(monkeypatch, form, masked):
     torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
 
 
+def _torch_path_matches_reference(q, k, v, split, grad: bool, g: torch.Generator) -> None:
+    """The Eq. 2 torch path on (q, k, v, split) equals the fp64 reference, and so do its gradients of a
+    random output gradient where ``grad``."""
+    with torch.set_grad_enabled(grad):
+        got = cross_modal_attention_torch(q, k, v, split)
+    leaves = [t.detach().double().requires_grad_(grad) for t in (q, k, v)]
+    want = cross_modal_attention_ref(*leaves, split)
+    torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=2e-5)
+    if grad:
+        do = torch.randn(want.shape, generator=g, dtype=torch.float64)
+        got.backward(do.float())
+        want.backward(do)
+        for t, ref in zip((q, k, v), leaves, strict=True):
+            torch.testing.assert_close(t.grad.double(), ref.grad, atol=2e-5, rtol=2e-5)
+
+
 @pytest.mark.parametrize("form", ["two-sdpa", "two-explicit", "paired", "masked-sdpa"])
 @pytest.mark.parametrize(("L", "split"), [(50, 25), (50, 20), (113, 56), (1, 0), (7, 7)])
 @pytest.mark.parametrize("grad", [False, True])
@@ -292,18 +308,7 @@ def test_each_cross_modal_form_when_timed(monkeypatch, form, L, split, grad):
     seen = _force(monkeypatch, form)
     g = torch.Generator().manual_seed(L + split)
     q, k, v = (torch.randn(3, L, 2, 40, generator=g).requires_grad_(grad) for _ in range(3))
-    splits = torch.full((3,), split, dtype=torch.int64)
-    with torch.set_grad_enabled(grad):
-        got = cross_modal_attention_torch(q, k, v, splits)
-    leaves = [t.detach().double().requires_grad_(grad) for t in (q, k, v)]
-    want = cross_modal_attention_ref(*leaves, splits)
-    torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=2e-5)
-    if grad:
-        do = torch.randn(want.shape, generator=g, dtype=torch.float64)
-        got.backward(do.float())
-        want.backward(do)
-        for t, ref in zip((q, k, v), leaves, strict=True):
-            torch.testing.assert_close(t.grad.double(), ref.grad, atol=2e-5, rtol=2e-5)
+    _torch_path_matches_reference(q, k, v, torch.full((3,), split, dtype=torch.int64), grad, g)
     if 0 < split < L:
         expected = {"two-sdpa", "two-explicit", "masked-sdpa"} | ({"paired"} if 2 * split == L else set())
         assert expected <= set(seen)
@@ -322,19 +327,9 @@ def test_each_ragged_form_when_timed(monkeypatch, form, splits, grad):
     L, b = 7, len(splits)
     g = torch.Generator().manual_seed(sum(splits) + b)
     q, k, v = (torch.randn(b, L, 2, 40, generator=g).requires_grad_(grad) for _ in range(3))
-    split = torch.tensor(splits, dtype=torch.int64)
-    with torch.set_grad_enabled(grad):
-        got = cross_modal_attention_torch(q, k, v, split)
-    leaves = [t.detach().double().requires_grad_(grad) for t in (q, k, v)]
-    want = cross_modal_attention_ref(*leaves, split)
-    torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=2e-5)
+    _torch_path_matches_reference(q, k, v, torch.tensor(splits, dtype=torch.int64), grad, g)
     ragged = [name for key, name in picks().items() if key[0] == "cross-modal-ragged"]
     if grad:
-        do = torch.randn(want.shape, generator=g, dtype=torch.float64)
-        got.backward(do.float())
-        want.backward(do)
-        for t, ref in zip((q, k, v), leaves, strict=True):
-            torch.testing.assert_close(t.grad.double(), ref.grad, atol=2e-5, rtol=2e-5)
         assert ragged == [] and "grouped" not in seen
     else:
         assert set(seen) >= {"masked-explicit", "masked-sdpa", "grouped"} and ragged == [form]
