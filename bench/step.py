@@ -319,6 +319,7 @@ def recount(path: Path) -> int:
     for i, r in enumerate(rows, 1):
         cfg = {k: r[k] for k in ROW_KEYS}
         cfg.update(mode="count", device=result["info"]["device"], seed=result["settings"]["seed"])
+        # the allocator setting and the thread count change no count; the threads are the run's anyway
         cfg.update(threads=result["info"]["threads"]["intra_op"], host_allocator="keep")
         res = run_config(cfg)
         if res.get("status") != "ok":
@@ -326,7 +327,7 @@ def recount(path: Path) -> int:
             return 1
         old, new = r.get("gflop_per_image"), res["gflop_per_image"]
         print(f"[{i}/{len(rows)}] {_name(r)}: {old} -> {new} GFLOP/image")
-        r["gflop_per_image"] = res["gflop_per_image"]
+        r["gflop_per_image"] = new
     add_fractions(result["rows"], result["peaks"])
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     result["info"]["recounted"] = {"git": devices.git_sha(), "timestamp": stamp}

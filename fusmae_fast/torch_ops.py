@@ -177,7 +177,8 @@ def _masked_core(core: Callable[..., torch.Tensor]) -> Callable[..., torch.Tenso
     return masked
 
 
-def _sdpa_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _sdpa_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SDPA as an attention core of (q, k, v, mask), as ``explicit_attention`` is one."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
@@ -185,7 +186,7 @@ _masked = _masked_core(attention)
 """Ragged splits as one masked call, its core by ``attention`` (timed or by the rules)."""
 _RAGGED_FORMS: dict[str, Callable[..., torch.Tensor]] = {
     "masked-explicit": _masked_core(explicit_attention),
-    "masked-sdpa": _masked_core(_sdpa_masked),
+    "masked-sdpa": _masked_core(_sdpa_core),
     "grouped": _grouped,
 }
 """The forms ``_ragged`` times where no gradient will be taken, each a function of (qh, kh, vh, split)."""
