@@ -15,6 +15,7 @@ attention ops and the product's 2 M N K for the linear (once, at import) and cou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -50,10 +51,7 @@ def _linear_flop(x_shape, second_shape, third_shape=None, *args, out_shape=None,
     second operand in the ``default`` overload (X, W, bias (N,) or None, ...) and the third in the
     ``binary`` one (X, other, W, bias, ...), the only overload whose third operand is 2-D."""
     w_shape = third_shape if third_shape is not None and len(third_shape) == 2 else second_shape
-    rows = 1
-    for n in x_shape[:-1]:
-        rows *= n
-    return 2 * rows * w_shape[0] * w_shape[1]
+    return 2 * math.prod(x_shape[:-1]) * w_shape[0] * w_shape[1]
 
 
 def _register() -> None:

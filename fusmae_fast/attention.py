@@ -66,6 +66,7 @@ __all__ = [
     "explicit_fits",
     "explicit_is_faster",
     "may_time_forms",
+    "sdpa_attention",
     "softmax_via_fp32",
 ]
 
@@ -225,6 +226,14 @@ def explicit_attention(
     return _explicit_forward(q, k, v, mask, scale, lead)[0]
 
 
+def sdpa_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The sdpa form (module docstring): ``F.scaled_dot_product_attention`` with the same arguments as
+    ``explicit_attention``."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
 def may_time_forms(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: int | None = None) -> bool:
     """Whether a call may pick its form by timing (``fusmae_fast.form_timing``): the explicit form fits,
     ``may_time`` allows it, and where a gradient will be taken (the timing then runs every form's
@@ -246,12 +255,9 @@ def attention(
     def by_rules() -> torch.Tensor:
         if explicit_is_faster(q, k, masked=mask is not None):
             return explicit_attention(q, k, v, mask)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return sdpa_attention(q, k, v, mask)
 
     if not may_time_forms(q, k, v):
         return by_rules()
-    forms = {
-        "sdpa": lambda q, k, v, mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
-        "explicit": explicit_attention,
-    }
+    forms = {"sdpa": sdpa_attention, "explicit": explicit_attention}
     return fastest(("attention", operands_key(q, k, v, mask)), forms, (q, k, v, mask), by_rules)

@@ -22,7 +22,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from fusmae_fast.attention import attention, explicit_attention, explicit_is_faster, may_time_forms
+from fusmae_fast.attention import (
+    attention,
+    explicit_attention,
+    explicit_is_faster,
+    may_time_forms,
+    sdpa_attention,
+)
 from fusmae_fast.form_timing import fastest, grad_will_be_taken, operands_key
 from fusmae_fast.kernels.cross_modal_attention import cross_modal_mask
 from fusmae_fast.kernels.masked_loss import EPS, check_norm_pix, masked_mse_ref
@@ -177,16 +183,11 @@ def _masked_core(core: Callable[..., torch.Tensor]) -> Callable[..., torch.Tenso
     return masked
 
 
-def _sdpa_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """SDPA as an attention core of (q, k, v, mask), as ``explicit_attention`` is one."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-
-
 _masked = _masked_core(attention)
 """Ragged splits as one masked call, its core by ``attention`` (timed or by the rules)."""
 _RAGGED_FORMS: dict[str, Callable[..., torch.Tensor]] = {
     "masked-explicit": _masked_core(explicit_attention),
-    "masked-sdpa": _masked_core(_sdpa_core),
+    "masked-sdpa": _masked_core(sdpa_attention),
     "grouped": _grouped,
 }
 """The forms ``_ragged`` times where no gradient will be taken, each a function of (qh, kh, vh, split)."""
